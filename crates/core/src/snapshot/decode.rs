@@ -1,0 +1,154 @@
+//! Reading and verifying snapshot blobs (layout in the module above).
+
+use bytes::Bytes;
+
+use crate::entry::{Entry, EntryParts};
+use crate::lamport::LamportTime;
+use crate::limits::{Limits, METADATA_PAIRS_MAX};
+use crate::merkle::{RootHash, TreeSize};
+use crate::seq::{Seq, Timestamp};
+use crate::validate::{ContextId, Key, Metadata, ValidationError};
+
+use super::reader::Reader;
+use super::{
+    CHECKSUM_BYTES, ENTRY_BYTES_MIN, FORMAT_VERSION, HEADER_BYTES_MIN, MAGIC, SnapshotError,
+    VerifiedSnapshot,
+};
+
+/// Decodes and fully verifies a snapshot: magic, version, checksum, every field's limits,
+/// sequences `1..n` without gaps, times and clocks increasing, every content hash, the tree
+/// size and the root. Payloads share `blob`'s memory instead of being copied.
+pub fn decode(blob: &Bytes, limits: &Limits) -> Result<VerifiedSnapshot, SnapshotError> {
+    let body = check_envelope(blob)?;
+    let mut reader = Reader::new(body);
+    reader.take(MAGIC.len() + 4, "magic and version")?;
+    let context = ContextId::try_new(reader.text("context_id")?).map_err(SnapshotError::Context)?;
+    let claimed = reader.u64("entry_count")?;
+    let tree_size = TreeSize(reader.u64("tree_size")?);
+    let stored_root = RootHash { size: tree_size, hash: reader.hash("root_hash")? };
+    let count = bounded_count(claimed, reader.remaining())?;
+    if tree_size.0 != claimed {
+        return Err(SnapshotError::TreeSize { tree_size, entries: claimed });
+    }
+
+    let mut entries = Vec::with_capacity(count);
+    for i in 0..count {
+        // `count` is below the number of bytes in the blob, so `i + 1` cannot overflow.
+        let entry = read_entry(&mut reader, blob, Seq(i as u64 + 1), limits)?;
+        entry.verify(&context).map_err(SnapshotError::ContentHash)?;
+        entries.push(entry);
+    }
+    if reader.remaining() > 0 {
+        return Err(SnapshotError::TrailingBytes {
+            offset: reader.offset(),
+            count: reader.remaining(),
+        });
+    }
+
+    let snapshot = VerifiedSnapshot::from_entries(context, entries)?;
+    let computed = snapshot.head().tree().root_hash();
+    if computed != stored_root {
+        return Err(SnapshotError::RootMismatch { stored: stored_root, computed });
+    }
+    Ok(snapshot)
+}
+
+/// Checks length, magic, version and checksum; returns the bytes the checksum covers.
+fn check_envelope(blob: &[u8]) -> Result<&[u8], SnapshotError> {
+    let min = HEADER_BYTES_MIN + CHECKSUM_BYTES;
+    if blob.len() < min {
+        // Say "not a snapshot" rather than "too short" when even the magic is wrong.
+        if blob.len() >= MAGIC.len() && blob[..MAGIC.len()] != MAGIC {
+            return Err(SnapshotError::BadMagic);
+        }
+        return Err(SnapshotError::TooShort { len: blob.len(), min });
+    }
+    if blob[..MAGIC.len()] != MAGIC {
+        return Err(SnapshotError::BadMagic);
+    }
+    let mut version = [0; 4];
+    version.copy_from_slice(&blob[MAGIC.len()..MAGIC.len() + 4]);
+    let version = u32::from_be_bytes(version);
+    if version != FORMAT_VERSION {
+        return Err(SnapshotError::UnsupportedVersion {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let (body, trailer) = blob.split_at(blob.len() - CHECKSUM_BYTES);
+    let mut stored = [0; CHECKSUM_BYTES];
+    stored.copy_from_slice(trailer);
+    let stored = u32::from_be_bytes(stored);
+    let computed = crc32c::crc32c(body);
+    if stored != computed {
+        return Err(SnapshotError::ChecksumMismatch { stored, computed });
+    }
+    Ok(body)
+}
+
+/// The claimed entry count, if the remaining bytes could hold that many entries. This is
+/// what keeps a blob claiming 2^60 entries from reserving memory for them.
+fn bounded_count(claimed: u64, remaining: usize) -> Result<usize, SnapshotError> {
+    let possible = remaining / ENTRY_BYTES_MIN;
+    match usize::try_from(claimed) {
+        Ok(count) if count <= possible => Ok(count),
+        _ => Err(SnapshotError::EntryCount { claimed, bytes: remaining, possible }),
+    }
+}
+
+fn read_entry(
+    reader: &mut Reader<'_>,
+    blob: &Bytes,
+    expected: Seq,
+    limits: &Limits,
+) -> Result<Entry, SnapshotError> {
+    let sequence = Seq(reader.u64("entry sequence")?);
+    if sequence != expected {
+        return Err(SnapshotError::Order(crate::head::ApplyError::SequenceGap {
+            expected,
+            found: sequence,
+        }));
+    }
+    let appended_at = Timestamp(reader.u64("entry appended_at_ns")?);
+    let lamport = LamportTime(reader.u64("entry lamport_clock")?);
+    let field = |source: ValidationError| SnapshotError::Field { sequence, source };
+    let key = Key::try_new(reader.text("entry key")?).map_err(field)?;
+
+    let payload = reader.bytes("entry payload")?;
+    if payload.len() > limits.payload_bytes_max {
+        return Err(SnapshotError::PayloadTooLarge {
+            sequence,
+            len: payload.len(),
+            max: limits.payload_bytes_max,
+        });
+    }
+    let payload = blob.slice_ref(payload);
+
+    let pairs = reader.u32("metadata count")? as usize;
+    if pairs > METADATA_PAIRS_MAX {
+        return Err(field(ValidationError::MetadataPairs {
+            count: pairs,
+            max: METADATA_PAIRS_MAX,
+        }));
+    }
+    let mut metadata = Vec::with_capacity(pairs);
+    for _ in 0..pairs {
+        let offset = reader.offset();
+        let k = reader.text("metadata key")?;
+        let v = reader.text("metadata value")?;
+        // Keys strictly ascending: one canonical encoding, and no key given twice.
+        if metadata.last().is_some_and(|(prev, _): &(String, String)| prev.as_str() >= k) {
+            return Err(SnapshotError::Malformed {
+                offset,
+                what: "metadata keys in ascending order",
+            });
+        }
+        metadata.push((k.to_owned(), v.to_owned()));
+    }
+    let metadata = Metadata::try_from_pairs(metadata).map_err(field)?;
+    let content_hash = reader.hash("entry content_hash")?;
+    Ok(Entry::from_trusted_parts(
+        EntryParts { sequence, key, payload, appended_at, lamport, metadata },
+        content_hash,
+    ))
+}
