@@ -93,37 +93,19 @@ pub struct HeadMismatch {
     pub tree_size: TreeSize,
 }
 
-/// What the next append to a context depends on.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ContextHead {
+/// The stamping half of a head: the latest sequence, time and Lamport time. Cheap to copy;
+/// a writer keeps one to stamp appends before they are durable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sequencer {
     latest: Seq,
     latest_appended_at: Timestamp,
     clock: LamportClock,
-    tree: CompactTree,
 }
 
-impl ContextHead {
-    /// The head of an empty context.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// A head rebuilt from stored state; the tree must have one leaf per entry.
-    pub fn from_parts(
-        latest: Seq,
-        latest_appended_at: Timestamp,
-        latest_lamport: LamportTime,
-        tree: CompactTree,
-    ) -> Result<Self, HeadMismatch> {
-        if tree.size().0 != latest.0 {
-            return Err(HeadMismatch { latest, tree_size: tree.size() });
-        }
-        Ok(Self {
-            latest,
-            latest_appended_at,
-            clock: LamportClock::starting_at(latest_lamport),
-            tree,
-        })
+impl Sequencer {
+    /// The state after an entry with these fields (or an empty context, with zeros).
+    pub fn at(latest: Seq, latest_appended_at: Timestamp, latest_lamport: LamportTime) -> Self {
+        Self { latest, latest_appended_at, clock: LamportClock::starting_at(latest_lamport) }
     }
 
     /// The latest sequence (0 when empty).
@@ -141,6 +123,90 @@ impl ContextHead {
         self.clock.latest()
     }
 
+    /// The fields of the next entry, appended at wall-clock time `now`, caused by a message
+    /// stamped `received` if any.
+    pub fn stamp(&self, now: Timestamp, received: Option<LamportTime>) -> Result<Stamp, StampError> {
+        let sequence = self.latest.next().ok_or(StampError::ContextFull)?;
+        let after_previous =
+            self.latest_appended_at.0.checked_add(1).ok_or(StampError::TimeOverflow)?;
+        let appended_at = Timestamp(now.0.max(after_previous));
+        let lamport = self.clock.peek(received)?;
+        Ok(Stamp { sequence, appended_at, lamport })
+    }
+
+    /// Checks that an entry with `stamp` may come next: sequence `latest + 1`, time and
+    /// Lamport time strictly after the latest.
+    pub fn check(&self, stamp: &Stamp) -> Result<(), ApplyError> {
+        let sequence = stamp.sequence;
+        if Some(sequence) != self.latest.next() {
+            return Err(ApplyError::SequenceGap {
+                expected: Seq(self.latest.0.wrapping_add(1)),
+                found: sequence,
+            });
+        }
+        if self.latest.0 > 0 && stamp.appended_at <= self.latest_appended_at {
+            return Err(ApplyError::TimeNotIncreasing {
+                sequence,
+                previous: self.latest_appended_at,
+                found: stamp.appended_at,
+            });
+        }
+        if stamp.lamport <= self.clock.latest() {
+            return Err(ApplyError::ClockNotIncreasing {
+                sequence,
+                previous: self.clock.latest(),
+                found: stamp.lamport,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks `stamp` and makes it the latest.
+    pub fn advance(&mut self, stamp: &Stamp) -> Result<(), ApplyError> {
+        self.check(stamp)?;
+        *self = Self::at(stamp.sequence, stamp.appended_at, stamp.lamport);
+        Ok(())
+    }
+}
+
+impl Stamp {
+    /// The server-assigned fields of `entry`.
+    pub fn of(entry: &Entry) -> Self {
+        Self { sequence: entry.sequence(), appended_at: entry.appended_at(), lamport: entry.lamport() }
+    }
+}
+
+/// What the next append to a context depends on: its [`Sequencer`] and its tree.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContextHead {
+    sequencer: Sequencer,
+    tree: CompactTree,
+}
+
+impl ContextHead {
+    /// The head of an empty context.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A head rebuilt from stored state; the tree must have one leaf per entry.
+    pub fn from_parts(sequencer: Sequencer, tree: CompactTree) -> Result<Self, HeadMismatch> {
+        if tree.size().0 != sequencer.latest.0 {
+            return Err(HeadMismatch { latest: sequencer.latest, tree_size: tree.size() });
+        }
+        Ok(Self { sequencer, tree })
+    }
+
+    /// The stamping state.
+    pub fn sequencer(&self) -> &Sequencer {
+        &self.sequencer
+    }
+
+    /// The latest sequence (0 when empty).
+    pub fn latest(&self) -> Seq {
+        self.sequencer.latest
+    }
+
     /// The context's tree.
     pub fn tree(&self) -> &CompactTree {
         &self.tree
@@ -148,22 +214,12 @@ impl ContextHead {
 
     /// The tree head.
     pub fn tree_head(&self) -> TreeHead {
-        TreeHead { root: self.tree.root_hash(), lamport: self.clock.latest() }
+        TreeHead { root: self.tree.root_hash(), lamport: self.sequencer.latest_lamport() }
     }
 
-    /// The fields of the next entry, appended at wall-clock time `now`, caused by a message
-    /// stamped `received` if any.
-    pub fn stamp(
-        &self,
-        now: Timestamp,
-        received: Option<LamportTime>,
-    ) -> Result<Stamp, StampError> {
-        let sequence = self.latest.next().ok_or(StampError::ContextFull)?;
-        let after_previous =
-            self.latest_appended_at.0.checked_add(1).ok_or(StampError::TimeOverflow)?;
-        let appended_at = Timestamp(now.0.max(after_previous));
-        let lamport = self.clock.peek(received)?;
-        Ok(Stamp { sequence, appended_at, lamport })
+    /// The fields of the next entry (see [`Sequencer::stamp`]).
+    pub fn stamp(&self, now: Timestamp, received: Option<LamportTime>) -> Result<Stamp, StampError> {
+        self.sequencer.stamp(now, received)
     }
 
     /// Checks that `entry` may follow this head and makes it the latest, reporting every
@@ -173,40 +229,14 @@ impl ContextHead {
         entry: &Entry,
         completed: impl FnMut(NodeId, Hash),
     ) -> Result<LeafIndex, ApplyError> {
-        self.check_next(entry)?;
-        // `check_next` proved the sequence is `latest + 1`, so the tree (of `latest` leaves)
-        // has room for one more.
+        let stamp = Stamp::of(entry);
+        self.sequencer.check(&stamp)?;
+        // `check` proved the sequence is `latest + 1`, and the tree has `latest` leaves, so
+        // it has room for one more.
         let index =
             self.tree.append(entry.content_hash(), completed).expect("sequence below 2^64 - 1");
-        self.latest = entry.sequence();
-        self.latest_appended_at = entry.appended_at();
-        self.clock = LamportClock::starting_at(entry.lamport());
+        self.sequencer = Sequencer::at(stamp.sequence, stamp.appended_at, stamp.lamport);
         Ok(index)
-    }
-
-    fn check_next(&self, entry: &Entry) -> Result<(), ApplyError> {
-        let sequence = entry.sequence();
-        if Some(sequence) != self.latest.next() {
-            return Err(ApplyError::SequenceGap {
-                expected: Seq(self.latest.0.wrapping_add(1)),
-                found: sequence,
-            });
-        }
-        if self.latest.0 > 0 && entry.appended_at() <= self.latest_appended_at {
-            return Err(ApplyError::TimeNotIncreasing {
-                sequence,
-                previous: self.latest_appended_at,
-                found: entry.appended_at(),
-            });
-        }
-        if entry.lamport() <= self.clock.latest() {
-            return Err(ApplyError::ClockNotIncreasing {
-                sequence,
-                previous: self.clock.latest(),
-                found: entry.lamport(),
-            });
-        }
-        Ok(())
     }
 }
 
@@ -279,15 +309,15 @@ mod tests {
     #[test]
     fn overflow_is_reported() {
         let full = ContextHead::from_parts(
-            Seq(3),
-            Timestamp(u64::MAX),
-            LamportTime(3),
+            Sequencer::at(Seq(3), Timestamp(u64::MAX), LamportTime(3)),
             CompactTree::from_leaves(&[Hash::default(); 3]),
         )
         .unwrap();
         assert_eq!(full.stamp(Timestamp(0), None), Err(StampError::TimeOverflow));
-        let mismatch =
-            ContextHead::from_parts(Seq(2), Timestamp(0), LamportTime(0), CompactTree::new());
+        let mismatch = ContextHead::from_parts(
+            Sequencer::at(Seq(2), Timestamp(0), LamportTime(0)),
+            CompactTree::new(),
+        );
         assert_eq!(mismatch, Err(HeadMismatch { latest: Seq(2), tree_size: TreeSize(0) }));
     }
 }

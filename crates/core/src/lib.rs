@@ -17,8 +17,10 @@
 //! - [`lamport`]: Lamport clocks ([`LamportClock`]).
 //! - [`validate`] and [`limits`]: checked names and the bounds of CONTRACT §2.
 //! - [`snapshot`]: the versioned snapshot blob, encoded and verified.
+//! - [`codec`]: the bounds-checked cursor every binary decoder reads untrusted bytes with.
 #![deny(clippy::unwrap_used)]
 
+pub mod codec;
 pub mod entry;
 pub mod hash;
 pub mod head;
@@ -32,7 +34,7 @@ pub mod validate;
 
 pub use entry::{Entry, EntryId, EntryParts, PartialContentHash};
 pub use hash::{EMPTY_ROOT, HASH_BYTES, Hash};
-pub use head::{ContextHead, Stamp, TreeHead};
+pub use head::{ContextHead, Sequencer, Stamp, TreeHead};
 pub use lamport::{LamportClock, LamportTime};
 pub use limits::Limits;
 pub use merkle::{LeafIndex, NodeId, RootHash, TreeSize};

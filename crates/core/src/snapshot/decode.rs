@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 
+use crate::codec::{ReadError, Reader};
 use crate::entry::{Entry, EntryParts};
 use crate::lamport::LamportTime;
 use crate::limits::{Limits, METADATA_PAIRS_MAX};
@@ -9,7 +10,6 @@ use crate::merkle::{RootHash, TreeSize};
 use crate::seq::{Seq, Timestamp};
 use crate::validate::{ContextId, Key, Metadata, ValidationError};
 
-use super::reader::Reader;
 use super::{
     CHECKSUM_BYTES, ENTRY_BYTES_MIN, FORMAT_VERSION, HEADER_BYTES_MIN, MAGIC, SnapshotError,
     VerifiedSnapshot,
@@ -22,7 +22,7 @@ pub fn decode(blob: &Bytes, limits: &Limits) -> Result<VerifiedSnapshot, Snapsho
     let body = check_envelope(blob)?;
     let mut reader = Reader::new(body);
     reader.take(MAGIC.len() + 4, "magic and version")?;
-    let context = ContextId::try_new(reader.text("context_id")?).map_err(SnapshotError::Context)?;
+    let context = ContextId::try_new(reader.text_u32("context_id")?).map_err(SnapshotError::Context)?;
     let claimed = reader.u64("entry_count")?;
     let tree_size = TreeSize(reader.u64("tree_size")?);
     let stored_root = RootHash { size: tree_size, hash: reader.hash("root_hash")? };
@@ -112,9 +112,9 @@ fn read_entry(
     let appended_at = Timestamp(reader.u64("entry appended_at_ns")?);
     let lamport = LamportTime(reader.u64("entry lamport_clock")?);
     let field = |source: ValidationError| SnapshotError::Field { sequence, source };
-    let key = Key::try_new(reader.text("entry key")?).map_err(field)?;
+    let key = Key::try_new(reader.text_u32("entry key")?).map_err(field)?;
 
-    let payload = reader.bytes("entry payload")?;
+    let payload = reader.bytes_u32("entry payload")?;
     if payload.len() > limits.payload_bytes_max {
         return Err(SnapshotError::PayloadTooLarge {
             sequence,
@@ -134,8 +134,8 @@ fn read_entry(
     let mut metadata = Vec::with_capacity(pairs);
     for _ in 0..pairs {
         let offset = reader.offset();
-        let k = reader.text("metadata key")?;
-        let v = reader.text("metadata value")?;
+        let k = reader.text_u32("metadata key")?;
+        let v = reader.text_u32("metadata value")?;
         // Keys strictly ascending: one canonical encoding, and no key given twice.
         if metadata.last().is_some_and(|(prev, _): &(String, String)| prev.as_str() >= k) {
             return Err(SnapshotError::Malformed {
@@ -151,4 +151,10 @@ fn read_entry(
         EntryParts { sequence, key, payload, appended_at, lamport, metadata },
         content_hash,
     ))
+}
+
+impl From<ReadError> for SnapshotError {
+    fn from(err: ReadError) -> Self {
+        Self::Malformed { offset: err.offset, what: err.what }
+    }
 }

@@ -39,7 +39,6 @@
 
 mod decode;
 mod encode;
-mod reader;
 
 use crate::entry::{ContentHashMismatch, Entry};
 use crate::head::{ApplyError, ContextHead, TreeHead};

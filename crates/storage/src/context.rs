@@ -1,0 +1,644 @@
+//! One context's storage: the single owner that serialises its appends, and its reads.
+//!
+//! Each context has one lock. An append takes it to check the append id, stamp the entry
+//! (sequence, time, Lamport time), finish its content hash and queue its record — so records
+//! of one context enter the log in sequence order — and releases it before the fsync. When the
+//! writer reports the record durable, the context applies the entry to its durable head (the
+//! Merkle tree readers and proofs see), indexes it, tells its listener, and completes the
+//! caller. Different contexts never wait for each other except inside the shared group commit.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+use converge_core::merkle::{CompactTree, fold_range, root_of_leaves};
+use converge_core::{
+    AppendId, ContextHead, ContextId, Entry, EntryParts, Hash, Key, LamportTime, Metadata, NodeId,
+    PartialContentHash, Seq, Sequencer, Stamp, Timestamp, TreeHead, TreeSize,
+};
+
+use crate::arena::Arena;
+use crate::error::{Error, Result};
+use crate::index::recent::Recent;
+use crate::index::{ContextCheckpoint, STORED_LEVEL_MIN};
+use crate::log::{LogSink, Position};
+use crate::record::{self, FLAG_BATCH_CONTINUES, RecordKind};
+use crate::store::{Disk, Shared};
+
+/// Called once when an append is durable (with the entry) or has failed.
+pub type Completion = Box<dyn FnOnce(Result<Arc<Entry>>) + Send>;
+
+/// Called for every entry of a context once it is durable, in sequence order.
+pub type Listener = Arc<dyn Fn(&Arc<Entry>) + Send + Sync>;
+
+/// An append as the caller asks for it; the context assigns the rest.
+pub struct NewEntry {
+    /// Key.
+    pub key: Key,
+    /// Payload.
+    pub payload: Bytes,
+    /// Metadata.
+    pub metadata: Metadata,
+    /// The Lamport time received with the request, if any.
+    pub received: Option<LamportTime>,
+    /// The client's idempotency token, if any.
+    pub append_id: Option<AppendId>,
+    /// The content hash with context, key and payload absorbed (computed before the lock).
+    pub prefix: PartialContentHash,
+}
+
+/// What an append did.
+#[derive(Debug, Clone)]
+pub enum Appended {
+    /// A new entry; the completion fires when it is durable.
+    New(Arc<Entry>),
+    /// The append id was already recorded for this entry; nothing was appended. The
+    /// completion fires when that entry is durable (at once if it already is).
+    Recorded(Arc<Entry>),
+}
+
+/// A read of a range of entries.
+#[derive(Debug, Clone)]
+pub struct ReadQuery {
+    /// Entries after this sequence.
+    pub after: Seq,
+    /// At most this many (`usize::MAX`: no limit).
+    pub limit: usize,
+    /// Only entries with this key.
+    pub key: Option<Key>,
+    /// Stop before the entries' stored size passes this many bytes.
+    pub bytes_max: usize,
+}
+
+/// The entries a read found.
+#[derive(Debug, Clone, Default)]
+pub struct ReadResult {
+    /// In sequence order.
+    pub entries: Vec<Arc<Entry>>,
+    /// The context's latest durable sequence when the read began.
+    pub latest: Seq,
+    /// The read stopped early because of `bytes_max`.
+    pub over_budget: bool,
+}
+
+struct InFlight {
+    entry: Arc<Entry>,
+    append_id: Option<AppendId>,
+    lsn: u64,
+    done: Vec<Completion>,
+}
+
+#[derive(Default)]
+struct State {
+    number: Option<u64>,
+    /// Whether the cold index knows this context's number.
+    named: bool,
+    /// The stamping state, ahead of `durable` by the in-flight appends.
+    next: Sequencer,
+    /// What is durable: readers, proofs and tree heads see only this.
+    durable: ContextHead,
+    recent: Recent,
+    arena: Arena,
+    in_flight: VecDeque<InFlight>,
+    in_flight_ids: HashMap<AppendId, Seq>,
+    listener: Option<Listener>,
+}
+
+/// A context's storage. Cheap to share: the ledger holds one `Arc` per context.
+pub struct Context {
+    id: ContextId,
+    shared: Arc<Shared>,
+    state: Mutex<State>,
+}
+
+impl State {
+    /// Applies a durable entry: the durable head (with its tree), the index, the stamping state
+    /// when it was not stamped here (recovery).
+    fn commit(&mut self, entry: &Entry, position: Position, append_id: Option<&AppendId>) -> Result<()> {
+        let recent = &mut self.recent;
+        self.durable.apply(entry, |id, hash| recent.push_node(id, hash))?;
+        self.recent.push(entry, position, append_id);
+        if self.next.latest() < entry.sequence() {
+            self.next = *self.durable.sequencer();
+        }
+        Ok(())
+    }
+
+    fn in_flight_index(&self, seq: Seq) -> Option<usize> {
+        let front = self.in_flight.front()?.entry.sequence();
+        usize::try_from(seq.0.checked_sub(front.0)?).ok().filter(|i| *i < self.in_flight.len())
+    }
+}
+
+impl Context {
+    pub(crate) fn new(id: ContextId, shared: Arc<Shared>) -> Self {
+        Self { id, shared, state: Mutex::new(State::default()) }
+    }
+
+    /// A context loaded from the cold index: `number`, durable up to `head`, with `tree`.
+    pub(crate) fn loaded(id: ContextId, shared: Arc<Shared>, number: u64, head: Sequencer, tree: CompactTree) -> Result<Self> {
+        let durable = ContextHead::from_parts(head, tree)
+            .map_err(|e| Error::corrupt("index", 0, format!("context {id}: {e}")))?;
+        let state = State {
+            number: Some(number),
+            named: true,
+            next: head,
+            durable,
+            recent: Recent::after(head.latest().0),
+            ..State::default()
+        };
+        Ok(Self { id, shared, state: Mutex::new(state) })
+    }
+
+    /// A context first seen in a context record during recovery.
+    pub(crate) fn numbered(id: ContextId, shared: Arc<Shared>, number: u64) -> Self {
+        let state = State { number: Some(number), ..State::default() };
+        Self { id, shared, state: Mutex::new(state) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The context's id.
+    pub fn id(&self) -> &ContextId {
+        &self.id
+    }
+
+    /// The context's number, once it has one.
+    pub fn number(&self) -> Option<u64> {
+        self.lock().number
+    }
+
+    /// The latest durable sequence (0 for an empty context).
+    pub fn latest(&self) -> Seq {
+        self.lock().durable.latest()
+    }
+
+    /// The latest sequence handed out, durable or not.
+    pub fn latest_assigned(&self) -> Seq {
+        self.lock().next.latest()
+    }
+
+    /// The durable tree head.
+    pub fn tree_head(&self) -> TreeHead {
+        self.lock().durable.tree_head()
+    }
+
+    /// Sets (or clears) the listener told about every durable entry.
+    pub fn set_listener(&self, listener: Option<Listener>) {
+        self.lock().listener = listener;
+    }
+
+    /// Appends an entry: checks the append id, stamps it at `now`, and queues it. `done` is
+    /// called exactly once on every `Ok` path; on `Err` nothing was appended and `done` is
+    /// dropped uncalled.
+    pub fn append(self: &Arc<Self>, new: NewEntry, now: Timestamp, done: Completion) -> Result<Appended> {
+        let mut st = self.lock();
+        if let Some(id) = &new.append_id {
+            if let Some(i) = st.in_flight_ids.get(id).and_then(|seq| st.in_flight_index(*seq)) {
+                let entry = Arc::clone(&st.in_flight[i].entry);
+                st.in_flight[i].done.push(done);
+                return Ok(Appended::Recorded(entry));
+            }
+            if let Some(seq) = self.recorded_id(&st, id)? {
+                let entry = self.read_locked(&st, seq)?;
+                drop(st);
+                done(Ok(Arc::clone(&entry)));
+                return Ok(Appended::Recorded(entry));
+            }
+        }
+        let stamp = st.next.stamp(now, new.received)?;
+        let hash = new.prefix.finish(stamp.sequence, stamp.appended_at, stamp.lamport, &new.metadata);
+        let parts = EntryParts {
+            sequence: stamp.sequence,
+            key: new.key,
+            payload: new.payload,
+            appended_at: stamp.appended_at,
+            lamport: stamp.lamport,
+            metadata: new.metadata,
+        };
+        let entry = Arc::new(Entry::from_trusted_parts(parts, hash));
+        self.submit(&mut st, vec![(Arc::clone(&entry), new.append_id)], Some(done))?;
+        Ok(Appended::New(entry))
+    }
+
+    /// Appends entries produced elsewhere with every field fixed (a loaded snapshot's suffix;
+    /// later, replicated entries), as one atomic batch: after a crash either all of them are
+    /// there or none. The context's latest sequence must be `expected_latest`, with nothing in
+    /// flight, and the entries must follow it. `done` fires when the last one is durable.
+    pub fn append_verified(self: &Arc<Self>, expected_latest: Seq, entries: Vec<Entry>, done: Completion) -> Result<()> {
+        let mut st = self.lock();
+        let (assigned, durable) = (st.next.latest(), st.durable.latest());
+        if assigned != expected_latest || durable != expected_latest {
+            return Err(Error::Moved {
+                context: self.id.to_string(),
+                expected: expected_latest.0,
+                actual: assigned.0,
+            });
+        }
+        let mut check = st.next;
+        for entry in &entries {
+            check.advance(&Stamp::of(entry))?;
+        }
+        if entries.is_empty() {
+            drop(st);
+            done(Err(Error::OutOfRange("nothing to append".into())));
+            return Ok(());
+        }
+        let batch = entries.into_iter().map(|e| (Arc::new(e), None)).collect();
+        self.submit(&mut st, batch, Some(done))
+    }
+
+    /// Stamped entries into the log (disk) or straight into the index (memory), in order,
+    /// under the context lock. `done` fires when the last is durable.
+    fn submit(self: &Arc<Self>, st: &mut MutexGuard<'_, State>, batch: Vec<(Arc<Entry>, Option<AppendId>)>, done: Option<Completion>) -> Result<()> {
+        match self.shared.disk() {
+            None => {
+                if self.shared.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(Error::Closed);
+                }
+                for (entry, append_id) in &batch {
+                    let len = record::fields_len(entry, append_id.as_ref());
+                    let position = st.arena.push(len, |out| record::encode_fields(out, entry, append_id.as_ref()));
+                    st.next.advance(&Stamp::of(entry))?;
+                    st.commit(entry, position, append_id.as_ref())?;
+                    if let Some(listener) = &st.listener {
+                        listener(entry);
+                    }
+                }
+                if let (Some(done), Some((last, _))) = (done, batch.last()) {
+                    // Callers never hold a lock this one depends on, so completing here is safe.
+                    done(Ok(Arc::clone(last)));
+                }
+                Ok(())
+            }
+            Some(Disk { log, .. }) => {
+                let new_number = match st.number {
+                    Some(_) => None,
+                    None => Some(self.shared.allocate_number()),
+                };
+                let number = new_number.or(st.number).expect("assigned above");
+                let sink: Arc<dyn LogSink> = Arc::clone(self) as Arc<dyn LogSink>;
+                let count = batch.len();
+                let lsns = log.append(|records| {
+                    if new_number.is_some() {
+                        records.push(RecordKind::Context, 0, |b| record::encode_context_body(b, number, &self.id), None);
+                    }
+                    batch
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (entry, id))| {
+                            let flags = if i + 1 < count { FLAG_BATCH_CONTINUES } else { 0 };
+                            let body = |b: &mut Vec<u8>| record::encode_entry_body(b, number, entry, id.as_ref());
+                            records.push(RecordKind::Entry, flags, body, Some(Arc::clone(&sink)))
+                        })
+                        .collect::<Vec<u64>>()
+                })?;
+                st.number = Some(number);
+                for ((entry, append_id), lsn) in batch.into_iter().zip(lsns) {
+                    st.next.advance(&Stamp::of(&entry))?;
+                    if let Some(id) = &append_id {
+                        st.in_flight_ids.insert(id.clone(), entry.sequence());
+                    }
+                    st.in_flight.push_back(InFlight { entry, append_id, lsn, done: Vec::new() });
+                }
+                if let (Some(done), Some(last)) = (done, st.in_flight.back_mut()) {
+                    last.done.push(done);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Context {
+    /// The sequence an append id was recorded for, among durable entries.
+    fn recorded_id(&self, st: &State, id: &AppendId) -> Result<Option<Seq>> {
+        if let Some(seq) = st.recent.ids.get(id) {
+            return Ok(Some(*seq));
+        }
+        match (self.shared.disk(), st.number) {
+            (Some(Disk { cold, .. }), Some(number)) if st.recent.base > 0 => cold.append_id(number, id),
+            _ => Ok(None),
+        }
+    }
+
+    /// Reads one durable entry while holding the lock (the rare duplicate-append path).
+    fn read_locked(&self, st: &State, seq: Seq) -> Result<Arc<Entry>> {
+        match self.shared.disk() {
+            None => {
+                let position = st.recent.position(seq).ok_or_else(|| missing(&self.id, seq))?;
+                self.decode_memory(st, seq, position).map(Arc::new)
+            }
+            Some(Disk { log, cold }) => {
+                let number = st.number.ok_or_else(|| missing(&self.id, seq))?;
+                let position = match st.recent.position(seq) {
+                    Some(p) => p,
+                    None => *cold.positions(number, seq.0, seq.0)?.first().ok_or_else(|| missing(&self.id, seq))?,
+                };
+                let bytes = log.read(position)?;
+                self.decode_disk(number, seq, &bytes, position).map(Arc::new)
+            }
+        }
+    }
+
+    fn decode_memory(&self, st: &State, seq: Seq, position: Position) -> Result<Entry> {
+        let corrupt = |reason: String| Error::corrupt("memory", u64::from(position.offset), reason);
+        let bytes = st.arena.get(position).ok_or_else(|| corrupt(format!("entry {seq} is missing")))?;
+        let fields = record::decode_fields(bytes, None).map_err(|e| corrupt(e.to_string()))?;
+        let hash = st.recent.hash(seq).ok_or_else(|| corrupt(format!("hash of entry {seq} is missing")))?;
+        if fields.parts.sequence != seq {
+            return Err(corrupt(format!("expected entry {seq}, found {}", fields.parts.sequence)));
+        }
+        Ok(Entry::from_trusted_parts(fields.parts, hash))
+    }
+
+    fn decode_disk(&self, number: u64, seq: Seq, bytes: &Bytes, position: Position) -> Result<Entry> {
+        let Some(Disk { log, .. }) = self.shared.disk() else { unreachable!("disk only") };
+        let corrupt = |reason: String| Error::corrupt(log.segment_path(position.segment), u64::from(position.offset), reason);
+        let (header, body, _) = record::decode(bytes).map_err(|e| corrupt(e.to_string()))?;
+        if header.kind != RecordKind::Entry {
+            return Err(corrupt(format!("expected an entry record, found {:?}", header.kind)));
+        }
+        let rec = record::decode_entry_body(body, Some(bytes)).map_err(|e| corrupt(e.to_string()))?;
+        if rec.context != number || rec.entry.sequence() != seq {
+            return Err(corrupt(format!(
+                "expected entry {seq} of context {number}, found entry {} of context {}",
+                rec.entry.sequence(),
+                rec.context
+            )));
+        }
+        Ok(rec.entry)
+    }
+
+    /// Reads durable entries: those after `query.after`, with `query.key` if given, at most
+    /// `query.limit`, stopping early (and saying so) before `query.bytes_max`.
+    pub fn read(&self, query: &ReadQuery) -> Result<ReadResult> {
+        let st = self.lock();
+        let latest = st.durable.latest();
+        let mut result = ReadResult { latest, ..ReadResult::default() };
+        match self.shared.disk() {
+            None => {
+                let seqs = self.plan_recent(&st, query, latest);
+                let mut budget = Budget::new(query.bytes_max);
+                for seq in seqs {
+                    let position = st.recent.position(seq).ok_or_else(|| missing(&self.id, seq))?;
+                    if !budget.take(position.len) {
+                        result.over_budget = true;
+                        break;
+                    }
+                    result.entries.push(Arc::new(self.decode_memory(&st, seq, position)?));
+                }
+                Ok(result)
+            }
+            Some(Disk { log, cold }) => {
+                let Some(number) = st.number else { return Ok(result) };
+                let base = Seq(st.recent.base);
+                let recent: Vec<(Seq, Position)> = self
+                    .plan_recent(&st, query, latest)
+                    .into_iter()
+                    .filter_map(|seq| st.recent.position(seq).map(|p| (seq, p)))
+                    .collect();
+                drop(st);
+                let mut wanted = if query.after < base {
+                    self.plan_cold(cold, number, query, base)?
+                } else {
+                    Vec::new()
+                };
+                wanted.extend(recent);
+                wanted.truncate(query.limit);
+                let mut budget = Budget::new(query.bytes_max);
+                let fits = wanted.iter().take_while(|(_, p)| budget.take(p.len)).count();
+                result.over_budget = fits < wanted.len();
+                wanted.truncate(fits);
+                let positions: Vec<Position> = wanted.iter().map(|(_, p)| *p).collect();
+                let records = log.read_many(&positions)?;
+                for ((seq, position), bytes) in wanted.iter().zip(&records) {
+                    result.entries.push(Arc::new(self.decode_disk(number, *seq, bytes, *position)?));
+                }
+                Ok(result)
+            }
+        }
+    }
+
+    /// The sequences a query wants among the recent (in memory) entries.
+    fn plan_recent(&self, st: &State, query: &ReadQuery, latest: Seq) -> Vec<Seq> {
+        let first = Seq(query.after.0.max(st.recent.base));
+        match &query.key {
+            Some(key) => st.recent.key_seqs(key, first).iter().copied().take(query.limit).collect(),
+            None => {
+                let count = latest.0.saturating_sub(first.0).min(query.limit as u64);
+                (first.0 + 1..=first.0 + count).map(Seq).collect()
+            }
+        }
+    }
+
+    /// The sequences and positions a query wants among the checkpointed entries (up to
+    /// `base`), fetched in runs so a huge context is never listed whole.
+    fn plan_cold(&self, cold: &crate::index::cold::Cold, number: u64, query: &ReadQuery, base: Seq) -> Result<Vec<(Seq, Position)>> {
+        /// Positions fetched per index read.
+        const PAGE: u64 = 1024;
+        let mut out = Vec::new();
+        let mut budget = Budget::new(query.bytes_max);
+        match &query.key {
+            Some(key) => {
+                let seqs = cold.key_seqs(number, key, query.after, query.limit)?;
+                let seqs: Vec<Seq> = seqs.into_iter().filter(|s| *s <= base).collect();
+                let positions = cold.positions_of(number, &seqs)?;
+                out.extend(seqs.into_iter().zip(positions));
+            }
+            None => {
+                let mut from = query.after.0 + 1;
+                let to = base.0.min(query.after.0.saturating_add(query.limit as u64));
+                while from <= to && budget.remaining() {
+                    let until = to.min(from + PAGE - 1);
+                    for (i, p) in cold.positions(number, from, until)?.into_iter().enumerate() {
+                        budget.take(p.len);
+                        out.push((Seq(from + i as u64), p));
+                    }
+                    from = until + 1;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Content hashes of durable entries `from..=to`.
+    pub fn leaf_hashes(&self, from: Seq, to: Seq) -> Result<Vec<Hash>> {
+        let (number, base, tail) = {
+            let st = self.lock();
+            if to > st.durable.latest() || from.0 == 0 {
+                return Err(Error::OutOfRange(format!(
+                    "entries {from}..={to} are not all in context {} (latest {})",
+                    self.id,
+                    st.durable.latest()
+                )));
+            }
+            let base = st.recent.base;
+            let start = from.0.max(base + 1);
+            let tail: Vec<Hash> = (start..=to.0).filter_map(|s| st.recent.hash(Seq(s))).collect();
+            (st.number, base, tail)
+        };
+        let mut out = Vec::new();
+        if from.0 <= base {
+            let (Some(Disk { cold, .. }), Some(number)) = (self.shared.disk(), number) else {
+                return Err(missing(&self.id, from));
+            };
+            out = cold.leaf_hashes(number, from.0, to.0.min(base))?;
+        }
+        out.extend(tail);
+        Ok(out)
+    }
+
+    /// The hash of a complete node of the durable tree.
+    pub fn node_hash(&self, id: NodeId) -> Result<Hash> {
+        if id.level < STORED_LEVEL_MIN {
+            let leaves = self.leaf_hashes(Seq(id.first_leaf() + 1), Seq(id.end_leaf()))?;
+            return Ok(root_of_leaves(&leaves));
+        }
+        let number = {
+            let st = self.lock();
+            if let Some(hash) = st.recent.node(id) {
+                return Ok(hash);
+            }
+            st.number
+        };
+        match (self.shared.disk(), number) {
+            (Some(Disk { cold, .. }), Some(number)) => cold.node(number, id)?.ok_or_else(|| {
+                Error::corrupt("index", 0, format!("context {}: Merkle node {id:?} is missing", self.id))
+            }),
+            _ => Err(Error::corrupt("memory", 0, format!("context {}: Merkle node {id:?} is missing", self.id))),
+        }
+    }
+
+    /// Hashes of complete nodes of the durable tree, in order.
+    pub fn node_hashes(&self, ids: &[NodeId]) -> Result<Vec<Hash>> {
+        ids.iter().map(|id| self.node_hash(*id)).collect()
+    }
+
+    /// The root of the durable tree at `size` (at most the current size).
+    pub fn root_at(&self, size: TreeSize) -> Result<Hash> {
+        let head = self.tree_head();
+        if size == head.root.size {
+            return Ok(head.root.hash);
+        }
+        if size > head.root.size {
+            return Err(Error::OutOfRange(format!(
+                "tree size {size} is beyond context {} (size {})",
+                self.id, head.root.size
+            )));
+        }
+        let ids: Vec<NodeId> = CompactTree::frontier_ids(size).collect();
+        Ok(fold_range(&self.node_hashes(&ids)?))
+    }
+
+    /// What a checkpoint must write for this context, if anything.
+    pub(crate) fn checkpoint_snapshot(&self) -> Option<ContextCheckpoint> {
+        let st = self.lock();
+        let number = st.number?;
+        if st.recent.positions.is_empty() && st.named {
+            return None;
+        }
+        Some(ContextCheckpoint {
+            number,
+            id: self.id.clone(),
+            head: *st.durable.sequencer(),
+            recent: st.recent.clone(),
+        })
+    }
+
+    /// The checkpoint holding everything up to `upto` is durable: forget it here.
+    pub(crate) fn checkpointed(&self, upto: Seq) {
+        let mut st = self.lock();
+        st.named = true;
+        st.recent.trim(upto.0);
+    }
+
+    /// Applies an entry replayed from the log at open, unless the index already has it.
+    pub(crate) fn replay(&self, entry: &Entry, append_id: Option<&AppendId>, position: Position) -> Result<()> {
+        let mut st = self.lock();
+        if entry.sequence() <= st.durable.latest() {
+            return Ok(());
+        }
+        st.commit(entry, position, append_id)
+    }
+}
+
+impl LogSink for Context {
+    fn durable(&self, lsn: u64, position: Position) {
+        let (entry, done) = {
+            let mut st = self.lock();
+            let Some(flight) = st.in_flight.pop_front() else {
+                tracing::error!(context = %self.id, lsn, "a durable record has no in-flight append");
+                return;
+            };
+            debug_assert_eq!(flight.lsn, lsn, "records complete in the order they were queued");
+            if let Err(err) = st.commit(&flight.entry, position, flight.append_id.as_ref()) {
+                // Entries are stamped in order under this lock, so this is a bug, not bad input.
+                tracing::error!(context = %self.id, error = %err, "a durable entry does not follow its context");
+                for done in flight.done {
+                    done(Err(err.clone()));
+                }
+                return;
+            }
+            if let Some(id) = &flight.append_id {
+                st.in_flight_ids.remove(id);
+            }
+            if let Some(listener) = &st.listener {
+                listener(&flight.entry);
+            }
+            (flight.entry, flight.done)
+        };
+        for done in done {
+            done(Ok(Arc::clone(&entry)));
+        }
+    }
+
+    fn failed(&self, error: &Error) {
+        let flight = {
+            let mut st = self.lock();
+            let flight = st.in_flight.pop_front();
+            if let Some(id) = flight.as_ref().and_then(|f| f.append_id.as_ref()) {
+                st.in_flight_ids.remove(id);
+            }
+            flight
+        };
+        for done in flight.map(|f| f.done).unwrap_or_default() {
+            done(Err(error.clone()));
+        }
+    }
+}
+
+fn missing(context: &ContextId, seq: Seq) -> Error {
+    Error::corrupt("index", 0, format!("context {context}: entry {seq} is missing from the index"))
+}
+
+/// A byte budget for reads.
+struct Budget {
+    left: usize,
+}
+
+impl Budget {
+    fn new(bytes_max: usize) -> Self {
+        Self { left: bytes_max }
+    }
+
+    /// Takes `len` bytes if they fit.
+    fn take(&mut self, len: u32) -> bool {
+        match self.left.checked_sub(len as usize) {
+            Some(left) => {
+                self.left = left;
+                true
+            }
+            None => {
+                self.left = 0;
+                false
+            }
+        }
+    }
+
+    fn remaining(&self) -> bool {
+        self.left > 0
+    }
+}

@@ -1,0 +1,40 @@
+//! Failure injection for tests: make the log's next write or fsync fail, as a dying disk would.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Countdowns to injected failures. Zero means "never"; `n` means the `n`-th call from now
+/// fails (and every later one succeeds again, as a flaky disk might — the log must still
+/// refuse to acknowledge anything after the first failure).
+#[derive(Debug, Default)]
+pub struct Faults {
+    sync_in: AtomicU64,
+    write_in: AtomicU64,
+}
+
+impl Faults {
+    /// Makes the `n`-th fsync from now fail.
+    pub fn fail_sync(&self, n: u64) {
+        self.sync_in.store(n, Ordering::SeqCst);
+    }
+
+    /// Makes the `n`-th write from now fail.
+    pub fn fail_write(&self, n: u64) {
+        self.write_in.store(n, Ordering::SeqCst);
+    }
+
+    pub(crate) fn before_sync(&self) -> io::Result<()> {
+        countdown(&self.sync_in, "injected fsync failure")
+    }
+
+    pub(crate) fn before_write(&self) -> io::Result<()> {
+        countdown(&self.write_in, "injected write failure")
+    }
+}
+
+fn countdown(counter: &AtomicU64, what: &str) -> io::Result<()> {
+    let hit = counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n > 0).then(|| n - 1))
+        .is_ok_and(|before| before == 1);
+    if hit { Err(io::Error::other(what.to_owned())) } else { Ok(()) }
+}

@@ -1,0 +1,245 @@
+//! The segmented append-only log shared by all contexts: the data path.
+//!
+//! - [`queue`]: the group-commit queue appenders encode their records into.
+//! - `writer`: the thread that writes and fsyncs each batch, rotates and seals segments, and
+//!   poisons the log when a write or fsync fails.
+//! - [`segment`]: segment headers, seals and the hash chain.
+//! - `recover`: opening the log: checking the chain, replaying records after the index's
+//!   watermark, and truncating a torn tail of the newest segment.
+//!
+//! Readers `pread` records by [`Position`] from the same files; every record read is checked
+//! against its checksum.
+
+pub mod queue;
+mod recover;
+pub mod segment;
+mod stats;
+mod writer;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+
+pub use queue::{LogSink, Position, RecordSink};
+pub use recover::Replayed;
+pub use stats::{BATCH_BUCKETS, LogStats, LogStatsSnapshot};
+
+use crate::durability::Durability;
+use crate::error::{Error, Result};
+use crate::fault::Faults;
+use queue::Queue;
+
+/// A point in the log: the last durable LSN and where the log ends after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogPoint {
+    /// The LSN of the last record before this point (0: none).
+    pub lsn: u64,
+    /// The segment the point is in.
+    pub segment: u32,
+    /// The byte offset in that segment.
+    pub offset: u32,
+}
+
+/// How the log is set up.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// The directory of segment files.
+    pub dir: PathBuf,
+    /// The node identity written into segment headers.
+    pub node: [u8; 16],
+    /// Segments are sealed once they pass this size.
+    pub segment_bytes: u64,
+    /// When appends are acknowledged.
+    pub durability: Durability,
+    /// Failures to inject, in tests.
+    pub faults: Arc<Faults>,
+}
+
+/// The log. Appenders call [`append`](Self::append); a writer thread does the IO.
+pub struct DiskLog {
+    dir: PathBuf,
+    node: [u8; 16],
+    segment_bytes: u64,
+    durability: Durability,
+    faults: Arc<Faults>,
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    files: RwLock<HashMap<u32, Arc<File>>>,
+    durable: Mutex<LogPoint>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    stats: LogStats,
+}
+
+impl DiskLog {
+    /// Opens the log in `config.dir` (creating it if needed), checks the segment chain, replays
+    /// every record after `from` into `replay`, truncates a torn tail of the newest segment,
+    /// and starts the writer.
+    pub fn open(
+        config: LogConfig,
+        from: LogPoint,
+        replay: &mut dyn FnMut(Replayed<'_>) -> Result<()>,
+    ) -> Result<Arc<Self>> {
+        std::fs::create_dir_all(&config.dir).map_err(|e| Error::io("creating", &config.dir, e))?;
+        let log = Arc::new(Self {
+            dir: config.dir,
+            node: config.node,
+            segment_bytes: config.segment_bytes,
+            durability: config.durability,
+            faults: config.faults,
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            files: RwLock::new(HashMap::new()),
+            durable: Mutex::new(LogPoint::default()),
+            writer: Mutex::new(None),
+            stats: LogStats::default(),
+        });
+        let (active, end) = recover::open(&log, from, replay)?;
+        log.lock_queue().next_lsn = end.lsn + 1;
+        log.set_durable(end);
+        let writer_log = Arc::clone(&log);
+        let handle = std::thread::Builder::new()
+            .name("converge-log-writer".into())
+            .spawn(move || writer::run(&writer_log, active))
+            .map_err(|e| Error::io("starting the log writer for", &log.dir, e))?;
+        *log.writer.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
+        Ok(log)
+    }
+
+    /// Queues the records `encode` pushes, in order, as one unit: no other appender's records
+    /// come between them. Fails at once if the log is poisoned or closed.
+    pub fn append<T>(&self, encode: impl FnOnce(&mut RecordSink<'_>) -> T) -> Result<T> {
+        let mut q = self.lock_queue();
+        if let Some(cause) = &q.poisoned {
+            return Err(cause.clone());
+        }
+        if q.closed {
+            return Err(Error::Closed);
+        }
+        let out = encode(&mut RecordSink { queue: &mut q });
+        drop(q);
+        self.wake.notify_one();
+        Ok(out)
+    }
+
+    /// Reads the record at `position`, checked against its checksum.
+    pub fn read(&self, position: Position) -> Result<Bytes> {
+        let mut out = self.read_many(&[position])?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// Reads many records; records close together in one segment are read with one `pread`.
+    pub fn read_many(&self, positions: &[Position]) -> Result<Vec<Bytes>> {
+        /// Records closer than this are read together, gap included.
+        const GAP_BYTES_MAX: u64 = 16 * 1024;
+        /// One read covers at most this many bytes.
+        const SPAN_BYTES_MAX: u64 = 4 * 1024 * 1024;
+        let mut order: Vec<usize> = (0..positions.len()).collect();
+        order.sort_unstable_by_key(|&i| positions[i]);
+        let mut out = vec![Bytes::new(); positions.len()];
+        let mut i = 0;
+        while i < order.len() {
+            let first = positions[order[i]];
+            let start = u64::from(first.offset);
+            let mut end = start + u64::from(first.len);
+            let mut j = i + 1;
+            while j < order.len() {
+                let p = positions[order[j]];
+                let (p_start, p_end) = (u64::from(p.offset), u64::from(p.offset) + u64::from(p.len));
+                if p.segment != first.segment || p_start > end + GAP_BYTES_MAX || p_end - start > SPAN_BYTES_MAX {
+                    break;
+                }
+                end = end.max(p_end);
+                j += 1;
+            }
+            let span = self.read_span(first.segment, start, end)?;
+            for &k in &order[i..j] {
+                let p = positions[k];
+                let at = (u64::from(p.offset) - start) as usize;
+                let record = span.slice(at..at + p.len as usize);
+                crate::record::decode(&record).map_err(|e| {
+                    Error::corrupt(self.segment_path(p.segment), u64::from(p.offset), e.to_string())
+                })?;
+                out[k] = record;
+            }
+            i = j;
+        }
+        Ok(out)
+    }
+
+    fn read_span(&self, segment: u32, start: u64, end: u64) -> Result<Bytes> {
+        let file = self.file(segment)?;
+        let mut buf = vec![0; (end - start) as usize];
+        file.read_exact_at(&mut buf, start).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::corrupt(self.segment_path(segment), start, "the segment ends before the record")
+            } else {
+                Error::io("reading", self.segment_path(segment), e)
+            }
+        })?;
+        Ok(Bytes::from(buf))
+    }
+
+    fn file(&self, segment: u32) -> Result<Arc<File>> {
+        if let Some(file) = self.files.read().unwrap_or_else(PoisonError::into_inner).get(&segment) {
+            return Ok(Arc::clone(file));
+        }
+        let path = self.segment_path(segment);
+        let file = Arc::new(File::open(&path).map_err(|e| Error::io("opening", &path, e))?);
+        self.register_file(segment, Arc::clone(&file));
+        Ok(file)
+    }
+
+    fn register_file(&self, segment: u32, file: Arc<File>) {
+        self.files.write().unwrap_or_else(PoisonError::into_inner).insert(segment, file);
+    }
+
+    /// The path of segment `number`.
+    pub fn segment_path(&self, number: u32) -> PathBuf {
+        self.dir.join(segment::file_name(number))
+    }
+
+    /// The end of the durable log: every record up to it has been reported to its sink.
+    pub fn durable(&self) -> LogPoint {
+        *self.durable.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set_durable(&self, point: LogPoint) {
+        *self.durable.lock().unwrap_or_else(PoisonError::into_inner) = point;
+    }
+
+    /// Whether a write or fsync has failed.
+    pub fn poisoned(&self) -> Option<Error> {
+        self.lock_queue().poisoned.clone()
+    }
+
+    /// Counters of the writer's work.
+    pub fn stats(&self) -> &LogStats {
+        &self.stats
+    }
+
+    /// Stops accepting records, lets the writer finish what is queued, and waits for it.
+    pub fn close(&self) {
+        self.lock_queue().closed = true;
+        self.wake.notify_all();
+        let handle = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+
+    fn lock_queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Fsyncs a directory, so that files created or renamed in it survive a power loss.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsyncing the directory", dir, e))
+}

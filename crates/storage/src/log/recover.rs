@@ -1,0 +1,403 @@
+//! Opening the log: check the segment chain, replay what the index has not seen, and cut a
+//! torn tail — only of the newest segment, and only if nothing valid follows it.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tracing::warn;
+
+use super::queue::Position;
+use super::segment::{self, Digest, SEGMENT_HEADER_BYTES, SegmentHeader};
+use super::writer::{self, Active};
+use super::{DiskLog, LogPoint};
+use crate::error::{Error, Result};
+use crate::record::{self, FLAG_BATCH_CONTINUES, Header, RecordError, RecordKind, Seal};
+
+/// A record handed to the replay callback.
+#[derive(Debug)]
+pub struct Replayed<'a> {
+    /// Its header.
+    pub header: Header,
+    /// Its body.
+    pub body: &'a [u8],
+    /// Where it is.
+    pub position: Position,
+    /// The segment file it is in (for error messages).
+    pub path: &'a Path,
+}
+
+/// Bytes read at a time while scanning.
+const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
+
+struct Segment {
+    number: u32,
+    path: PathBuf,
+    file: File,
+    len: u64,
+    header: SegmentHeader,
+    seal: Option<(Seal, u64)>,
+}
+
+/// Opens the log; returns the active segment and the end of the log.
+pub(super) fn open(
+    log: &DiskLog,
+    from: LogPoint,
+    replay: &mut dyn FnMut(Replayed<'_>) -> Result<()>,
+) -> Result<(Active, LogPoint)> {
+    let listed = segment::list(&log.dir)?;
+    if listed.is_empty() {
+        if from.lsn > 0 {
+            return Err(Error::corrupt(&log.dir, 0, format!(
+                "the index has seen records up to LSN {} but the log directory holds no segments",
+                from.lsn
+            )));
+        }
+        return fresh(log);
+    }
+    let count = listed.len();
+    let mut segments = Vec::with_capacity(count);
+    for (i, (number, path)) in listed.into_iter().enumerate() {
+        if number as usize != i + 1 {
+            return Err(Error::corrupt(&path, 0, format!(
+                "segment {} is missing: segments must run 1, 2, 3, … without gaps",
+                i + 1
+            )));
+        }
+        if i + 1 == count && is_torn_creation(&path)? {
+            // The writer crashed while creating this segment, before its header was fsynced
+            // and so before any record could go into it.
+            warn!(file = %path.display(), "removing a segment whose creation was cut short");
+            std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
+            super::sync_dir(&log.dir)?;
+            continue;
+        }
+        segments.push(open_segment(number, path)?);
+    }
+    if segments.is_empty() {
+        return fresh(log);
+    }
+    check_chain(&segments)?;
+
+    let start = match from.lsn {
+        0 => (1, SEGMENT_HEADER_BYTES as u64),
+        _ => (from.segment, u64::from(from.offset)),
+    };
+    if start.0 == 0 || start.0 as usize > segments.len() {
+        return Err(Error::corrupt(&log.dir, 0, format!(
+            "the index points into segment {}, which does not exist",
+            start.0
+        )));
+    }
+    let last_index = segments.len() - 1;
+    let mut expected_lsn = from.lsn + 1;
+    for segment in &segments[start.0 as usize - 1..last_index] {
+        let offset = if segment.number == start.0 { start.1 } else { SEGMENT_HEADER_BYTES as u64 };
+        expected_lsn = replay_sealed(segment, offset, expected_lsn, replay)?;
+    }
+    let last = segments.pop().expect("at least one segment");
+    if last.number != start.0 {
+        check_lsn(&last.path, SEGMENT_HEADER_BYTES as u64, last.header.first_lsn, expected_lsn)?;
+    }
+    let (active, end_lsn) = replay_last(log, last, from.lsn, replay)?;
+    let end = LogPoint {
+        lsn: end_lsn,
+        segment: active.number,
+        offset: u32::try_from(active.len).map_err(|_| {
+            Error::corrupt(&active.path, active.len, "segment is larger than 4 GiB")
+        })?,
+    };
+    Ok((active, end))
+}
+
+fn fresh(log: &DiskLog) -> Result<(Active, LogPoint)> {
+    let header = SegmentHeader { number: 1, first_lsn: 1, node: log.node, previous: Seal::zero() };
+    let active = writer::create_segment(log, &header)?;
+    Ok((active, LogPoint { lsn: 0, segment: 1, offset: SEGMENT_HEADER_BYTES as u32 }))
+}
+
+fn is_torn_creation(path: &Path) -> Result<bool> {
+    let len = std::fs::metadata(path).map_err(|e| Error::io("reading metadata of", path, e))?.len();
+    Ok(len < SEGMENT_HEADER_BYTES as u64)
+}
+
+fn open_segment(number: u32, path: PathBuf) -> Result<Segment> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io("opening", &path, e))?;
+    let len = file.metadata().map_err(|e| Error::io("reading metadata of", &path, e))?.len();
+    let header = segment::read_header(&file, &path)?;
+    if header.number != number {
+        return Err(Error::corrupt(&path, 16, format!(
+            "the header says segment {} but the file name says {number}: was it renamed or swapped?",
+            header.number
+        )));
+    }
+    let seal = segment::read_seal(&file, &path, len).ok();
+    Ok(Segment { number, path, file, len, header, seal })
+}
+
+/// Every segment but the newest must be sealed, and each seal must match the next header.
+fn check_chain(segments: &[Segment]) -> Result<()> {
+    let first = &segments[0];
+    if first.header.first_lsn != 1 || first.header.previous != Seal::zero() {
+        return Err(Error::corrupt(&first.path, 24, "the first segment does not start the log at LSN 1"));
+    }
+    for pair in segments.windows(2) {
+        let (older, newer) = (&pair[0], &pair[1]);
+        let (seal, seal_lsn) = match &older.seal {
+            Some(seal) => *seal,
+            // Read again for the precise error.
+            None => segment::read_seal(&older.file, &older.path, older.len)?,
+        };
+        if newer.header.previous != seal {
+            return Err(Error::corrupt(&newer.path, 48, format!(
+                "this segment's header does not match the seal of {} (records {}, bytes {}): a segment was truncated, replaced or swapped",
+                older.path.display(),
+                seal.records,
+                seal.bytes
+            )));
+        }
+        if newer.header.first_lsn != seal_lsn + 1 {
+            return Err(Error::corrupt(&newer.path, 24, format!(
+                "this segment starts at LSN {} but the previous one ends at LSN {seal_lsn}",
+                newer.header.first_lsn
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Replays the records of a sealed segment from `offset`. Any damage is a hard error.
+fn replay_sealed(
+    segment: &Segment,
+    offset: u64,
+    mut expected_lsn: u64,
+    replay: &mut dyn FnMut(Replayed<'_>) -> Result<()>,
+) -> Result<u64> {
+    let (seal, _) = segment.seal.expect("checked by check_chain");
+    let mut scanner = Scanner::new(&segment.file, offset, seal.bytes);
+    let mut batch = Batch::default();
+    loop {
+        let at = scanner.pos;
+        match scanner.next() {
+            Ok(None) => break,
+            Ok(Some((header, record))) => {
+                check_lsn(&segment.path, at, header.lsn, expected_lsn)?;
+                expected_lsn += 1;
+                batch.push(header, record, segment.number, at, &segment.path, replay)?;
+            }
+            Err(err) => return Err(Error::corrupt(&segment.path, at, err.to_string())),
+        }
+    }
+    if batch.is_open() {
+        return Err(Error::corrupt(&segment.path, seal.bytes, "an atomic batch is cut off by the seal"));
+    }
+    Ok(expected_lsn)
+}
+
+/// Scans the newest segment from its start (to rebuild its digest), replays records after
+/// `replay_after`, cuts a torn tail, and returns it as the active segment.
+fn replay_last(
+    log: &DiskLog,
+    segment: Segment,
+    replay_after: u64,
+    replay: &mut dyn FnMut(Replayed<'_>) -> Result<()>,
+) -> Result<(Active, u64)> {
+    let end = segment.seal.map_or(segment.len, |(seal, _)| seal.bytes);
+    let mut scanner = Scanner::new(&segment.file, SEGMENT_HEADER_BYTES as u64, end);
+    let mut digest = Digest::default();
+    let mut expected = segment.header.first_lsn;
+    let mut batch = Batch::default();
+    let mut good_end = SEGMENT_HEADER_BYTES as u64;
+    // Where the open atomic batch started, and the state to roll back to if it is incomplete.
+    let mut batch_start: Option<(u64, Digest, u64)> = None;
+    loop {
+        let at = scanner.pos;
+        match scanner.next() {
+            Ok(None) => break,
+            Ok(Some((header, record))) => {
+                check_lsn(&segment.path, at, header.lsn, expected)?;
+                let continues = header.flags & FLAG_BATCH_CONTINUES != 0;
+                if continues && batch_start.is_none() {
+                    batch_start = Some((at, digest.clone(), expected));
+                }
+                digest.add(record);
+                expected += 1;
+                if header.lsn > replay_after {
+                    batch.push(header, record, segment.number, at, &segment.path, replay)?;
+                }
+                if !continues {
+                    batch_start = None;
+                }
+                good_end = scanner.pos;
+            }
+            Err(err) => {
+                check_torn_tail(&segment, at, expected, &err.to_string())?;
+                break;
+            }
+        }
+    }
+    if let Some((at, before, lsn)) = batch_start {
+        // An atomic batch whose last record never reached the disk was never acknowledged.
+        warn!(file = %segment.path.display(), offset = at, "discarding an incomplete atomic batch at the tail");
+        good_end = at;
+        digest = before;
+        expected = lsn;
+    }
+    if expected - 1 < replay_after {
+        return Err(Error::corrupt(&segment.path, good_end, format!(
+            "the log ends at LSN {} but the index has seen LSN {replay_after}: acknowledged records are missing",
+            expected - 1
+        )));
+    }
+    if let Some((seal, _)) = segment.seal {
+        if seal.digest != digest.finish() || seal.records != digest.records() {
+            return Err(Error::corrupt(&segment.path, seal.bytes, "the seal does not match the records before it"));
+        }
+    } else if good_end < segment.len {
+        warn!(file = %segment.path.display(), offset = good_end, cut = segment.len - good_end, "truncating a torn tail of the newest segment");
+        segment.file.set_len(good_end).map_err(|e| Error::io("truncating", &segment.path, e))?;
+        segment.file.sync_all().map_err(|e| Error::io("fsyncing", &segment.path, e))?;
+    }
+    let file = Arc::new(segment.file);
+    log.register_file(segment.number, Arc::clone(&file));
+    let mut active = Active {
+        number: segment.number,
+        path: segment.path,
+        file,
+        len: good_end,
+        last_lsn: expected - 1,
+        digest,
+    };
+    if let Some((seal, _)) = segment.seal {
+        // The writer sealed this segment and stopped before creating the next one.
+        writer::start_next(log, &mut active, seal)?;
+    }
+    let last_lsn = active.last_lsn;
+    Ok((active, last_lsn))
+}
+
+/// A bad record at `at` in the newest segment is a torn tail only if no valid record with a
+/// later LSN follows it; otherwise it is corruption in the middle of the log.
+fn check_torn_tail(segment: &Segment, at: u64, expected_lsn: u64, reason: &str) -> Result<()> {
+    let len = (segment.len - at) as usize;
+    let mut rest = vec![0; len];
+    segment.file.read_exact_at(&mut rest, at).map_err(|e| Error::io("reading", &segment.path, e))?;
+    for skip in 1..rest.len() {
+        let candidate = &rest[skip..];
+        if let Ok((header, _, _)) = record::decode(candidate) {
+            if header.lsn >= expected_lsn && header.kind != RecordKind::Seal {
+                return Err(Error::corrupt(&segment.path, at, format!(
+                    "{reason}, and a valid record (LSN {}) follows at byte {}: this is damage, not a torn write",
+                    header.lsn,
+                    at + skip as u64
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_lsn(path: &Path, at: u64, found: u64, expected: u64) -> Result<()> {
+    if found == expected {
+        Ok(())
+    } else {
+        Err(Error::corrupt(path, at, format!("expected LSN {expected}, found {found}")))
+    }
+}
+
+/// Holds the records of an atomic batch until its last record arrives.
+#[derive(Default)]
+struct Batch {
+    records: Vec<(Header, Vec<u8>, Position)>,
+}
+
+impl Batch {
+    fn is_open(&self) -> bool {
+        !self.records.is_empty()
+    }
+
+    fn push(
+        &mut self,
+        header: Header,
+        record: &[u8],
+        segment: u32,
+        at: u64,
+        path: &Path,
+        replay: &mut dyn FnMut(Replayed<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let position = Position {
+            segment,
+            offset: u32::try_from(at).map_err(|_| Error::corrupt(path, at, "offset beyond 4 GiB"))?,
+            len: record.len() as u32,
+        };
+        if header.kind == RecordKind::Seal {
+            return Err(Error::corrupt(path, at, "a seal record in the middle of a segment"));
+        }
+        if header.flags & FLAG_BATCH_CONTINUES != 0 || self.is_open() {
+            self.records.push((header, record.to_vec(), position));
+            if header.flags & FLAG_BATCH_CONTINUES != 0 {
+                return Ok(());
+            }
+            for (header, record, position) in std::mem::take(&mut self.records) {
+                let body = &record[record::HEADER_BYTES..];
+                replay(Replayed { header, body, position, path })?;
+            }
+            return Ok(());
+        }
+        replay(Replayed { header, body: &record[record::HEADER_BYTES..], position, path })
+    }
+}
+
+/// Reads records one after another from `[pos, end)` of a file, in large chunks.
+struct Scanner<'f> {
+    file: &'f File,
+    pos: u64,
+    end: u64,
+    buf: Vec<u8>,
+    buf_start: u64,
+}
+
+impl<'f> Scanner<'f> {
+    fn new(file: &'f File, pos: u64, end: u64) -> Self {
+        Self { file, pos, end, buf: Vec::new(), buf_start: pos }
+    }
+
+    fn ensure(&mut self, len: usize) -> Result<bool, RecordError> {
+        if self.pos + len as u64 > self.end {
+            return Ok(false);
+        }
+        let have = self.buf_start + self.buf.len() as u64;
+        if self.pos >= self.buf_start && self.pos + len as u64 <= have {
+            return Ok(true);
+        }
+        let want = (len.max(SCAN_CHUNK_BYTES) as u64).min(self.end - self.pos) as usize;
+        self.buf.resize(want, 0);
+        self.file.read_exact_at(&mut self.buf, self.pos).map_err(|_| RecordError::Truncated)?;
+        self.buf_start = self.pos;
+        Ok(true)
+    }
+
+    fn next(&mut self) -> Result<Option<(Header, &[u8])>, RecordError> {
+        if self.pos >= self.end {
+            return Ok(None);
+        }
+        if !self.ensure(8)? {
+            return Err(RecordError::Truncated);
+        }
+        let at = (self.pos - self.buf_start) as usize;
+        let total = record::peek_len(&self.buf[at..])?;
+        if !self.ensure(total)? {
+            return Err(RecordError::Truncated);
+        }
+        let at = (self.pos - self.buf_start) as usize;
+        let record = &self.buf[at..at + total];
+        let (header, _, _) = record::decode(record)?;
+        self.pos += total as u64;
+        Ok(Some((header, record)))
+    }
+}

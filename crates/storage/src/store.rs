@@ -1,0 +1,554 @@
+//! The store: opening and recovering the data directory, finding contexts, checkpointing the
+//! index, and closing cleanly.
+//!
+//! Data directory layout (disk mode):
+//!
+//! ```text
+//! LOCK        held (flock) while a process has the directory open
+//! node.id     the node identity (see `node`)
+//! RUNNING     the unclean-shutdown marker
+//! log/        segment files (see `log::segment`)
+//! index/      the fjall index (see `index::cold`)
+//! ```
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use converge_core::merkle::CompactTree;
+use converge_core::{ContextId, Hash, NodeId, TreeSize};
+use tracing::{error, info, warn};
+
+use crate::context::Context;
+use crate::durability::Durability;
+use crate::error::{Error, Result};
+use crate::fault::Faults;
+use crate::index::STORED_LEVEL_MIN;
+use crate::index::cold::{Cold, Watermark};
+use crate::log::{DiskLog, LogConfig, LogStatsSnapshot, Replayed};
+use crate::node::{self, NodeIdentity};
+use crate::record::{self, PayloadMode, RecordKind};
+
+/// Segments are sealed once they pass this size, by default.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+
+/// The smallest segment size allowed (small sizes are for tests of rotation).
+pub const SEGMENT_BYTES_MIN: u64 = 4096;
+
+/// The largest segment size allowed: record offsets are 32-bit.
+pub const SEGMENT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+
+/// A checkpoint runs after this much log by default: it bounds what a reopen replays.
+pub const CHECKPOINT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+
+/// A checkpoint runs at least this often while anything was written.
+pub const CHECKPOINT_INTERVAL_DEFAULT: Duration = Duration::from_secs(10);
+
+/// How often the checkpointer looks at the log.
+const CHECKPOINT_POLL: Duration = Duration::from_millis(50);
+
+/// Where entries are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageMode {
+    /// Durably, in this data directory.
+    Disk(PathBuf),
+    /// In memory only: the same behaviour, nothing survives the process.
+    Memory,
+}
+
+/// How a store is opened.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Disk or memory.
+    pub mode: StorageMode,
+    /// When appends are acknowledged (disk mode).
+    pub durability: Durability,
+    /// Segment size before sealing.
+    pub segment_bytes: u64,
+    /// Log bytes between checkpoints.
+    pub checkpoint_bytes: u64,
+    /// Longest time between checkpoints while anything is written.
+    pub checkpoint_interval: Duration,
+    /// Injected failures (tests).
+    pub faults: Arc<Faults>,
+}
+
+impl StoreConfig {
+    /// Durable storage in `dir`, with defaults.
+    pub fn disk(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            mode: StorageMode::Disk(dir.into()),
+            durability: Durability::default(),
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            checkpoint_bytes: CHECKPOINT_BYTES_DEFAULT,
+            checkpoint_interval: CHECKPOINT_INTERVAL_DEFAULT,
+            faults: Arc::default(),
+        }
+    }
+
+    /// Memory storage.
+    pub fn memory() -> Self {
+        Self { mode: StorageMode::Memory, ..Self::disk("") }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes) {
+            return Err(Error::Config(format!(
+                "segment size must be between {SEGMENT_BYTES_MIN} and {SEGMENT_BYTES_MAX} bytes, got {}",
+                self.segment_bytes
+            )));
+        }
+        if self.checkpoint_bytes == 0 || self.checkpoint_interval.is_zero() {
+            return Err(Error::Config("checkpoint size and interval must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+/// What opening found.
+#[derive(Debug, Clone, Default)]
+pub struct OpenReport {
+    /// The previous run did not close cleanly (crash or power loss).
+    pub unclean_shutdown: bool,
+    /// Log records replayed into the index.
+    pub replayed_records: u64,
+    /// This node (disk mode).
+    pub node: Option<NodeIdentity>,
+    /// How long opening took.
+    pub took: Duration,
+}
+
+/// Counters for metrics.
+#[derive(Debug, Clone, Default)]
+pub struct StoreStats {
+    /// The log writer's counters (disk mode).
+    pub log: Option<LogStatsSnapshot>,
+    /// Contexts held in memory.
+    pub contexts: usize,
+    /// Checkpoints written since open.
+    pub checkpoints: u64,
+}
+
+pub(crate) enum Backend {
+    Memory,
+    /// The log is set once it has opened (contexts made while it replays need the rest).
+    Disk { log: OnceLock<Arc<DiskLog>>, cold: Cold },
+}
+
+/// The disk backend, once open.
+pub(crate) struct Disk<'a> {
+    pub(crate) log: &'a DiskLog,
+    pub(crate) cold: &'a Cold,
+}
+
+/// What every context of a store shares.
+pub(crate) struct Shared {
+    backend: Backend,
+    next_number: AtomicU64,
+    pub(crate) closed: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn allocate_number(&self) -> u64 {
+        self.next_number.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// The log and index, or `None` in memory mode.
+    pub(crate) fn disk(&self) -> Option<Disk<'_>> {
+        match &self.backend {
+            Backend::Memory => None,
+            Backend::Disk { log, cold } => {
+                Some(Disk { log: log.get().expect("contexts use the log only after it opened"), cold })
+            }
+        }
+    }
+
+    fn cold(&self) -> Option<&Cold> {
+        match &self.backend {
+            Backend::Memory => None,
+            Backend::Disk { cold, .. } => Some(cold),
+        }
+    }
+}
+
+/// A store of contexts. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    contexts: Mutex<HashMap<ContextId, Arc<Context>>>,
+    dir: Option<PathBuf>,
+    _lock: Option<File>,
+    config: StoreConfig,
+    report: OpenReport,
+    checkpoint_lock: Mutex<()>,
+    checkpoints: AtomicU64,
+    stop: Mutex<bool>,
+    stop_signal: Condvar,
+    checkpointer: Mutex<Option<JoinHandle<()>>>,
+    closed: AtomicBool,
+}
+
+impl Store {
+    /// Opens a store: in disk mode, locks and recovers the data directory (replaying the log
+    /// after the last checkpoint, cutting a torn tail) and starts the log writer and the
+    /// checkpointer.
+    pub fn open(config: StoreConfig) -> Result<Self> {
+        config.validate()?;
+        let started = Instant::now();
+        let (shared, contexts, dir, lock, mut report) = match &config.mode {
+            StorageMode::Memory => {
+                let shared = Shared { backend: Backend::Memory, next_number: AtomicU64::new(1), closed: AtomicBool::new(false) };
+                (Arc::new(shared), HashMap::new(), None, None, OpenReport::default())
+            }
+            StorageMode::Disk(dir) => {
+                let (shared, contexts, lock, report) = open_disk(dir, &config)?;
+                (shared, contexts, Some(dir.clone()), Some(lock), report)
+            }
+        };
+        report.took = started.elapsed();
+        let inner = Arc::new(Inner {
+            shared,
+            contexts: Mutex::new(contexts),
+            dir,
+            _lock: lock,
+            config,
+            report,
+            checkpoint_lock: Mutex::new(()),
+            checkpoints: AtomicU64::new(0),
+            stop: Mutex::new(false),
+            stop_signal: Condvar::new(),
+            checkpointer: Mutex::new(None),
+            closed: AtomicBool::new(false),
+        });
+        if inner.shared.disk().is_some() {
+            let weak = Arc::downgrade(&inner);
+            let handle = std::thread::Builder::new()
+                .name("converge-checkpoint".into())
+                .spawn(move || checkpoint_loop(&weak))
+                .map_err(|e| Error::io("starting the checkpointer for", inner.dir.clone().unwrap_or_default(), e))?;
+            *inner.checkpointer.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
+        }
+        Ok(Self { inner })
+    }
+
+    /// What opening found.
+    pub fn open_report(&self) -> &OpenReport {
+        &self.inner.report
+    }
+
+    /// The context `id`, created in memory if it does not exist yet (nothing is written until
+    /// its first append).
+    pub fn context(&self, id: &ContextId) -> Result<Arc<Context>> {
+        let mut contexts = self.inner.lock_contexts();
+        if let Some(context) = contexts.get(id) {
+            return Ok(Arc::clone(context));
+        }
+        let context = match self.inner.load(id)? {
+            Some(context) => context,
+            None => Arc::new(Context::new(id.clone(), Arc::clone(&self.inner.shared))),
+        };
+        contexts.insert(id.clone(), Arc::clone(&context));
+        Ok(context)
+    }
+
+    /// The context `id` if the store has ever seen it (without creating it).
+    pub fn find(&self, id: &ContextId) -> Result<Option<Arc<Context>>> {
+        let mut contexts = self.inner.lock_contexts();
+        if let Some(context) = contexts.get(id) {
+            return Ok(Some(Arc::clone(context)));
+        }
+        let loaded = self.inner.load(id)?;
+        if let Some(context) = &loaded {
+            contexts.insert(id.clone(), Arc::clone(context));
+        }
+        Ok(loaded)
+    }
+
+    /// Writes a checkpoint now (disk mode; memory mode has nothing to checkpoint).
+    pub fn checkpoint(&self) -> Result<()> {
+        self.inner.checkpoint()
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            log: self.inner.shared.disk().map(|d| d.log.stats().snapshot()),
+            contexts: self.inner.lock_contexts().len(),
+            checkpoints: self.inner.checkpoints.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The storage error every write returns now, if a write or fsync has failed.
+    pub fn poisoned(&self) -> Option<Error> {
+        self.inner.shared.disk().and_then(|d| d.log.poisoned())
+    }
+
+    /// The configuration the store was opened with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    /// Stops accepting appends, waits for queued ones to become durable (or fail), writes a
+    /// final checkpoint and removes the unclean-shutdown marker. Idempotent.
+    pub fn close(&self) -> Result<()> {
+        self.inner.close()
+    }
+}
+
+impl Inner {
+    fn lock_contexts(&self) -> MutexGuard<'_, HashMap<ContextId, Arc<Context>>> {
+        self.contexts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Loads a context the cold index knows.
+    fn load(&self, id: &ContextId) -> Result<Option<Arc<Context>>> {
+        let Some(cold) = self.shared.cold() else { return Ok(None) };
+        let Some(number) = cold.context_number(id)? else { return Ok(None) };
+        load_context(&self.shared, cold, id.clone(), number).map(|c| Some(Arc::new(c)))
+    }
+
+    fn checkpoint(&self) -> Result<()> {
+        let Some(Disk { log, cold }) = self.shared.disk() else { return Ok(()) };
+        let _one_at_a_time = self.checkpoint_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        if log.poisoned().is_some() {
+            // Recovery will redo what is missing; never build on a failed log.
+            return Ok(());
+        }
+        // Read the durable point first: every record up to it is already in the contexts'
+        // in-memory index, so the snapshots below cover it.
+        let point = log.durable();
+        let contexts: Vec<Arc<Context>> = self.lock_contexts().values().cloned().collect();
+        let snapshots: Vec<_> =
+            contexts.iter().filter_map(|c| c.checkpoint_snapshot().map(|s| (Arc::clone(c), s))).collect();
+        let next_context = self.shared.next_number.load(Ordering::SeqCst);
+        let checkpoints: Vec<_> = snapshots.iter().map(|(_, s)| s.clone()).collect();
+        cold.write_checkpoint(&checkpoints, Watermark { point, next_context })?;
+        for (context, snapshot) in snapshots {
+            context.checkpointed(snapshot.head.latest());
+        }
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.shared.closed.store(true, Ordering::SeqCst);
+        *self.stop.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.stop_signal.notify_all();
+        let handle = self.checkpointer.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(handle) = handle {
+            if handle.thread().id() != std::thread::current().id() {
+                let _ = handle.join();
+            }
+        }
+        let Some(Disk { log, .. }) = self.shared.disk() else { return Ok(()) };
+        log.close();
+        if let Some(cause) = log.poisoned() {
+            warn!(error = %cause, "closing a poisoned store: the next open replays the log");
+            return Ok(());
+        }
+        self.checkpoint()?;
+        if let Some(dir) = &self.dir {
+            node::mark_stopped(dir)?;
+        }
+        info!("store closed cleanly");
+        Ok(())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Err(err) = self.close() {
+            error!(error = %err, "closing the store failed");
+        }
+    }
+}
+
+fn checkpoint_loop(inner: &Weak<Inner>) {
+    let mut last_lsn = 0;
+    let mut last_bytes = 0;
+    let mut last_time = Instant::now();
+    loop {
+        let Some(store) = inner.upgrade() else { return };
+        {
+            let stop = store.stop.lock().unwrap_or_else(PoisonError::into_inner);
+            let (stop, _) = store
+                .stop_signal
+                .wait_timeout(stop, CHECKPOINT_POLL)
+                .unwrap_or_else(PoisonError::into_inner);
+            if *stop {
+                return;
+            }
+        }
+        let Some(Disk { log, .. }) = store.shared.disk() else { return };
+        let stats = log.stats().snapshot();
+        let lsn = log.durable().lsn;
+        let due = stats.bytes - last_bytes >= store.config.checkpoint_bytes
+            || (lsn != last_lsn && last_time.elapsed() >= store.config.checkpoint_interval);
+        if due {
+            match store.checkpoint() {
+                Ok(()) => {
+                    last_lsn = lsn;
+                    last_bytes = stats.bytes;
+                    last_time = Instant::now();
+                }
+                Err(err) => error!(error = %err, "checkpoint failed; the next reopen replays more log"),
+            }
+        }
+    }
+}
+
+type DiskOpen = (Arc<Shared>, HashMap<ContextId, Arc<Context>>, File, OpenReport);
+
+fn open_disk(dir: &Path, config: &StoreConfig) -> Result<DiskOpen> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+    let lock = lock_dir(dir)?;
+    let identity = node::open_identity(dir)?;
+    let unclean = node::mark_running(dir)?;
+    if unclean {
+        warn!(dir = %dir.display(), "the previous run did not shut down cleanly; recovering");
+    }
+    let cold = Cold::open(&dir.join("index"))?;
+    let watermark = cold.watermark()?;
+    let shared = Arc::new(Shared {
+        backend: Backend::Disk { log: OnceLock::new(), cold },
+        next_number: AtomicU64::new(watermark.next_context),
+        closed: AtomicBool::new(false),
+    });
+    let mut recovery = Recovery { shared: Arc::clone(&shared), by_id: HashMap::new(), by_number: HashMap::new(), replayed: 0 };
+    let log_config = LogConfig {
+        dir: dir.join("log"),
+        node: identity.id,
+        segment_bytes: config.segment_bytes,
+        durability: config.durability,
+        faults: Arc::clone(&config.faults),
+    };
+    let log = DiskLog::open(log_config, watermark.point, &mut |record| recovery.replay(&record))?;
+    let Backend::Disk { log: slot, .. } = &shared.backend else { unreachable!("disk backend") };
+    if slot.set(log).is_err() {
+        unreachable!("the log is set once");
+    }
+    let replayed = recovery.replayed;
+    info!(dir = %dir.display(), replayed, node = %identity.id_hex(), incarnation = identity.incarnation, "store opened");
+    let report = OpenReport { unclean_shutdown: unclean, replayed_records: replayed, node: Some(identity), took: Duration::ZERO };
+    Ok((shared, recovery.by_id, lock, report))
+}
+
+/// Rebuilds the in-memory index of every context the log after the watermark touches.
+struct Recovery {
+    shared: Arc<Shared>,
+    by_id: HashMap<ContextId, Arc<Context>>,
+    by_number: HashMap<u64, Arc<Context>>,
+    replayed: u64,
+}
+
+impl Recovery {
+    fn replay(&mut self, record: &Replayed<'_>) -> Result<()> {
+        let corrupt = |reason: String| Error::corrupt(record.path, u64::from(record.position.offset), reason);
+        match record.header.kind {
+            RecordKind::Context => {
+                let (number, id) = record::decode_context_body(record.body).map_err(|e| corrupt(e.to_string()))?;
+                self.define(number, id).map_err(|e| corrupt(e.to_string()))?;
+            }
+            RecordKind::Entry => {
+                let rec = record::decode_entry_body_with(record.body, PayloadMode::Skip)
+                    .map_err(|e| corrupt(e.to_string()))?;
+                let context = self.numbered(rec.context).map_err(|e| corrupt(e.to_string()))?;
+                context
+                    .replay(&rec.entry, rec.append_id.as_ref(), record.position)
+                    .map_err(|e| corrupt(format!("context {}: {e}", context.id())))?;
+            }
+            RecordKind::TruncateAfter | RecordKind::Fence => {
+                return Err(corrupt(format!("a {:?} record, which only replication writes, in a single-node log", record.header.kind)));
+            }
+            RecordKind::Seal => {}
+        }
+        self.replayed += 1;
+        Ok(())
+    }
+
+    fn cold(&self) -> &Cold {
+        self.shared.cold().expect("recovery runs in disk mode")
+    }
+
+    fn define(&mut self, number: u64, id: ContextId) -> Result<()> {
+        self.shared.next_number.fetch_max(number + 1, Ordering::SeqCst);
+        if let Some(context) = self.by_id.get(&id) {
+            return match context.number() {
+                Some(n) if n == number => Ok(()),
+                other => Err(Error::corrupt("log", 0, format!("context {id} is defined as {number} but was {other:?}"))),
+            };
+        }
+        let context = match self.cold().context_number(&id)? {
+            Some(n) if n == number => load_context(&self.shared, self.cold(), id.clone(), number)?,
+            Some(n) => {
+                return Err(Error::corrupt("log", 0, format!("context {id} is defined as {number} but the index says {n}")));
+            }
+            None => Context::numbered(id.clone(), Arc::clone(&self.shared), number),
+        };
+        let context = Arc::new(context);
+        self.by_number.insert(number, Arc::clone(&context));
+        self.by_id.insert(id, context);
+        Ok(())
+    }
+
+    fn numbered(&mut self, number: u64) -> Result<Arc<Context>> {
+        if let Some(context) = self.by_number.get(&number) {
+            return Ok(Arc::clone(context));
+        }
+        let Some(id) = self.cold().context_name(number)? else {
+            return Err(Error::corrupt("log", 0, format!("an entry of context number {number}, which is defined nowhere")));
+        };
+        self.define(number, id)?;
+        Ok(Arc::clone(&self.by_number[&number]))
+    }
+}
+
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io("opening", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked(dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io("locking", &path, e)),
+    }
+}
+
+/// Loads a context from the cold index: its head and the frontier of its tree.
+fn load_context(shared: &Arc<Shared>, cold: &Cold, id: ContextId, number: u64) -> Result<Context> {
+    let Some(head) = cold.head(number)? else {
+        return Ok(Context::numbered(id, Arc::clone(shared), number));
+    };
+    let size = TreeSize(head.latest().0);
+    let frontier = CompactTree::frontier_ids(size)
+        .map(|node| cold_node(cold, number, node))
+        .collect::<Result<Vec<Hash>>>()?;
+    let tree = CompactTree::from_frontier(size, frontier)
+        .map_err(|e| Error::corrupt("index", 0, format!("context {id}: {e}")))?;
+    Context::loaded(id, Arc::clone(shared), number, head, tree)
+}
+
+/// A complete node from the cold index alone.
+fn cold_node(cold: &Cold, number: u64, node: NodeId) -> Result<Hash> {
+    if node.level < STORED_LEVEL_MIN {
+        let leaves = cold.leaf_hashes(number, node.first_leaf() + 1, node.end_leaf())?;
+        return Ok(converge_core::merkle::root_of_leaves(&leaves));
+    }
+    cold.node(number, node)?
+        .ok_or_else(|| Error::corrupt("index", 0, format!("context {number}: Merkle node {node:?} is missing")))
+}
