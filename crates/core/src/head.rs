@@ -125,7 +125,11 @@ impl Sequencer {
 
     /// The fields of the next entry, appended at wall-clock time `now`, caused by a message
     /// stamped `received` if any.
-    pub fn stamp(&self, now: Timestamp, received: Option<LamportTime>) -> Result<Stamp, StampError> {
+    pub fn stamp(
+        &self,
+        now: Timestamp,
+        received: Option<LamportTime>,
+    ) -> Result<Stamp, StampError> {
         let sequence = self.latest.next().ok_or(StampError::ContextFull)?;
         let after_previous =
             self.latest_appended_at.0.checked_add(1).ok_or(StampError::TimeOverflow)?;
@@ -172,7 +176,11 @@ impl Sequencer {
 impl Stamp {
     /// The server-assigned fields of `entry`.
     pub fn of(entry: &Entry) -> Self {
-        Self { sequence: entry.sequence(), appended_at: entry.appended_at(), lamport: entry.lamport() }
+        Self {
+            sequence: entry.sequence(),
+            appended_at: entry.appended_at(),
+            lamport: entry.lamport(),
+        }
     }
 }
 
@@ -218,7 +226,11 @@ impl ContextHead {
     }
 
     /// The fields of the next entry (see [`Sequencer::stamp`]).
-    pub fn stamp(&self, now: Timestamp, received: Option<LamportTime>) -> Result<Stamp, StampError> {
+    pub fn stamp(
+        &self,
+        now: Timestamp,
+        received: Option<LamportTime>,
+    ) -> Result<Stamp, StampError> {
         self.sequencer.stamp(now, received)
     }
 

@@ -19,6 +19,7 @@ use converge_core::{
 
 use crate::arena::Arena;
 use crate::error::{Error, Result};
+use crate::index::cold::Cold;
 use crate::index::recent::Recent;
 use crate::index::{ContextCheckpoint, STORED_LEVEL_MIN};
 use crate::log::{LogSink, Position};
@@ -114,7 +115,12 @@ pub struct Context {
 impl State {
     /// Applies a durable entry: the durable head (with its tree), the index, the stamping state
     /// when it was not stamped here (recovery).
-    fn commit(&mut self, entry: &Entry, position: Position, append_id: Option<&AppendId>) -> Result<()> {
+    fn commit(
+        &mut self,
+        entry: &Entry,
+        position: Position,
+        append_id: Option<&AppendId>,
+    ) -> Result<()> {
         let recent = &mut self.recent;
         self.durable.apply(entry, |id, hash| recent.push_node(id, hash))?;
         self.recent.push(entry, position, append_id);
@@ -136,7 +142,13 @@ impl Context {
     }
 
     /// A context loaded from the cold index: `number`, durable up to `head`, with `tree`.
-    pub(crate) fn loaded(id: ContextId, shared: Arc<Shared>, number: u64, head: Sequencer, tree: CompactTree) -> Result<Self> {
+    pub(crate) fn loaded(
+        id: ContextId,
+        shared: Arc<Shared>,
+        number: u64,
+        head: Sequencer,
+        tree: CompactTree,
+    ) -> Result<Self> {
         let durable = ContextHead::from_parts(head, tree)
             .map_err(|e| Error::corrupt("index", 0, format!("context {id}: {e}")))?;
         let state = State {
@@ -193,7 +205,12 @@ impl Context {
     /// Appends an entry: checks the append id, stamps it at `now`, and queues it. `done` is
     /// called exactly once on every `Ok` path; on `Err` nothing was appended and `done` is
     /// dropped uncalled.
-    pub fn append(self: &Arc<Self>, new: NewEntry, now: Timestamp, done: Completion) -> Result<Appended> {
+    pub fn append(
+        self: &Arc<Self>,
+        new: NewEntry,
+        now: Timestamp,
+        done: Completion,
+    ) -> Result<Appended> {
         let mut st = self.lock();
         if let Some(id) = &new.append_id {
             if let Some(i) = st.in_flight_ids.get(id).and_then(|seq| st.in_flight_index(*seq)) {
@@ -209,7 +226,8 @@ impl Context {
             }
         }
         let stamp = st.next.stamp(now, new.received)?;
-        let hash = new.prefix.finish(stamp.sequence, stamp.appended_at, stamp.lamport, &new.metadata);
+        let hash =
+            new.prefix.finish(stamp.sequence, stamp.appended_at, stamp.lamport, &new.metadata);
         let parts = EntryParts {
             sequence: stamp.sequence,
             key: new.key,
@@ -227,7 +245,12 @@ impl Context {
     /// later, replicated entries), as one atomic batch: after a crash either all of them are
     /// there or none. The context's latest sequence must be `expected_latest`, with nothing in
     /// flight, and the entries must follow it. `done` fires when the last one is durable.
-    pub fn append_verified(self: &Arc<Self>, expected_latest: Seq, entries: Vec<Entry>, done: Completion) -> Result<()> {
+    pub fn append_verified(
+        self: &Arc<Self>,
+        expected_latest: Seq,
+        entries: Vec<Entry>,
+        done: Completion,
+    ) -> Result<()> {
         let mut st = self.lock();
         let (assigned, durable) = (st.next.latest(), st.durable.latest());
         if assigned != expected_latest || durable != expected_latest {
@@ -252,7 +275,12 @@ impl Context {
 
     /// Stamped entries into the log (disk) or straight into the index (memory), in order,
     /// under the context lock. `done` fires when the last is durable.
-    fn submit(self: &Arc<Self>, st: &mut MutexGuard<'_, State>, batch: Vec<(Arc<Entry>, Option<AppendId>)>, done: Option<Completion>) -> Result<()> {
+    fn submit(
+        self: &Arc<Self>,
+        st: &mut MutexGuard<'_, State>,
+        batch: Vec<(Arc<Entry>, Option<AppendId>)>,
+        done: Option<Completion>,
+    ) -> Result<()> {
         match self.shared.disk() {
             None => {
                 if self.shared.closed.load(std::sync::atomic::Ordering::SeqCst) {
@@ -260,7 +288,9 @@ impl Context {
                 }
                 for (entry, append_id) in &batch {
                     let len = record::fields_len(entry, append_id.as_ref());
-                    let position = st.arena.push(len, |out| record::encode_fields(out, entry, append_id.as_ref()));
+                    let position = st
+                        .arena
+                        .push(len, |out| record::encode_fields(out, entry, append_id.as_ref()));
                     st.next.advance(&Stamp::of(entry))?;
                     st.commit(entry, position, append_id.as_ref())?;
                     if let Some(listener) = &st.listener {
@@ -283,14 +313,21 @@ impl Context {
                 let count = batch.len();
                 let lsns = log.append(|records| {
                     if new_number.is_some() {
-                        records.push(RecordKind::Context, 0, |b| record::encode_context_body(b, number, &self.id), None);
+                        records.push(
+                            RecordKind::Context,
+                            0,
+                            |b| record::encode_context_body(b, number, &self.id),
+                            None,
+                        );
                     }
                     batch
                         .iter()
                         .enumerate()
                         .map(|(i, (entry, id))| {
                             let flags = if i + 1 < count { FLAG_BATCH_CONTINUES } else { 0 };
-                            let body = |b: &mut Vec<u8>| record::encode_entry_body(b, number, entry, id.as_ref());
+                            let body = |b: &mut Vec<u8>| {
+                                record::encode_entry_body(b, number, entry, id.as_ref());
+                            };
                             records.push(RecordKind::Entry, flags, body, Some(Arc::clone(&sink)))
                         })
                         .collect::<Vec<u64>>()
@@ -319,7 +356,9 @@ impl Context {
             return Ok(Some(*seq));
         }
         match (self.shared.disk(), st.number) {
-            (Some(Disk { cold, .. }), Some(number)) if st.recent.base > 0 => cold.append_id(number, id),
+            (Some(Disk { cold, .. }), Some(number)) if st.recent.base > 0 => {
+                cold.append_id(number, id)
+            }
             _ => Ok(None),
         }
     }
@@ -329,13 +368,16 @@ impl Context {
         match self.shared.disk() {
             None => {
                 let position = st.recent.position(seq).ok_or_else(|| missing(&self.id, seq))?;
-                self.decode_memory(st, seq, position).map(Arc::new)
+                decode_memory(st, seq, position).map(Arc::new)
             }
             Some(Disk { log, cold }) => {
                 let number = st.number.ok_or_else(|| missing(&self.id, seq))?;
                 let position = match st.recent.position(seq) {
                     Some(p) => p,
-                    None => *cold.positions(number, seq.0, seq.0)?.first().ok_or_else(|| missing(&self.id, seq))?,
+                    None => *cold
+                        .positions(number, seq.0, seq.0)?
+                        .first()
+                        .ok_or_else(|| missing(&self.id, seq))?,
                 };
                 let bytes = log.read(position)?;
                 self.decode_disk(number, seq, &bytes, position).map(Arc::new)
@@ -343,25 +385,23 @@ impl Context {
         }
     }
 
-    fn decode_memory(&self, st: &State, seq: Seq, position: Position) -> Result<Entry> {
-        let corrupt = |reason: String| Error::corrupt("memory", u64::from(position.offset), reason);
-        let bytes = st.arena.get(position).ok_or_else(|| corrupt(format!("entry {seq} is missing")))?;
-        let fields = record::decode_fields(bytes, None).map_err(|e| corrupt(e.to_string()))?;
-        let hash = st.recent.hash(seq).ok_or_else(|| corrupt(format!("hash of entry {seq} is missing")))?;
-        if fields.parts.sequence != seq {
-            return Err(corrupt(format!("expected entry {seq}, found {}", fields.parts.sequence)));
-        }
-        Ok(Entry::from_trusted_parts(fields.parts, hash))
-    }
-
-    fn decode_disk(&self, number: u64, seq: Seq, bytes: &Bytes, position: Position) -> Result<Entry> {
+    fn decode_disk(
+        &self,
+        number: u64,
+        seq: Seq,
+        bytes: &Bytes,
+        position: Position,
+    ) -> Result<Entry> {
         let Some(Disk { log, .. }) = self.shared.disk() else { unreachable!("disk only") };
-        let corrupt = |reason: String| Error::corrupt(log.segment_path(position.segment), u64::from(position.offset), reason);
+        let corrupt = |reason: String| {
+            Error::corrupt(log.segment_path(position.segment), u64::from(position.offset), reason)
+        };
         let (header, body, _) = record::decode(bytes).map_err(|e| corrupt(e.to_string()))?;
         if header.kind != RecordKind::Entry {
             return Err(corrupt(format!("expected an entry record, found {:?}", header.kind)));
         }
-        let rec = record::decode_entry_body(body, Some(bytes)).map_err(|e| corrupt(e.to_string()))?;
+        let rec =
+            record::decode_entry_body(body, Some(bytes)).map_err(|e| corrupt(e.to_string()))?;
         if rec.context != number || rec.entry.sequence() != seq {
             return Err(corrupt(format!(
                 "expected entry {seq} of context {number}, found entry {} of context {}",
@@ -380,7 +420,7 @@ impl Context {
         let mut result = ReadResult { latest, ..ReadResult::default() };
         match self.shared.disk() {
             None => {
-                let seqs = self.plan_recent(&st, query, latest);
+                let seqs = plan_recent(&st, query, latest);
                 let mut budget = Budget::new(query.bytes_max);
                 for seq in seqs {
                     let position = st.recent.position(seq).ok_or_else(|| missing(&self.id, seq))?;
@@ -388,21 +428,20 @@ impl Context {
                         result.over_budget = true;
                         break;
                     }
-                    result.entries.push(Arc::new(self.decode_memory(&st, seq, position)?));
+                    result.entries.push(Arc::new(decode_memory(&st, seq, position)?));
                 }
                 Ok(result)
             }
             Some(Disk { log, cold }) => {
                 let Some(number) = st.number else { return Ok(result) };
                 let base = Seq(st.recent.base);
-                let recent: Vec<(Seq, Position)> = self
-                    .plan_recent(&st, query, latest)
+                let recent: Vec<(Seq, Position)> = plan_recent(&st, query, latest)
                     .into_iter()
                     .filter_map(|seq| st.recent.position(seq).map(|p| (seq, p)))
                     .collect();
                 drop(st);
                 let mut wanted = if query.after < base {
-                    self.plan_cold(cold, number, query, base)?
+                    plan_cold(cold, number, query, base)?
                 } else {
                     Vec::new()
                 };
@@ -415,53 +454,13 @@ impl Context {
                 let positions: Vec<Position> = wanted.iter().map(|(_, p)| *p).collect();
                 let records = log.read_many(&positions)?;
                 for ((seq, position), bytes) in wanted.iter().zip(&records) {
-                    result.entries.push(Arc::new(self.decode_disk(number, *seq, bytes, *position)?));
+                    result
+                        .entries
+                        .push(Arc::new(self.decode_disk(number, *seq, bytes, *position)?));
                 }
                 Ok(result)
             }
         }
-    }
-
-    /// The sequences a query wants among the recent (in memory) entries.
-    fn plan_recent(&self, st: &State, query: &ReadQuery, latest: Seq) -> Vec<Seq> {
-        let first = Seq(query.after.0.max(st.recent.base));
-        match &query.key {
-            Some(key) => st.recent.key_seqs(key, first).iter().copied().take(query.limit).collect(),
-            None => {
-                let count = latest.0.saturating_sub(first.0).min(query.limit as u64);
-                (first.0 + 1..=first.0 + count).map(Seq).collect()
-            }
-        }
-    }
-
-    /// The sequences and positions a query wants among the checkpointed entries (up to
-    /// `base`), fetched in runs so a huge context is never listed whole.
-    fn plan_cold(&self, cold: &crate::index::cold::Cold, number: u64, query: &ReadQuery, base: Seq) -> Result<Vec<(Seq, Position)>> {
-        /// Positions fetched per index read.
-        const PAGE: u64 = 1024;
-        let mut out = Vec::new();
-        let mut budget = Budget::new(query.bytes_max);
-        match &query.key {
-            Some(key) => {
-                let seqs = cold.key_seqs(number, key, query.after, query.limit)?;
-                let seqs: Vec<Seq> = seqs.into_iter().filter(|s| *s <= base).collect();
-                let positions = cold.positions_of(number, &seqs)?;
-                out.extend(seqs.into_iter().zip(positions));
-            }
-            None => {
-                let mut from = query.after.0 + 1;
-                let to = base.0.min(query.after.0.saturating_add(query.limit as u64));
-                while from <= to && budget.remaining() {
-                    let until = to.min(from + PAGE - 1);
-                    for (i, p) in cold.positions(number, from, until)?.into_iter().enumerate() {
-                        budget.take(p.len);
-                        out.push((Seq(from + i as u64), p));
-                    }
-                    from = until + 1;
-                }
-            }
-        }
-        Ok(out)
     }
 
     /// Content hashes of durable entries `from..=to`.
@@ -506,9 +505,17 @@ impl Context {
         };
         match (self.shared.disk(), number) {
             (Some(Disk { cold, .. }), Some(number)) => cold.node(number, id)?.ok_or_else(|| {
-                Error::corrupt("index", 0, format!("context {}: Merkle node {id:?} is missing", self.id))
+                Error::corrupt(
+                    "index",
+                    0,
+                    format!("context {}: Merkle node {id:?} is missing", self.id),
+                )
             }),
-            _ => Err(Error::corrupt("memory", 0, format!("context {}: Merkle node {id:?} is missing", self.id))),
+            _ => Err(Error::corrupt(
+                "memory",
+                0,
+                format!("context {}: Merkle node {id:?} is missing", self.id),
+            )),
         }
     }
 
@@ -556,7 +563,12 @@ impl Context {
     }
 
     /// Applies an entry replayed from the log at open, unless the index already has it.
-    pub(crate) fn replay(&self, entry: &Entry, append_id: Option<&AppendId>, position: Position) -> Result<()> {
+    pub(crate) fn replay(
+        &self,
+        entry: &Entry,
+        append_id: Option<&AppendId>,
+        position: Position,
+    ) -> Result<()> {
         let mut st = self.lock();
         if entry.sequence() <= st.durable.latest() {
             return Ok(());
@@ -610,6 +622,63 @@ impl LogSink for Context {
     }
 }
 
+fn decode_memory(st: &State, seq: Seq, position: Position) -> Result<Entry> {
+    let corrupt = |reason: String| Error::corrupt("memory", u64::from(position.offset), reason);
+    let bytes = st.arena.get(position).ok_or_else(|| corrupt(format!("entry {seq} is missing")))?;
+    let fields = record::decode_fields(bytes, None).map_err(|e| corrupt(e.to_string()))?;
+    let hash =
+        st.recent.hash(seq).ok_or_else(|| corrupt(format!("hash of entry {seq} is missing")))?;
+    if fields.parts.sequence != seq {
+        return Err(corrupt(format!("expected entry {seq}, found {}", fields.parts.sequence)));
+    }
+    Ok(Entry::from_trusted_parts(fields.parts, hash))
+}
+
+/// The sequences and positions a query wants among the checkpointed entries (up to `base`),
+/// fetched in runs so a huge context is never listed whole.
+fn plan_cold(
+    cold: &Cold,
+    number: u64,
+    query: &ReadQuery,
+    base: Seq,
+) -> Result<Vec<(Seq, Position)>> {
+    /// Positions fetched per index read.
+    const PAGE: u64 = 1024;
+    if let Some(key) = &query.key {
+        let seqs: Vec<Seq> = cold
+            .key_seqs(number, key, query.after, query.limit)?
+            .into_iter()
+            .filter(|s| *s <= base)
+            .collect();
+        let positions = cold.positions_of(number, &seqs)?;
+        return Ok(seqs.into_iter().zip(positions).collect());
+    }
+    let mut out = Vec::new();
+    let mut budget = Budget::new(query.bytes_max);
+    let mut from = query.after.0 + 1;
+    let to = base.0.min(query.after.0.saturating_add(query.limit as u64));
+    while from <= to && budget.remaining() {
+        let until = to.min(from + PAGE - 1);
+        for (i, p) in cold.positions(number, from, until)?.into_iter().enumerate() {
+            budget.take(p.len);
+            out.push((Seq(from + i as u64), p));
+        }
+        from = until + 1;
+    }
+    Ok(out)
+}
+
+/// The sequences a query wants among the recent (in memory) entries.
+fn plan_recent(st: &State, query: &ReadQuery, latest: Seq) -> Vec<Seq> {
+    let first = Seq(query.after.0.max(st.recent.base));
+    if let Some(key) = &query.key {
+        st.recent.key_seqs(key, first).iter().copied().take(query.limit).collect()
+    } else {
+        let count = latest.0.saturating_sub(first.0).min(query.limit as u64);
+        (first.0 + 1..=first.0 + count).map(Seq).collect()
+    }
+}
+
 fn missing(context: &ContextId, seq: Seq) -> Error {
     Error::corrupt("index", 0, format!("context {context}: entry {seq} is missing from the index"))
 }
@@ -626,15 +695,12 @@ impl Budget {
 
     /// Takes `len` bytes if they fit.
     fn take(&mut self, len: u32) -> bool {
-        match self.left.checked_sub(len as usize) {
-            Some(left) => {
-                self.left = left;
-                true
-            }
-            None => {
-                self.left = 0;
-                false
-            }
+        if let Some(left) = self.left.checked_sub(len as usize) {
+            self.left = left;
+            true
+        } else {
+            self.left = 0;
+            false
         }
     }
 

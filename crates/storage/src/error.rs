@@ -32,7 +32,9 @@ pub enum Error {
     /// An earlier write or fsync failed, so nothing more is acknowledged until the store is
     /// reopened (a failed fsync may have dropped dirty pages; retrying it could report success
     /// for data that is gone).
-    #[error("storage is poisoned by an earlier failure and acknowledges no writes until it is reopened: {cause}")]
+    #[error(
+        "storage is poisoned by an earlier failure and acknowledges no writes until it is reopened: {cause}"
+    )]
     Poisoned {
         /// The failure that poisoned it.
         cause: Arc<Error>,
@@ -41,7 +43,9 @@ pub enum Error {
     #[error("index failure: {0}")]
     Index(Arc<fjall::Error>),
     /// Another process holds the data directory.
-    #[error("the data directory {0} is locked by another process; stop it or choose another --data-dir")]
+    #[error(
+        "the data directory {0} is locked by another process; stop it or choose another --data-dir"
+    )]
     Locked(PathBuf),
     /// The store is shutting down.
     #[error("storage is shutting down")]

@@ -77,7 +77,8 @@ impl NodeIdentity {
 /// between any two nodes created anywhere (no randomness crate needed for 128 unique bits).
 fn fresh_id(dir: &Path) -> [u8; 16] {
     let mut h = Sha256::new();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     h.update(now.as_nanos().to_be_bytes());
     h.update(std::process::id().to_be_bytes());
     h.update(dir.as_os_str().as_encoded_bytes());
@@ -98,7 +99,9 @@ pub fn open_identity(dir: &Path) -> Result<NodeIdentity> {
             let old = NodeIdentity::decode(&bytes, &path)?;
             NodeIdentity { id: old.id, incarnation: old.incarnation + 1 }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => NodeIdentity { id: fresh_id(dir), incarnation: 1 },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            NodeIdentity { id: fresh_id(dir), incarnation: 1 }
+        }
         Err(e) => return Err(Error::io("reading", &path, e)),
     };
     write_atomically(dir, "node.id", &identity.encode())?;

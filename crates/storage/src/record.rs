@@ -159,10 +159,11 @@ pub fn set_lsn(record: &mut [u8], lsn: u64) {
 /// The total length of the record starting at `bytes`, from its length field, if the prefix is
 /// there and the length is plausible.
 pub fn peek_len(bytes: &[u8]) -> Result<usize, RecordError> {
-    let prefix: [u8; 8] = bytes.get(..8).and_then(|b| b.try_into().ok()).ok_or(RecordError::Truncated)?;
+    let prefix: [u8; 8] =
+        bytes.get(..8).and_then(|b| b.try_into().ok()).ok_or(RecordError::Truncated)?;
     let len = u32::from_be_bytes([prefix[4], prefix[5], prefix[6], prefix[7]]);
     let total = 8 + len as usize;
-    if total < HEADER_BYTES || total > RECORD_BYTES_MAX {
+    if !(HEADER_BYTES..=RECORD_BYTES_MAX).contains(&total) {
         return Err(RecordError::BadLength(len));
     }
     Ok(total)
@@ -283,13 +284,17 @@ pub fn decode_fields(bytes: &[u8], source: Option<&Bytes>) -> Result<StoredField
 }
 
 /// Decodes [`encode_fields`] output, treating the payload as `mode` says.
-pub fn decode_fields_with(bytes: &[u8], mode: PayloadMode<'_>) -> Result<StoredFields, RecordError> {
+pub fn decode_fields_with(
+    bytes: &[u8],
+    mode: PayloadMode<'_>,
+) -> Result<StoredFields, RecordError> {
     let mut r = Reader::new(bytes);
     let sequence = Seq(r.u64("sequence")?);
     let appended_at = Timestamp(r.u64("appended_at_ns")?);
     let lamport = LamportTime(r.u64("lamport_clock")?);
     let key_len = usize::from(r.u16("key length")?);
-    let key = Key::try_new(r.text(key_len, "key")?).map_err(|e| RecordError::Field(e.to_string()))?;
+    let key =
+        Key::try_new(r.text(key_len, "key")?).map_err(|e| RecordError::Field(e.to_string()))?;
     let payload = r.bytes_u32("payload")?;
     let payload = match mode {
         PayloadMode::Share(buf) => buf.slice_ref(payload),
@@ -303,7 +308,8 @@ pub fn decode_fields_with(bytes: &[u8], mode: PayloadMode<'_>) -> Result<StoredF
         let v = r.text_u32("metadata value")?.to_owned();
         metadata.push((k, v));
     }
-    let metadata = Metadata::try_from_pairs(metadata).map_err(|e| RecordError::Field(e.to_string()))?;
+    let metadata =
+        Metadata::try_from_pairs(metadata).map_err(|e| RecordError::Field(e.to_string()))?;
     let id_len = usize::from(r.u8("append_id length")?);
     let append_id = if id_len == 0 {
         None
@@ -321,7 +327,12 @@ pub fn decode_fields_with(bytes: &[u8], mode: PayloadMode<'_>) -> Result<StoredF
 }
 
 /// The body of an entry record: context number, content hash, fields.
-pub fn encode_entry_body(out: &mut Vec<u8>, context: u64, entry: &Entry, append_id: Option<&AppendId>) {
+pub fn encode_entry_body(
+    out: &mut Vec<u8>,
+    context: u64,
+    entry: &Entry,
+    append_id: Option<&AppendId>,
+) {
     out.extend_from_slice(&context.to_be_bytes());
     out.extend_from_slice(entry.content_hash().as_bytes());
     encode_fields(out, entry, append_id);
@@ -344,7 +355,10 @@ pub fn decode_entry_body(body: &[u8], source: Option<&Bytes>) -> Result<EntryRec
 }
 
 /// Decodes an entry record body, treating the payload as `mode` says.
-pub fn decode_entry_body_with(body: &[u8], mode: PayloadMode<'_>) -> Result<EntryRecord, RecordError> {
+pub fn decode_entry_body_with(
+    body: &[u8],
+    mode: PayloadMode<'_>,
+) -> Result<EntryRecord, RecordError> {
     let mut r = Reader::new(body);
     let context = r.u64("context number")?;
     let content_hash: Hash = r.hash("content hash")?;
@@ -360,7 +374,9 @@ pub fn decode_entry_body_with(body: &[u8], mode: PayloadMode<'_>) -> Result<Entr
 pub fn encode_context_body(out: &mut Vec<u8>, context: u64, id: &ContextId) {
     out.extend_from_slice(&context.to_be_bytes());
     let id = id.as_str().as_bytes();
-    out.extend_from_slice(&u16::try_from(id.len()).expect("context ids are at most 1 KiB").to_be_bytes());
+    out.extend_from_slice(
+        &u16::try_from(id.len()).expect("context ids are at most 1 KiB").to_be_bytes(),
+    );
     out.extend_from_slice(id);
 }
 
@@ -369,7 +385,8 @@ pub fn decode_context_body(body: &[u8]) -> Result<(u64, ContextId), RecordError>
     let mut r = Reader::new(body);
     let number = r.u64("context number")?;
     let len = usize::from(r.u16("context id length")?);
-    let id = ContextId::try_new(r.text(len, "context id")?).map_err(|e| RecordError::Field(e.to_string()))?;
+    let id = ContextId::try_new(r.text(len, "context id")?)
+        .map_err(|e| RecordError::Field(e.to_string()))?;
     Ok((number, id))
 }
 

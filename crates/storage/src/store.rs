@@ -136,7 +136,10 @@ pub struct StoreStats {
 pub(crate) enum Backend {
     Memory,
     /// The log is set once it has opened (contexts made while it replays need the rest).
-    Disk { log: OnceLock<Arc<DiskLog>>, cold: Cold },
+    Disk {
+        log: OnceLock<Arc<DiskLog>>,
+        cold: Cold,
+    },
 }
 
 /// The disk backend, once open.
@@ -161,9 +164,10 @@ impl Shared {
     pub(crate) fn disk(&self) -> Option<Disk<'_>> {
         match &self.backend {
             Backend::Memory => None,
-            Backend::Disk { log, cold } => {
-                Some(Disk { log: log.get().expect("contexts use the log only after it opened"), cold })
-            }
+            Backend::Disk { log, cold } => Some(Disk {
+                log: log.get().expect("contexts use the log only after it opened"),
+                cold,
+            }),
         }
     }
 
@@ -205,7 +209,11 @@ impl Store {
         let started = Instant::now();
         let (shared, contexts, dir, lock, mut report) = match &config.mode {
             StorageMode::Memory => {
-                let shared = Shared { backend: Backend::Memory, next_number: AtomicU64::new(1), closed: AtomicBool::new(false) };
+                let shared = Shared {
+                    backend: Backend::Memory,
+                    next_number: AtomicU64::new(1),
+                    closed: AtomicBool::new(false),
+                };
                 (Arc::new(shared), HashMap::new(), None, None, OpenReport::default())
             }
             StorageMode::Disk(dir) => {
@@ -233,7 +241,13 @@ impl Store {
             let handle = std::thread::Builder::new()
                 .name("converge-checkpoint".into())
                 .spawn(move || checkpoint_loop(&weak))
-                .map_err(|e| Error::io("starting the checkpointer for", inner.dir.clone().unwrap_or_default(), e))?;
+                .map_err(|e| {
+                    Error::io(
+                        "starting the checkpointer for",
+                        inner.dir.clone().unwrap_or_default(),
+                        e,
+                    )
+                })?;
             *inner.checkpointer.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
         }
         Ok(Self { inner })
@@ -326,8 +340,10 @@ impl Inner {
         // in-memory index, so the snapshots below cover it.
         let point = log.durable();
         let contexts: Vec<Arc<Context>> = self.lock_contexts().values().cloned().collect();
-        let snapshots: Vec<_> =
-            contexts.iter().filter_map(|c| c.checkpoint_snapshot().map(|s| (Arc::clone(c), s))).collect();
+        let snapshots: Vec<_> = contexts
+            .iter()
+            .filter_map(|c| c.checkpoint_snapshot().map(|s| (Arc::clone(c), s)))
+            .collect();
         let next_context = self.shared.next_number.load(Ordering::SeqCst);
         let checkpoints: Vec<_> = snapshots.iter().map(|(_, s)| s.clone()).collect();
         cold.write_checkpoint(&checkpoints, Watermark { point, next_context })?;
@@ -346,10 +362,10 @@ impl Inner {
         *self.stop.lock().unwrap_or_else(PoisonError::into_inner) = true;
         self.stop_signal.notify_all();
         let handle = self.checkpointer.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(handle) = handle {
-            if handle.thread().id() != std::thread::current().id() {
-                let _ = handle.join();
-            }
+        if let Some(handle) = handle
+            && handle.thread().id() != std::thread::current().id()
+        {
+            let _ = handle.join();
         }
         let Some(Disk { log, .. }) = self.shared.disk() else { return Ok(()) };
         log.close();
@@ -402,7 +418,9 @@ fn checkpoint_loop(inner: &Weak<Inner>) {
                     last_bytes = stats.bytes;
                     last_time = Instant::now();
                 }
-                Err(err) => error!(error = %err, "checkpoint failed; the next reopen replays more log"),
+                Err(err) => {
+                    error!(error = %err, "checkpoint failed; the next reopen replays more log");
+                }
             }
         }
     }
@@ -425,7 +443,12 @@ fn open_disk(dir: &Path, config: &StoreConfig) -> Result<DiskOpen> {
         next_number: AtomicU64::new(watermark.next_context),
         closed: AtomicBool::new(false),
     });
-    let mut recovery = Recovery { shared: Arc::clone(&shared), by_id: HashMap::new(), by_number: HashMap::new(), replayed: 0 };
+    let mut recovery = Recovery {
+        shared: Arc::clone(&shared),
+        by_id: HashMap::new(),
+        by_number: HashMap::new(),
+        replayed: 0,
+    };
     let log_config = LogConfig {
         dir: dir.join("log"),
         node: identity.id,
@@ -440,7 +463,12 @@ fn open_disk(dir: &Path, config: &StoreConfig) -> Result<DiskOpen> {
     }
     let replayed = recovery.replayed;
     info!(dir = %dir.display(), replayed, node = %identity.id_hex(), incarnation = identity.incarnation, "store opened");
-    let report = OpenReport { unclean_shutdown: unclean, replayed_records: replayed, node: Some(identity), took: Duration::ZERO };
+    let report = OpenReport {
+        unclean_shutdown: unclean,
+        replayed_records: replayed,
+        node: Some(identity),
+        took: Duration::ZERO,
+    };
     Ok((shared, recovery.by_id, lock, report))
 }
 
@@ -454,10 +482,12 @@ struct Recovery {
 
 impl Recovery {
     fn replay(&mut self, record: &Replayed<'_>) -> Result<()> {
-        let corrupt = |reason: String| Error::corrupt(record.path, u64::from(record.position.offset), reason);
+        let corrupt =
+            |reason: String| Error::corrupt(record.path, u64::from(record.position.offset), reason);
         match record.header.kind {
             RecordKind::Context => {
-                let (number, id) = record::decode_context_body(record.body).map_err(|e| corrupt(e.to_string()))?;
+                let (number, id) =
+                    record::decode_context_body(record.body).map_err(|e| corrupt(e.to_string()))?;
                 self.define(number, id).map_err(|e| corrupt(e.to_string()))?;
             }
             RecordKind::Entry => {
@@ -469,7 +499,10 @@ impl Recovery {
                     .map_err(|e| corrupt(format!("context {}: {e}", context.id())))?;
             }
             RecordKind::TruncateAfter | RecordKind::Fence => {
-                return Err(corrupt(format!("a {:?} record, which only replication writes, in a single-node log", record.header.kind)));
+                return Err(corrupt(format!(
+                    "a {:?} record, which only replication writes, in a single-node log",
+                    record.header.kind
+                )));
             }
             RecordKind::Seal => {}
         }
@@ -486,13 +519,21 @@ impl Recovery {
         if let Some(context) = self.by_id.get(&id) {
             return match context.number() {
                 Some(n) if n == number => Ok(()),
-                other => Err(Error::corrupt("log", 0, format!("context {id} is defined as {number} but was {other:?}"))),
+                other => Err(Error::corrupt(
+                    "log",
+                    0,
+                    format!("context {id} is defined as {number} but was {other:?}"),
+                )),
             };
         }
         let context = match self.cold().context_number(&id)? {
             Some(n) if n == number => load_context(&self.shared, self.cold(), id.clone(), number)?,
             Some(n) => {
-                return Err(Error::corrupt("log", 0, format!("context {id} is defined as {number} but the index says {n}")));
+                return Err(Error::corrupt(
+                    "log",
+                    0,
+                    format!("context {id} is defined as {number} but the index says {n}"),
+                ));
             }
             None => Context::numbered(id.clone(), Arc::clone(&self.shared), number),
         };
@@ -507,7 +548,11 @@ impl Recovery {
             return Ok(Arc::clone(context));
         }
         let Some(id) = self.cold().context_name(number)? else {
-            return Err(Error::corrupt("log", 0, format!("an entry of context number {number}, which is defined nowhere")));
+            return Err(Error::corrupt(
+                "log",
+                0,
+                format!("an entry of context number {number}, which is defined nowhere"),
+            ));
         };
         self.define(number, id)?;
         Ok(Arc::clone(&self.by_number[&number]))
@@ -549,6 +594,7 @@ fn cold_node(cold: &Cold, number: u64, node: NodeId) -> Result<Hash> {
         let leaves = cold.leaf_hashes(number, node.first_leaf() + 1, node.end_leaf())?;
         return Ok(converge_core::merkle::root_of_leaves(&leaves));
     }
-    cold.node(number, node)?
-        .ok_or_else(|| Error::corrupt("index", 0, format!("context {number}: Merkle node {node:?} is missing")))
+    cold.node(number, node)?.ok_or_else(|| {
+        Error::corrupt("index", 0, format!("context {number}: Merkle node {node:?} is missing"))
+    })
 }

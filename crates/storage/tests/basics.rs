@@ -1,11 +1,12 @@
 //! Appends, reads, proofs and reopening, in both storage modes.
+#![allow(clippy::cast_possible_truncation, reason = "test sizes and indices are small")]
 
 mod common;
 
 use common::*;
 use converge_core::merkle::{CompactTree, inclusion_nodes, verify_inclusion};
 use converge_core::{LeafIndex, Seq, TreeSize};
-use converge_storage::{StoreConfig};
+use converge_storage::StoreConfig;
 
 fn exercise(config: &StoreConfig, reopen: bool) {
     let store = open(config);
@@ -59,7 +60,10 @@ fn check(store: &converge_storage::Store, expected: &[std::sync::Arc<converge_co
     for (i, size) in [(0u64, 1u64), (5, 17), (100, 300), (299, expected.len() as u64)] {
         let plan = inclusion_nodes(LeafIndex(i), TreeSize(size)).unwrap();
         let proof = plan.assemble(&a.node_hashes(plan.ids()).unwrap()).unwrap();
-        let root = converge_core::RootHash { size: TreeSize(size), hash: a.root_at(TreeSize(size)).unwrap() };
+        let root = converge_core::RootHash {
+            size: TreeSize(size),
+            hash: a.root_at(TreeSize(size)).unwrap(),
+        };
         assert_eq!(root.hash, CompactTree::from_leaves(&hashes[..size as usize]).root());
         verify_inclusion(&hashes[i as usize], LeafIndex(i), &root, &proof).unwrap();
     }

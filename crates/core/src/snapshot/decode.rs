@@ -22,7 +22,8 @@ pub fn decode(blob: &Bytes, limits: &Limits) -> Result<VerifiedSnapshot, Snapsho
     let body = check_envelope(blob)?;
     let mut reader = Reader::new(body);
     reader.take(MAGIC.len() + 4, "magic and version")?;
-    let context = ContextId::try_new(reader.text_u32("context_id")?).map_err(SnapshotError::Context)?;
+    let context =
+        ContextId::try_new(reader.text_u32("context_id")?).map_err(SnapshotError::Context)?;
     let claimed = reader.u64("entry_count")?;
     let tree_size = TreeSize(reader.u64("tree_size")?);
     let stored_root = RootHash { size: tree_size, hash: reader.hash("root_hash")? };

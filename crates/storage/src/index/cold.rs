@@ -28,7 +28,9 @@
 
 use std::path::Path;
 
-use converge_core::{AppendId, ContextId, Hash, Key, LamportTime, NodeId, Seq, Sequencer, Timestamp};
+use converge_core::{
+    AppendId, ContextId, Hash, Key, LamportTime, NodeId, Seq, Sequencer, Timestamp,
+};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use super::{ContextCheckpoint, RUN_ITEMS_MAX};
@@ -119,10 +121,11 @@ fn with_suffix(prefix: &[u8], x: u64) -> Vec<u8> {
 impl Cold {
     /// Opens (or creates) the index in `dir`.
     pub(crate) fn open(dir: &Path) -> Result<Self> {
-        let db = Database::builder(dir).manual_journal_persist(true).open().map_err(|e| match e {
-            fjall::Error::Locked => Error::Locked(dir.to_path_buf()),
-            other => other.into(),
-        })?;
+        let db =
+            Database::builder(dir).manual_journal_persist(true).open().map_err(|e| match e {
+                fjall::Error::Locked => Error::Locked(dir.to_path_buf()),
+                other => other.into(),
+            })?;
         let cold = Self {
             contexts: ks(&db, "contexts")?,
             names: ks(&db, "names")?,
@@ -141,9 +144,13 @@ impl Cold {
             }
             Some(v) if v.len() == 4 && u32_at(&v, 0) == INDEX_FORMAT => {}
             Some(_) => {
-                return Err(Error::corrupt(dir, 0, format!(
-                    "the index has a format this build does not read (it reads format {INDEX_FORMAT})"
-                )));
+                return Err(Error::corrupt(
+                    dir,
+                    0,
+                    format!(
+                        "the index has a format this build does not read (it reads format {INDEX_FORMAT})"
+                    ),
+                ));
             }
         }
         Ok(cold)
@@ -152,11 +159,9 @@ impl Cold {
     /// The watermark of the last checkpoint.
     pub(crate) fn watermark(&self) -> Result<Watermark> {
         let point = match self.meta.get("watermark")? {
-            Some(v) if v.len() == 16 => LogPoint {
-                lsn: u64_at(&v, 0),
-                segment: u32_at(&v, 8),
-                offset: u32_at(&v, 12),
-            },
+            Some(v) if v.len() == 16 => {
+                LogPoint { lsn: u64_at(&v, 0), segment: u32_at(&v, 8), offset: u32_at(&v, 12) }
+            }
             Some(_) => return Err(Error::corrupt("index", 0, "malformed watermark")),
             None => LogPoint::default(),
         };
@@ -175,7 +180,8 @@ impl Cold {
     /// The id of context `number`.
     pub(crate) fn context_name(&self, number: u64) -> Result<Option<ContextId>> {
         let Some(v) = self.names.get(number.to_be_bytes())? else { return Ok(None) };
-        let text = std::str::from_utf8(&v).map_err(|_| Error::corrupt("index", 0, "context name is not UTF-8"))?;
+        let text = std::str::from_utf8(&v)
+            .map_err(|_| Error::corrupt("index", 0, "context name is not UTF-8"))?;
         ContextId::try_new(text).map(Some).map_err(|e| Error::corrupt("index", 0, e.to_string()))
     }
 
@@ -185,7 +191,11 @@ impl Cold {
         if v.len() != 24 {
             return Err(Error::corrupt("index", 0, format!("malformed head of context {number}")));
         }
-        Ok(Some(Sequencer::at(Seq(u64_at(&v, 0)), Timestamp(u64_at(&v, 8)), LamportTime(u64_at(&v, 16)))))
+        Ok(Some(Sequencer::at(
+            Seq(u64_at(&v, 0)),
+            Timestamp(u64_at(&v, 8)),
+            LamportTime(u64_at(&v, 16)),
+        )))
     }
 
     /// Visits the entry items of `number` from `from` to `to` inclusive, in order.
@@ -199,7 +209,7 @@ impl Cold {
         if from > to {
             return Ok(());
         }
-        let start = self.run_start(&self.entries, &number.to_be_bytes(), from)?.unwrap_or(from);
+        let start = Self::run_start(&self.entries, &number.to_be_bytes(), from)?.unwrap_or(from);
         for guard in self.entries.range(key2(number, start)..=key2(number, to)) {
             let (k, v) = guard.into_inner()?;
             let first = u64_at(&k, 8);
@@ -217,7 +227,7 @@ impl Cold {
     }
 
     /// The first item of the run that holds `x`, if any run starts at or before it.
-    fn run_start(&self, ks: &Keyspace, prefix: &[u8], x: u64) -> Result<Option<u64>> {
+    fn run_start(ks: &Keyspace, prefix: &[u8], x: u64) -> Result<Option<u64>> {
         let low = with_suffix(prefix, 0);
         let high = with_suffix(prefix, x);
         match ks.range(low..=high).next_back() {
@@ -233,7 +243,11 @@ impl Cold {
     pub(crate) fn positions(&self, number: u64, from: u64, to: u64) -> Result<Vec<Position>> {
         let mut out = Vec::with_capacity((to.saturating_sub(from) + 1).min(1 << 16) as usize);
         self.entry_items(number, from, to, |_, item| {
-            out.push(Position { segment: u32_at(item, 0), offset: u32_at(item, 4), len: u32_at(item, 8) });
+            out.push(Position {
+                segment: u32_at(item, 0),
+                offset: u32_at(item, 4),
+                len: u32_at(item, 8),
+            });
         })?;
         check_count(number, "positions", from, to, out.len())?;
         Ok(out)
@@ -259,16 +273,22 @@ impl Cold {
     /// A stored node of `number`.
     pub(crate) fn node(&self, number: u64, id: NodeId) -> Result<Option<Hash>> {
         let prefix = node_prefix(number, id.level);
-        let Some(first) = self.run_start(&self.nodes, &prefix, id.index)? else { return Ok(None) };
+        let Some(first) = Self::run_start(&self.nodes, &prefix, id.index)? else { return Ok(None) };
         let Some(v) = self.nodes.get(with_suffix(&prefix, first))? else { return Ok(None) };
         let i = (id.index - first) as usize;
         Ok(v.get(i * 32..(i + 1) * 32).map(|b| hash_at(b, 0)))
     }
 
     /// Sequences of entries of `number` with `key` after `after`, at most `limit`.
-    pub(crate) fn key_seqs(&self, number: u64, key: &Key, after: Seq, limit: usize) -> Result<Vec<Seq>> {
+    pub(crate) fn key_seqs(
+        &self,
+        number: u64,
+        key: &Key,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<Seq>> {
         let prefix = key_prefix(number, key);
-        let start = self.run_start(&self.keys, &prefix, after.0)?.unwrap_or(after.0);
+        let start = Self::run_start(&self.keys, &prefix, after.0)?.unwrap_or(after.0);
         let mut out = Vec::new();
         for guard in self.keys.range(with_suffix(&prefix, start)..=with_suffix(&prefix, u64::MAX)) {
             let v = guard.into_inner()?.1;
@@ -293,7 +313,11 @@ impl Cold {
     }
 
     /// Writes a checkpoint atomically and durably.
-    pub(crate) fn write_checkpoint(&self, contexts: &[ContextCheckpoint], watermark: Watermark) -> Result<()> {
+    pub(crate) fn write_checkpoint(
+        &self,
+        contexts: &[ContextCheckpoint],
+        watermark: Watermark,
+    ) -> Result<()> {
         let mut batch = self.db.batch();
         for c in contexts {
             self.write_context(&mut batch, c);
@@ -361,9 +385,13 @@ impl Cold {
 fn check_count(number: u64, what: &str, from: u64, to: u64, found: usize) -> Result<()> {
     let expected = to.saturating_sub(from) + 1;
     if from <= to && found as u64 != expected {
-        return Err(Error::corrupt("index", 0, format!(
-            "context {number}: the index holds {found} {what} for sequences {from}..={to}, expected {expected}"
-        )));
+        return Err(Error::corrupt(
+            "index",
+            0,
+            format!(
+                "context {number}: the index holds {found} {what} for sequences {from}..={to}, expected {expected}"
+            ),
+        ));
     }
     Ok(())
 }

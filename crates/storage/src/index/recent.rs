@@ -67,7 +67,11 @@ impl Recent {
         if level.hashes.is_empty() {
             level.first = id.index;
         }
-        debug_assert_eq!(id.index, level.first + level.hashes.len() as u64, "nodes complete in order");
+        debug_assert_eq!(
+            id.index,
+            level.first + level.hashes.len() as u64,
+            "nodes complete in order"
+        );
         level.hashes.push(hash);
     }
 

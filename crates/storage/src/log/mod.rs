@@ -149,8 +149,12 @@ impl DiskLog {
             let mut j = i + 1;
             while j < order.len() {
                 let p = positions[order[j]];
-                let (p_start, p_end) = (u64::from(p.offset), u64::from(p.offset) + u64::from(p.len));
-                if p.segment != first.segment || p_start > end + GAP_BYTES_MAX || p_end - start > SPAN_BYTES_MAX {
+                let (p_start, p_end) =
+                    (u64::from(p.offset), u64::from(p.offset) + u64::from(p.len));
+                if p.segment != first.segment
+                    || p_start > end + GAP_BYTES_MAX
+                    || p_end - start > SPAN_BYTES_MAX
+                {
                     break;
                 }
                 end = end.max(p_end);
@@ -176,7 +180,11 @@ impl DiskLog {
         let mut buf = vec![0; (end - start) as usize];
         file.read_exact_at(&mut buf, start).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                Error::corrupt(self.segment_path(segment), start, "the segment ends before the record")
+                Error::corrupt(
+                    self.segment_path(segment),
+                    start,
+                    "the segment ends before the record",
+                )
             } else {
                 Error::io("reading", self.segment_path(segment), e)
             }
@@ -185,7 +193,8 @@ impl DiskLog {
     }
 
     fn file(&self, segment: u32) -> Result<Arc<File>> {
-        if let Some(file) = self.files.read().unwrap_or_else(PoisonError::into_inner).get(&segment) {
+        if let Some(file) = self.files.read().unwrap_or_else(PoisonError::into_inner).get(&segment)
+        {
             return Ok(Arc::clone(file));
         }
         let path = self.segment_path(segment);

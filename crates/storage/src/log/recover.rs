@@ -49,10 +49,14 @@ pub(super) fn open(
     let listed = segment::list(&log.dir)?;
     if listed.is_empty() {
         if from.lsn > 0 {
-            return Err(Error::corrupt(&log.dir, 0, format!(
-                "the index has seen records up to LSN {} but the log directory holds no segments",
-                from.lsn
-            )));
+            return Err(Error::corrupt(
+                &log.dir,
+                0,
+                format!(
+                    "the index has seen records up to LSN {} but the log directory holds no segments",
+                    from.lsn
+                ),
+            ));
         }
         return fresh(log);
     }
@@ -60,10 +64,11 @@ pub(super) fn open(
     let mut segments = Vec::with_capacity(count);
     for (i, (number, path)) in listed.into_iter().enumerate() {
         if number as usize != i + 1 {
-            return Err(Error::corrupt(&path, 0, format!(
-                "segment {} is missing: segments must run 1, 2, 3, … without gaps",
-                i + 1
-            )));
+            return Err(Error::corrupt(
+                &path,
+                0,
+                format!("segment {} is missing: segments must run 1, 2, 3, … without gaps", i + 1),
+            ));
         }
         if i + 1 == count && is_torn_creation(&path)? {
             // The writer crashed while creating this segment, before its header was fsynced
@@ -85,10 +90,11 @@ pub(super) fn open(
         _ => (from.segment, u64::from(from.offset)),
     };
     if start.0 == 0 || start.0 as usize > segments.len() {
-        return Err(Error::corrupt(&log.dir, 0, format!(
-            "the index points into segment {}, which does not exist",
-            start.0
-        )));
+        return Err(Error::corrupt(
+            &log.dir,
+            0,
+            format!("the index points into segment {}, which does not exist", start.0),
+        ));
     }
     let last_index = segments.len() - 1;
     let mut expected_lsn = from.lsn + 1;
@@ -131,10 +137,14 @@ fn open_segment(number: u32, path: PathBuf) -> Result<Segment> {
     let len = file.metadata().map_err(|e| Error::io("reading metadata of", &path, e))?.len();
     let header = segment::read_header(&file, &path)?;
     if header.number != number {
-        return Err(Error::corrupt(&path, 16, format!(
-            "the header says segment {} but the file name says {number}: was it renamed or swapped?",
-            header.number
-        )));
+        return Err(Error::corrupt(
+            &path,
+            16,
+            format!(
+                "the header says segment {} but the file name says {number}: was it renamed or swapped?",
+                header.number
+            ),
+        ));
     }
     let seal = segment::read_seal(&file, &path, len).ok();
     Ok(Segment { number, path, file, len, header, seal })
@@ -144,7 +154,11 @@ fn open_segment(number: u32, path: PathBuf) -> Result<Segment> {
 fn check_chain(segments: &[Segment]) -> Result<()> {
     let first = &segments[0];
     if first.header.first_lsn != 1 || first.header.previous != Seal::zero() {
-        return Err(Error::corrupt(&first.path, 24, "the first segment does not start the log at LSN 1"));
+        return Err(Error::corrupt(
+            &first.path,
+            24,
+            "the first segment does not start the log at LSN 1",
+        ));
     }
     for pair in segments.windows(2) {
         let (older, newer) = (&pair[0], &pair[1]);
@@ -154,18 +168,26 @@ fn check_chain(segments: &[Segment]) -> Result<()> {
             None => segment::read_seal(&older.file, &older.path, older.len)?,
         };
         if newer.header.previous != seal {
-            return Err(Error::corrupt(&newer.path, 48, format!(
-                "this segment's header does not match the seal of {} (records {}, bytes {}): a segment was truncated, replaced or swapped",
-                older.path.display(),
-                seal.records,
-                seal.bytes
-            )));
+            return Err(Error::corrupt(
+                &newer.path,
+                48,
+                format!(
+                    "this segment's header does not match the seal of {} (records {}, bytes {}): a segment was truncated, replaced or swapped",
+                    older.path.display(),
+                    seal.records,
+                    seal.bytes
+                ),
+            ));
         }
         if newer.header.first_lsn != seal_lsn + 1 {
-            return Err(Error::corrupt(&newer.path, 24, format!(
-                "this segment starts at LSN {} but the previous one ends at LSN {seal_lsn}",
-                newer.header.first_lsn
-            )));
+            return Err(Error::corrupt(
+                &newer.path,
+                24,
+                format!(
+                    "this segment starts at LSN {} but the previous one ends at LSN {seal_lsn}",
+                    newer.header.first_lsn
+                ),
+            ));
         }
     }
     Ok(())
@@ -194,7 +216,11 @@ fn replay_sealed(
         }
     }
     if batch.is_open() {
-        return Err(Error::corrupt(&segment.path, seal.bytes, "an atomic batch is cut off by the seal"));
+        return Err(Error::corrupt(
+            &segment.path,
+            seal.bytes,
+            "an atomic batch is cut off by the seal",
+        ));
     }
     Ok(expected_lsn)
 }
@@ -249,14 +275,22 @@ fn replay_last(
         expected = lsn;
     }
     if expected - 1 < replay_after {
-        return Err(Error::corrupt(&segment.path, good_end, format!(
-            "the log ends at LSN {} but the index has seen LSN {replay_after}: acknowledged records are missing",
-            expected - 1
-        )));
+        return Err(Error::corrupt(
+            &segment.path,
+            good_end,
+            format!(
+                "the log ends at LSN {} but the index has seen LSN {replay_after}: acknowledged records are missing",
+                expected - 1
+            ),
+        ));
     }
     if let Some((seal, _)) = segment.seal {
         if seal.digest != digest.finish() || seal.records != digest.records() {
-            return Err(Error::corrupt(&segment.path, seal.bytes, "the seal does not match the records before it"));
+            return Err(Error::corrupt(
+                &segment.path,
+                seal.bytes,
+                "the seal does not match the records before it",
+            ));
         }
     } else if good_end < segment.len {
         warn!(file = %segment.path.display(), offset = good_end, cut = segment.len - good_end, "truncating a torn tail of the newest segment");
@@ -286,17 +320,25 @@ fn replay_last(
 fn check_torn_tail(segment: &Segment, at: u64, expected_lsn: u64, reason: &str) -> Result<()> {
     let len = (segment.len - at) as usize;
     let mut rest = vec![0; len];
-    segment.file.read_exact_at(&mut rest, at).map_err(|e| Error::io("reading", &segment.path, e))?;
+    segment
+        .file
+        .read_exact_at(&mut rest, at)
+        .map_err(|e| Error::io("reading", &segment.path, e))?;
     for skip in 1..rest.len() {
         let candidate = &rest[skip..];
-        if let Ok((header, _, _)) = record::decode(candidate) {
-            if header.lsn >= expected_lsn && header.kind != RecordKind::Seal {
-                return Err(Error::corrupt(&segment.path, at, format!(
+        if let Ok((header, _, _)) = record::decode(candidate)
+            && header.lsn >= expected_lsn
+            && header.kind != RecordKind::Seal
+        {
+            return Err(Error::corrupt(
+                &segment.path,
+                at,
+                format!(
                     "{reason}, and a valid record (LSN {}) follows at byte {}: this is damage, not a torn write",
                     header.lsn,
                     at + skip as u64
-                )));
-            }
+                ),
+            ));
         }
     }
     Ok(())
@@ -332,7 +374,8 @@ impl Batch {
     ) -> Result<()> {
         let position = Position {
             segment,
-            offset: u32::try_from(at).map_err(|_| Error::corrupt(path, at, "offset beyond 4 GiB"))?,
+            offset: u32::try_from(at)
+                .map_err(|_| Error::corrupt(path, at, "offset beyond 4 GiB"))?,
             len: record.len() as u32,
         };
         if header.kind == RecordKind::Seal {

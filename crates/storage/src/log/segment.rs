@@ -163,22 +163,35 @@ pub fn read_header(file: &File, path: &Path) -> Result<SegmentHeader> {
 pub fn read_seal(file: &File, path: &Path, len: u64) -> Result<(Seal, u64)> {
     let min = (SEGMENT_HEADER_BYTES + SEAL_RECORD_BYTES) as u64;
     if len < min {
-        return Err(Error::corrupt(path, len, "sealed segment is too short to hold its seal (truncated?)"));
+        return Err(Error::corrupt(
+            path,
+            len,
+            "sealed segment is too short to hold its seal (truncated?)",
+        ));
     }
     let at = len - SEAL_RECORD_BYTES as u64;
     let mut bytes = [0; SEAL_RECORD_BYTES];
     file.read_exact_at(&mut bytes, at).map_err(|e| Error::io("reading", path, e))?;
-    let (header, body, _) = record::decode(&bytes)
-        .map_err(|e| Error::corrupt(path, at, format!("sealed segment does not end in a seal ({e}); was it truncated?")))?;
+    let (header, body, _) = record::decode(&bytes).map_err(|e| {
+        Error::corrupt(
+            path,
+            at,
+            format!("sealed segment does not end in a seal ({e}); was it truncated?"),
+        )
+    })?;
     if header.kind != RecordKind::Seal {
         return Err(Error::corrupt(path, at, "sealed segment does not end in a seal record"));
     }
-    let seal = record::decode_seal_body(body).map_err(|e| Error::corrupt(path, at, e.to_string()))?;
+    let seal =
+        record::decode_seal_body(body).map_err(|e| Error::corrupt(path, at, e.to_string()))?;
     if seal.bytes != at {
         return Err(Error::corrupt(
             path,
             at,
-            format!("seal says the segment holds {} bytes before it, but it holds {at}", seal.bytes),
+            format!(
+                "seal says the segment holds {} bytes before it, but it holds {at}",
+                seal.bytes
+            ),
         ));
     }
     Ok((seal, header.lsn))

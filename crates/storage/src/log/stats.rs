@@ -68,7 +68,8 @@ impl LogStats {
 
     /// A consistent-enough copy of the counters.
     pub fn snapshot(&self) -> LogStatsSnapshot {
-        let mut sorted = self.sync_micros.lock().unwrap_or_else(PoisonError::into_inner).ring.clone();
+        let mut sorted =
+            self.sync_micros.lock().unwrap_or_else(PoisonError::into_inner).ring.clone();
         sorted.sort_unstable();
         LogStatsSnapshot {
             batches: self.batches.load(Ordering::Relaxed),
@@ -76,7 +77,9 @@ impl LogStats {
             bytes: self.bytes.load(Ordering::Relaxed),
             syncs: self.syncs.load(Ordering::Relaxed),
             batch_sizes: std::array::from_fn(|i| self.batch_sizes[i].load(Ordering::Relaxed)),
-            sync_median: sorted.get(sorted.len() / 2).map(|&us| Duration::from_micros(u64::from(us))),
+            sync_median: sorted
+                .get(sorted.len() / 2)
+                .map(|&us| Duration::from_micros(u64::from(us))),
         }
     }
 }

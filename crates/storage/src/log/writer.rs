@@ -53,14 +53,20 @@ pub(super) fn create_segment(log: &DiskLog, header: &SegmentHeader) -> Result<Ac
 
 /// Seals `active` and starts the next segment.
 pub(super) fn rotate(log: &DiskLog, active: &mut Active) -> Result<()> {
-    let seal =
-        Seal { records: active.digest.records(), bytes: active.len, digest: active.digest.finish() };
+    let seal = Seal {
+        records: active.digest.records(),
+        bytes: active.len,
+        digest: active.digest.finish(),
+    };
     let mut bytes = Vec::with_capacity(record::SEAL_RECORD_BYTES);
     // A seal repeats the LSN of the segment's last record: LSNs number data records only.
     let header =
         Header { kind: RecordKind::Seal, flags: 0, group: 0, term: 0, lsn: active.last_lsn };
     record::encode(&mut bytes, &header, |b| record::encode_seal_body(b, &seal));
-    active.file.write_all_at(&bytes, active.len).map_err(|e| Error::io("sealing", &active.path, e))?;
+    active
+        .file
+        .write_all_at(&bytes, active.len)
+        .map_err(|e| Error::io("sealing", &active.path, e))?;
     log.faults.before_sync().map_err(|e| Error::io("fsyncing", &active.path, e))?;
     active.file.sync_data().map_err(|e| Error::io("fsyncing", &active.path, e))?;
     info!(sealed = %active.path.display(), records = seal.records, bytes = seal.bytes, "segment sealed");

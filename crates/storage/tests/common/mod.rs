@@ -6,14 +6,21 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use converge_core::{AppendId, ContextId, Entry, Key, Metadata, PartialContentHash, Seq, Timestamp};
+use converge_core::{
+    AppendId, ContextId, Entry, Key, Metadata, PartialContentHash, Seq, Timestamp,
+};
 use converge_storage::{Appended, Context, NewEntry, ReadQuery, Result, Store, StoreConfig};
 
 pub fn ctx(name: &str) -> ContextId {
     ContextId::try_new(name).unwrap()
 }
 
-pub fn new_entry(context: &ContextId, key: &str, payload: &[u8], append_id: Option<&str>) -> NewEntry {
+pub fn new_entry(
+    context: &ContextId,
+    key: &str,
+    payload: &[u8],
+    append_id: Option<&str>,
+) -> NewEntry {
     let key = Key::try_new(key).unwrap();
     let payload = Bytes::copy_from_slice(payload);
     NewEntry {
@@ -27,7 +34,13 @@ pub fn new_entry(context: &ContextId, key: &str, payload: &[u8], append_id: Opti
 }
 
 /// Appends and waits until durable; returns the entry and whether it was new.
-pub fn append_full(context: &Arc<Context>, key: &str, payload: &[u8], append_id: Option<&str>, now: u64) -> Result<(Arc<Entry>, bool)> {
+pub fn append_full(
+    context: &Arc<Context>,
+    key: &str,
+    payload: &[u8],
+    append_id: Option<&str>,
+    now: u64,
+) -> Result<(Arc<Entry>, bool)> {
     let (tx, rx) = mpsc::channel();
     let outcome = context.append(
         new_entry(context.id(), key, payload, append_id),

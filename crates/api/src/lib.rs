@@ -1,0 +1,226 @@
+//! The vocabulary of Converge Ledger's five operations and its integrity queries, shared by the
+//! embedded ledger (`converge-ledger`) and the remote client (`converge-client`).
+//!
+//! Both implement [`LedgerApi`], so an engine written against the trait switches between
+//! running the ledger in-process and talking to a node by changing the one line that builds
+//! it. Requests carry plain strings and numbers, as they arrive from a user or the wire; the
+//! ledger validates them and answers with a [`LedgerError`] whose kind matches a gRPC status
+//! and whose message says what to change.
+//!
+//! What it is not: it holds no logic beyond proof verification helpers, which call the core.
+#![deny(clippy::unwrap_used)]
+
+mod error;
+mod proofs;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use converge_core::{Entry, Hash};
+
+pub use error::LedgerError;
+pub use proofs::{ConsistencyProof, InclusionProof};
+
+/// Append one entry (CONTRACT §2 Append).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppendRequest {
+    /// The context to append to.
+    pub context_id: String,
+    /// The entry's key.
+    pub key: String,
+    /// Opaque payload.
+    pub payload: Bytes,
+    /// Labels.
+    pub metadata: BTreeMap<String, String>,
+    /// A Lamport time received with the message that caused this entry, if any.
+    pub received_lamport_clock: Option<u64>,
+    /// An idempotency token: a retry with the same token returns the recorded entry.
+    pub append_id: Option<String>,
+}
+
+impl AppendRequest {
+    /// An append of `payload` under `key` to `context_id`, with no metadata.
+    pub fn new(
+        context_id: impl Into<String>,
+        key: impl Into<String>,
+        payload: impl Into<Bytes>,
+    ) -> Self {
+        Self {
+            context_id: context_id.into(),
+            key: key.into(),
+            payload: payload.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Adds a metadata pair.
+    #[must_use]
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the append id.
+    #[must_use]
+    pub fn with_append_id(mut self, append_id: impl Into<String>) -> Self {
+        self.append_id = Some(append_id.into());
+        self
+    }
+
+    /// Sets the received Lamport time.
+    #[must_use]
+    pub fn with_received_lamport_clock(mut self, clock: u64) -> Self {
+        self.received_lamport_clock = Some(clock);
+        self
+    }
+}
+
+/// Read entries (CONTRACT §2 Get).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GetRequest {
+    /// The context.
+    pub context_id: String,
+    /// Only entries with this key (`None` or empty: all).
+    pub key: Option<String>,
+    /// Entries after this sequence.
+    pub after_sequence: u64,
+    /// At most this many (0: no limit).
+    pub limit: u32,
+}
+
+impl GetRequest {
+    /// Every entry of `context_id`.
+    pub fn all(context_id: impl Into<String>) -> Self {
+        Self { context_id: context_id.into(), ..Self::default() }
+    }
+}
+
+/// Entries found by a Get.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GetResponse {
+    /// In sequence order.
+    pub entries: Vec<Arc<Entry>>,
+    /// The context's latest sequence, whatever the filter.
+    pub latest_sequence: u64,
+}
+
+/// A snapshot of a context (CONTRACT §2 Snapshot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotResponse {
+    /// The blob.
+    pub snapshot: Bytes,
+    /// The latest sequence it holds.
+    pub sequence: u64,
+    /// When it was made.
+    pub created_at_ns: u64,
+    /// Entries it holds.
+    pub entry_count: u64,
+    /// The blob format version.
+    pub version: u32,
+    /// The tree root it carries.
+    pub merkle_root: Hash,
+}
+
+/// Restore a snapshot (CONTRACT §2 Load).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadRequest {
+    /// The context to load into.
+    pub context_id: String,
+    /// The blob.
+    pub snapshot: Bytes,
+    /// Refuse if the context already has entries.
+    pub fail_if_exists: bool,
+}
+
+/// What a Load did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadResponse {
+    /// Entries appended (0 if the blob was a prefix of the context).
+    pub entries_restored: u64,
+    /// The context's latest sequence afterwards.
+    pub latest_sequence: u64,
+}
+
+/// Follow a context (CONTRACT §2 Watch).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchRequest {
+    /// The context (it need not exist yet).
+    pub context_id: String,
+    /// Only entries with this key (`None` or empty: all).
+    pub key: Option<String>,
+    /// Start after this sequence.
+    pub from_sequence: u64,
+}
+
+/// A context's tree head (CONTRACT §1 `TreeHead`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeHead {
+    /// Entries in the tree.
+    pub tree_size: u64,
+    /// Its root.
+    pub root_hash: Hash,
+    /// The latest entry's Lamport time.
+    pub lamport_clock: u64,
+}
+
+/// The entries of a watch, in sequence order, without gaps or duplicates.
+pub type WatchStream =
+    Pin<Box<dyn futures_core::Stream<Item = Result<Arc<Entry>, LedgerError>> + Send>>;
+
+/// The operations an engine uses, implemented by the embedded ledger and by the client.
+pub trait LedgerApi: Send + Sync {
+    /// Appends one entry; returns it once it is durable.
+    fn append(
+        &self,
+        request: AppendRequest,
+    ) -> impl Future<Output = Result<Arc<Entry>, LedgerError>> + Send;
+
+    /// Reads entries.
+    fn get(
+        &self,
+        request: GetRequest,
+    ) -> impl Future<Output = Result<GetResponse, LedgerError>> + Send;
+
+    /// Snapshots a whole context.
+    fn snapshot(
+        &self,
+        context_id: &str,
+    ) -> impl Future<Output = Result<SnapshotResponse, LedgerError>> + Send;
+
+    /// Restores a snapshot.
+    fn load(
+        &self,
+        request: LoadRequest,
+    ) -> impl Future<Output = Result<LoadResponse, LedgerError>> + Send;
+
+    /// Follows a context: existing entries first, then new ones as they are appended.
+    fn watch(
+        &self,
+        request: WatchRequest,
+    ) -> impl Future<Output = Result<WatchStream, LedgerError>> + Send;
+
+    /// The context's tree head.
+    fn tree_head(
+        &self,
+        context_id: &str,
+    ) -> impl Future<Output = Result<TreeHead, LedgerError>> + Send;
+
+    /// An inclusion proof of entry `sequence` in the tree of `tree_size` (0: current).
+    fn prove_inclusion(
+        &self,
+        context_id: &str,
+        sequence: u64,
+        tree_size: u64,
+    ) -> impl Future<Output = Result<InclusionProof, LedgerError>> + Send;
+
+    /// A consistency proof from `from_size` to `to_size` (0: current).
+    fn prove_consistency(
+        &self,
+        context_id: &str,
+        from_size: u64,
+        to_size: u64,
+    ) -> impl Future<Output = Result<ConsistencyProof, LedgerError>> + Send;
+}

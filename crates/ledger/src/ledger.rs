@@ -1,0 +1,159 @@
+//! The ledger: opening, closing, and the operations of [`LedgerApi`].
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use converge_api::{
+    AppendRequest, ConsistencyProof, GetRequest, GetResponse, InclusionProof, LedgerApi,
+    LedgerError, LoadRequest, LoadResponse, SnapshotResponse, TreeHead, WatchRequest, WatchStream,
+};
+use converge_core::Entry;
+use converge_storage::{OpenReport, Store, StoreStats};
+use tokio::sync::{Semaphore, watch};
+
+use crate::config::LedgerConfig;
+use crate::watch::Hubs;
+use crate::{append, load, read};
+
+/// An embedded ledger. Cheap to clone; every clone is the same ledger.
+#[derive(Clone)]
+pub struct Ledger {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) config: LedgerConfig,
+    /// Payload KiB of appends in flight.
+    pub(crate) in_flight: Semaphore,
+    pub(crate) hubs: Hubs,
+    pub(crate) watchers: AtomicUsize,
+    /// Becomes `true` when the ledger starts closing; watch streams end then.
+    pub(crate) closing: watch::Sender<bool>,
+}
+
+/// Bytes per in-flight permit (appends are admitted in KiB).
+pub(crate) const PERMIT_BYTES: usize = 1024;
+
+impl Ledger {
+    /// Opens a ledger: in disk mode, recovers the data directory first. Blocks while it
+    /// recovers; call it before serving, or from `spawn_blocking`.
+    pub fn open(config: LedgerConfig) -> Result<Self, converge_storage::Error> {
+        config.limits.validate().map_err(|e| converge_storage::Error::Config(e.to_string()))?;
+        if config.append_bytes_in_flight_max < config.limits.payload_bytes_max {
+            return Err(converge_storage::Error::Config(format!(
+                "append_bytes_in_flight_max ({}) must be at least the payload limit ({})",
+                config.append_bytes_in_flight_max, config.limits.payload_bytes_max
+            )));
+        }
+        let store = Store::open(config.storage.clone())?;
+        let permits = (config.append_bytes_in_flight_max / PERMIT_BYTES).max(1);
+        let (closing, _) = watch::channel(false);
+        let inner = Inner {
+            store,
+            in_flight: Semaphore::new(permits),
+            hubs: Hubs::default(),
+            watchers: AtomicUsize::new(0),
+            closing,
+            config,
+        };
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// What opening the storage found (unclean shutdown, records replayed, node identity).
+    pub fn open_report(&self) -> &OpenReport {
+        self.inner.store.open_report()
+    }
+
+    /// Storage counters, for metrics.
+    pub fn stats(&self) -> StoreStats {
+        self.inner.store.stats()
+    }
+
+    /// Watch streams open now.
+    pub fn watchers(&self) -> usize {
+        self.inner.watchers.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Watchers that have fallen behind their context's live feed and are catching up from
+    /// storage, now.
+    pub fn lagging_watchers(&self) -> usize {
+        self.inner.hubs.lagging()
+    }
+
+    /// Contexts someone watches now (each has a live feed).
+    pub fn watched_contexts(&self) -> usize {
+        self.inner.hubs.watched()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LedgerConfig {
+        &self.inner.config
+    }
+
+    /// Closes the ledger: watch streams end with `UNAVAILABLE`, new appends are refused,
+    /// appends already queued become durable, the index is checkpointed and the data
+    /// directory is marked clean. Idempotent.
+    pub async fn close(&self) -> Result<(), LedgerError> {
+        self.inner.closing.send_replace(true);
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || store.close())
+            .await
+            .map_err(|e| LedgerError::Internal(format!("closing panicked: {e}")))?
+            .map_err(crate::errors::storage)
+    }
+
+    /// Whether [`close`](Self::close) has begun.
+    pub fn is_closing(&self) -> bool {
+        *self.inner.closing.borrow()
+    }
+
+    /// Writes an index checkpoint now (normally the ledger does this on its own).
+    pub fn checkpoint(&self) -> Result<(), LedgerError> {
+        self.inner.store.checkpoint().map_err(crate::errors::storage)
+    }
+}
+
+impl LedgerApi for Ledger {
+    async fn append(&self, request: AppendRequest) -> Result<Arc<Entry>, LedgerError> {
+        append::append(&self.inner, request).await
+    }
+
+    async fn get(&self, request: GetRequest) -> Result<GetResponse, LedgerError> {
+        read::get(&self.inner, request).await
+    }
+
+    async fn snapshot(&self, context_id: &str) -> Result<SnapshotResponse, LedgerError> {
+        read::snapshot(&self.inner, context_id).await
+    }
+
+    async fn load(&self, request: LoadRequest) -> Result<LoadResponse, LedgerError> {
+        load::load(&self.inner, request).await
+    }
+
+    async fn watch(&self, request: WatchRequest) -> Result<WatchStream, LedgerError> {
+        crate::watch::watch(&self.inner, &request)
+    }
+
+    async fn tree_head(&self, context_id: &str) -> Result<TreeHead, LedgerError> {
+        read::tree_head(&self.inner, context_id)
+    }
+
+    async fn prove_inclusion(
+        &self,
+        context_id: &str,
+        sequence: u64,
+        tree_size: u64,
+    ) -> Result<InclusionProof, LedgerError> {
+        read::prove_inclusion(&self.inner, context_id, sequence, tree_size)
+    }
+
+    async fn prove_consistency(
+        &self,
+        context_id: &str,
+        from_size: u64,
+        to_size: u64,
+    ) -> Result<ConsistencyProof, LedgerError> {
+        read::prove_consistency(&self.inner, context_id, from_size, to_size)
+    }
+}

@@ -1,0 +1,126 @@
+//! Load: verify the whole blob first, compare it with the context's history by Merkle
+//! consistency, then append only the missing suffix as one atomic batch — or change nothing.
+
+use std::sync::Arc;
+
+use converge_api::{LedgerError, LoadRequest, LoadResponse};
+use converge_core::merkle::CompactTree;
+use converge_core::snapshot::{self, VerifiedSnapshot};
+use converge_core::{ContextId, Entry, Hash, Seq, TreeSize};
+use converge_storage::{Context, Error as StorageError};
+
+use crate::errors;
+use crate::ledger::Inner;
+use crate::request;
+
+/// Attempts before giving up when appends race with a load into the same context.
+const LOAD_ATTEMPTS_MAX: usize = 16;
+
+pub(crate) async fn load(
+    inner: &Arc<crate::ledger::Inner>,
+    req: LoadRequest,
+) -> Result<LoadResponse, LedgerError> {
+    let target = request::context_id(&req.context_id)?;
+    if *inner.closing.borrow() {
+        return Err(LedgerError::Unavailable(
+            "the ledger is shutting down; retry against a running node".into(),
+        ));
+    }
+    let inner = Arc::clone(inner);
+    tokio::task::spawn_blocking(move || load_blocking(&inner, &target, &req))
+        .await
+        .map_err(|e| LedgerError::Internal(format!("load panicked: {e}")))?
+}
+
+fn load_blocking(
+    inner: &Inner,
+    target: &ContextId,
+    req: &LoadRequest,
+) -> Result<LoadResponse, LedgerError> {
+    // Everything is verified before storage sees a byte.
+    let verified =
+        snapshot::decode(&req.snapshot, &inner.config.limits).map_err(|e| errors::snapshot(&e))?;
+    let verified = verified.rehash_for(target.clone());
+    let context = inner.store.context(target).map_err(errors::storage)?;
+    for _ in 0..LOAD_ATTEMPTS_MAX {
+        let latest = context.latest();
+        if latest.0 > 0 && req.fail_if_exists {
+            return Err(LedgerError::AlreadyExists(format!(
+                "context {target} already has {latest} entries; load with fail_if_exists = false to append only what the snapshot adds"
+            )));
+        }
+        let n = verified.entries().len() as u64;
+        check_prefix(&context, &verified, latest)?;
+        // `latest < n`, a length of a slice in memory, so it fits usize.
+        let Some(suffix) = usize::try_from(latest.0)
+            .ok()
+            .and_then(|l| verified.entries().get(l..))
+            .filter(|s| !s.is_empty())
+        else {
+            return Ok(LoadResponse { entries_restored: 0, latest_sequence: latest.0 });
+        };
+        let suffix: Vec<Entry> = suffix.to_vec();
+        let (tx, rx) = std::sync::mpsc::channel();
+        match context.append_verified(
+            latest,
+            suffix,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        ) {
+            Ok(()) => {
+                rx.recv()
+                    .map_err(|_| LedgerError::Internal("the load's completion was dropped".into()))?
+                    .map_err(errors::storage)?;
+                return Ok(LoadResponse { entries_restored: n - latest.0, latest_sequence: n });
+            }
+            // Appends raced with the load: compare again against the new history.
+            Err(StorageError::Moved { .. }) => wait_quiet(&context),
+            Err(other) => return Err(errors::storage(other)),
+        }
+    }
+    Err(LedgerError::Unavailable(format!(
+        "context {target} kept changing while the snapshot was being loaded; retry when appends to it pause"
+    )))
+}
+
+/// Waits briefly for appends in flight to become durable.
+fn wait_quiet(context: &Context) {
+    for _ in 0..1000 {
+        if context.latest() == context.latest_assigned() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// The context's first `min(latest, n)` entries must be the blob's: equal Merkle roots at that
+/// size. Otherwise the histories diverge, and the error names the first sequence that differs.
+fn check_prefix(
+    context: &Context,
+    verified: &VerifiedSnapshot,
+    latest: Seq,
+) -> Result<(), LedgerError> {
+    let blob_hashes: Vec<Hash> = verified.entries().iter().map(Entry::content_hash).collect();
+    let common_len =
+        usize::try_from(latest.0).map_or(blob_hashes.len(), |l| l.min(blob_hashes.len()));
+    let common = common_len as u64;
+    if common == 0 {
+        return Ok(());
+    }
+    let ours = context.root_at(TreeSize(common)).map_err(errors::storage)?;
+    let theirs = CompactTree::from_leaves(&blob_hashes[..common_len]).root();
+    if ours == theirs {
+        return Ok(());
+    }
+    let existing = context.leaf_hashes(Seq(1), Seq(common)).map_err(errors::storage)?;
+    let first = existing
+        .iter()
+        .zip(&blob_hashes)
+        .position(|(a, b)| a != b)
+        .map_or(common, |i| i as u64 + 1);
+    Err(LedgerError::FailedPrecondition(format!(
+        "the snapshot diverges from context {} at sequence {first}: entry {first} differs, and history is never rewritten",
+        context.id()
+    )))
+}
