@@ -116,6 +116,11 @@ impl Entry {
         Self::seal(context, self.parts)
     }
 
+    /// Recomputes the content hash in place for another context.
+    pub fn reseal(&mut self, context: &ContextId) {
+        self.content_hash = content_hash(context, &self.parts);
+    }
+
     /// The canonical leaf input of CONTRACT §3.
     pub fn leaf_input(&self, context: &ContextId) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + context.as_str().len() + self.parts.payload.len());

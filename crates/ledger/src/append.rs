@@ -6,7 +6,7 @@ use std::sync::Arc;
 use converge_api::{AppendRequest, LedgerError};
 use converge_core::validate::check_payload;
 use converge_core::{Entry, LamportTime, PartialContentHash};
-use converge_storage::{Appended, NewEntry};
+use converge_storage::{Appended, Completion, NewEntry};
 use tokio::sync::oneshot;
 
 use crate::errors;
@@ -14,12 +14,12 @@ use crate::ledger::{Inner, PERMIT_BYTES};
 use crate::request;
 
 pub(crate) async fn append(inner: &Inner, req: AppendRequest) -> Result<Arc<Entry>, LedgerError> {
-    let context_id = request::context_id(&req.context_id)?;
-    let key = request::key(&req.key)?;
+    let context_id = request::owned_context_id(req.context_id)?;
+    let key = request::key(req.key)?;
     let metadata = request::metadata(req.metadata)?;
     let append_id = request::append_id(req.append_id)?;
     check_payload(req.payload.len(), &inner.config.limits).map_err(|e| errors::payload(&e))?;
-    if *inner.closing.borrow() {
+    if inner.closing.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(LedgerError::Unavailable(
             "the ledger is shutting down; retry against a running node".into(),
         ));
@@ -44,32 +44,32 @@ pub(crate) async fn append(inner: &Inner, req: AppendRequest) -> Result<Arc<Entr
         append_id,
         prefix,
     };
-    let (requested_key, requested_payload, requested_metadata) =
-        (new.key.clone(), new.payload.clone(), new.metadata.clone());
-    let requested_id = new.append_id.as_ref().map(ToString::to_string).unwrap_or_default();
-    let (tx, rx) = oneshot::channel();
-    let outcome = context
-        .append(
-            new,
-            inner.config.clock.now(),
-            Box::new(move |result| {
-                let _ = tx.send(result);
-            }),
-        )
-        .map_err(errors::storage)?;
-    if let Appended::Recorded(entry) = &outcome {
-        let same = entry.key() == &requested_key
-            && entry.payload() == &requested_payload
-            && entry.metadata() == &requested_metadata;
-        if !same {
-            return Err(LedgerError::AlreadyExists(format!(
-                "append_id {:?} was already used for entry {} of context {} with a different key, payload or metadata; use a new append_id for a new entry",
-                requested_id,
-                entry.sequence(),
-                context_id
-            )));
-        }
+    // What to compare a recorded entry with, if this append may be a retry.
+    let requested = new
+        .append_id
+        .as_ref()
+        .map(|id| (id.to_string(), new.key.clone(), new.payload.clone(), new.metadata.clone()));
+    // Memory mode completes before `append` returns, so it needs no channel.
+    let (completion, rx): (Completion, _) = if inner.store.is_memory() {
+        (Box::new(|_| {}), None)
+    } else {
+        let (tx, rx) = oneshot::channel();
+        (Box::new(move |result| drop(tx.send(result))), Some(rx))
+    };
+    let outcome =
+        context.append(new, inner.config.clock.now(), completion).map_err(errors::storage)?;
+    if let (Appended::Recorded(entry), Some((id, key, payload, metadata))) = (&outcome, requested)
+        && (entry.key() != &key || entry.payload() != &payload || entry.metadata() != &metadata)
+    {
+        return Err(LedgerError::AlreadyExists(format!(
+            "append_id {id:?} was already used for entry {} of context {context_id} with a different key, payload or metadata; use a new append_id for a new entry",
+            entry.sequence()
+        )));
     }
+    let Some(rx) = rx else {
+        let (Appended::New(entry) | Appended::Recorded(entry)) = outcome;
+        return Ok(entry);
+    };
     match rx.await {
         Ok(result) => result.map_err(errors::storage),
         Err(_) => Err(LedgerError::Internal("the append's completion was dropped".into())),

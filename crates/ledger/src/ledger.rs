@@ -1,7 +1,7 @@
 //! The ledger: opening, closing, and the operations of [`LedgerApi`].
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use converge_api::{
     AppendRequest, ConsistencyProof, GetRequest, GetResponse, InclusionProof, LedgerApi,
@@ -9,7 +9,7 @@ use converge_api::{
 };
 use converge_core::Entry;
 use converge_storage::{OpenReport, Store, StoreStats};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 
 use crate::config::LedgerConfig;
 use crate::watch::Hubs;
@@ -29,7 +29,7 @@ pub(crate) struct Inner {
     pub(crate) hubs: Hubs,
     pub(crate) watchers: AtomicUsize,
     /// Becomes `true` when the ledger starts closing; watch streams end then.
-    pub(crate) closing: watch::Sender<bool>,
+    pub(crate) closing: AtomicBool,
 }
 
 /// Bytes per in-flight permit (appends are admitted in KiB).
@@ -48,13 +48,12 @@ impl Ledger {
         }
         let store = Store::open(config.storage.clone())?;
         let permits = (config.append_bytes_in_flight_max / PERMIT_BYTES).max(1);
-        let (closing, _) = watch::channel(false);
         let inner = Inner {
             store,
             in_flight: Semaphore::new(permits),
             hubs: Hubs::default(),
             watchers: AtomicUsize::new(0),
-            closing,
+            closing: AtomicBool::new(false),
             config,
         };
         Ok(Self { inner: Arc::new(inner) })
@@ -72,7 +71,7 @@ impl Ledger {
 
     /// Watch streams open now.
     pub fn watchers(&self) -> usize {
-        self.inner.watchers.load(std::sync::atomic::Ordering::Relaxed)
+        self.inner.watchers.load(Ordering::Relaxed)
     }
 
     /// Watchers that have fallen behind their context's live feed and are catching up from
@@ -95,7 +94,8 @@ impl Ledger {
     /// appends already queued become durable, the index is checkpointed and the data
     /// directory is marked clean. Idempotent.
     pub async fn close(&self) -> Result<(), LedgerError> {
-        self.inner.closing.send_replace(true);
+        self.inner.closing.store(true, Ordering::SeqCst);
+        self.inner.hubs.close_all();
         let store = self.inner.store.clone();
         tokio::task::spawn_blocking(move || store.close())
             .await
@@ -105,7 +105,7 @@ impl Ledger {
 
     /// Whether [`close`](Self::close) has begun.
     pub fn is_closing(&self) -> bool {
-        *self.inner.closing.borrow()
+        self.inner.closing.load(Ordering::SeqCst)
     }
 
     /// Writes an index checkpoint now (normally the ledger does this on its own).

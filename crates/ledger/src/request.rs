@@ -19,8 +19,13 @@ pub(crate) fn key_filter(key: Option<&str>) -> Result<Option<Key>, LedgerError> 
     }
 }
 
-pub(crate) fn key(text: &str) -> Result<Key, LedgerError> {
+pub(crate) fn key(text: String) -> Result<Key, LedgerError> {
     Key::try_new(text).map_err(|e| invalid(&e))
+}
+
+/// A context id taken by value (no copy of the text).
+pub(crate) fn owned_context_id(text: String) -> Result<ContextId, LedgerError> {
+    ContextId::try_new(text).map_err(|e| invalid(&e))
 }
 
 pub(crate) fn metadata(pairs: BTreeMap<String, String>) -> Result<Metadata, LedgerError> {

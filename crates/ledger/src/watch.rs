@@ -2,20 +2,22 @@
 //! follow the feed — skipping anything already sent — so a watcher sees every entry once, in
 //! order, even while appends race with the subscription.
 //!
-//! A context's live feed (its [`Hub`]) exists while someone watches it: a bounded broadcast of
-//! the entries its storage reports durable, in order. The writer never waits for a watcher:
-//! one that falls more than the feed's capacity behind is told it lagged, goes back to
-//! reading pages from storage after the last entry it sent, and rejoins the feed. Memory per
-//! watcher is bounded by one page; the feed's ring is shared by all watchers of the context.
+//! A context's live feed ([`Feed`]) exists while someone watches it: a bounded window of the
+//! latest entries its storage reported durable, and one wake-up for everyone waiting each time
+//! a group commit makes a run of entries durable. Watchers copy runs out of the window by
+//! sequence, so a wake-up costs a watcher one short read lock however many entries arrived.
+//! The writer never waits for a watcher: one that falls behind the window goes back to reading
+//! pages from storage after the last entry it examined, and rejoins the feed. Memory per
+//! watcher is bounded by one page; the window is shared by all watchers of the context.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 
 use converge_api::{LedgerError, WatchRequest, WatchStream};
 use converge_core::{ContextId, Entry, Key, Seq};
 use converge_storage::{Context, ReadQuery};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::Notify;
 
 use crate::errors;
 use crate::ledger::Inner;
@@ -27,11 +29,70 @@ const PAGE_ENTRIES: usize = 256;
 /// Bytes read per backlog page (a single larger entry is still read, alone).
 const PAGE_BYTES: usize = 4 * 1024 * 1024;
 
-/// The live feed of one watched context.
+/// Entries a watcher copies out of the live window at a time.
+const LIVE_BATCH: usize = 256;
+
+/// The live window of one watched context.
+struct Feed {
+    window: RwLock<VecDeque<Arc<Entry>>>,
+    capacity: usize,
+    notify: Notify,
+    closed: AtomicBool,
+}
+
+/// What a watcher found in the window.
+enum Window {
+    /// Copied this many entries that follow the watcher's last one.
+    Copied(usize),
+    /// The entries after the watcher's last one have left the window.
+    Lagged,
+}
+
+impl Feed {
+    fn publish(&self, entries: &[Arc<Entry>]) {
+        {
+            let mut window = self.window.write().unwrap_or_else(PoisonError::into_inner);
+            for entry in entries {
+                if window.len() == self.capacity {
+                    window.pop_front();
+                }
+                window.push_back(Arc::clone(entry));
+            }
+        }
+        self.notify.notify_waiters();
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Copies up to `max` entries after `last` into `out`.
+    fn read_after(&self, last: Seq, max: usize, out: &mut VecDeque<Arc<Entry>>) -> Window {
+        let window = self.window.read().unwrap_or_else(PoisonError::into_inner);
+        let (Some(front), Some(back)) = (window.front(), window.back()) else {
+            return Window::Copied(0);
+        };
+        if back.sequence() <= last {
+            return Window::Copied(0);
+        }
+        let Some(skip) =
+            last.0.checked_add(1).and_then(|next| next.checked_sub(front.sequence().0))
+        else {
+            return Window::Lagged;
+        };
+        let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+        let before = out.len();
+        out.extend(window.iter().skip(skip).take(max).cloned());
+        Window::Copied(out.len() - before)
+    }
+}
+
+/// The feed of one watched context, held by its watchers.
 pub(crate) struct Hub {
     id: ContextId,
     context: Arc<Context>,
-    sender: broadcast::Sender<Arc<Entry>>,
+    feed: Arc<Feed>,
     lagging: AtomicUsize,
     registry: Weak<Registry>,
 }
@@ -48,46 +109,53 @@ pub(crate) struct Hubs {
 }
 
 impl Hubs {
-    /// The hub of `id` (made, and attached to storage, if nobody watches it yet) and a new
-    /// subscription to it. The subscription exists before the caller reads any backlog.
-    fn subscribe(
-        &self,
-        id: &ContextId,
-        context: Arc<Context>,
-        capacity: usize,
-    ) -> (Arc<Hub>, broadcast::Receiver<Arc<Entry>>) {
+    /// The hub of `id`, made and attached to storage if nobody watches it yet. The caller
+    /// reads its backlog only after this returns, so nothing durable afterwards is missed.
+    fn hub(&self, id: &ContextId, context: Arc<Context>, capacity: usize) -> Arc<Hub> {
         let mut hubs = self.registry.hubs.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(hub) = hubs.get(id).and_then(Weak::upgrade) {
-            let rx = hub.sender.subscribe();
-            return (hub, rx);
+            return hub;
         }
-        let (sender, rx) = broadcast::channel(capacity.max(1));
-        let feed = sender.clone();
-        context.set_listener(Some(Arc::new(move |entry: &Arc<Entry>| {
-            // No receivers is fine: the feed exists only while someone watches.
-            let _ = feed.send(Arc::clone(entry));
-        })));
+        let feed = Arc::new(Feed {
+            window: RwLock::new(VecDeque::with_capacity(capacity.clamp(1, 4096))),
+            capacity: capacity.max(1),
+            notify: Notify::new(),
+            closed: AtomicBool::new(false),
+        });
+        let publisher = Arc::clone(&feed);
+        context
+            .set_listener(Some(Arc::new(move |entries: &[Arc<Entry>]| publisher.publish(entries))));
         let hub = Arc::new(Hub {
             id: id.clone(),
             context,
-            sender,
+            feed,
             lagging: AtomicUsize::new(0),
             registry: Arc::downgrade(&self.registry),
         });
         hubs.insert(id.clone(), Arc::downgrade(&hub));
-        (hub, rx)
+        hub
+    }
+
+    fn live(&self) -> Vec<Arc<Hub>> {
+        let hubs = self.registry.hubs.lock().unwrap_or_else(PoisonError::into_inner);
+        hubs.values().filter_map(Weak::upgrade).collect()
     }
 
     /// Contexts with a live feed now (someone watches them).
     pub(crate) fn watched(&self) -> usize {
-        let hubs = self.registry.hubs.lock().unwrap_or_else(PoisonError::into_inner);
-        hubs.values().filter(|w| w.strong_count() > 0).count()
+        self.live().len()
     }
 
     /// Watchers catching up from storage now, across all contexts.
     pub(crate) fn lagging(&self) -> usize {
-        let hubs = self.registry.hubs.lock().unwrap_or_else(PoisonError::into_inner);
-        hubs.values().filter_map(Weak::upgrade).map(|h| h.lagging.load(Ordering::Relaxed)).sum()
+        self.live().iter().map(|h| h.lagging.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Ends every watch stream (the ledger is closing).
+    pub(crate) fn close_all(&self) {
+        for hub in self.live() {
+            hub.feed.close();
+        }
     }
 }
 
@@ -117,10 +185,8 @@ impl Drop for WatcherSlot {
 pub(crate) fn watch(inner: &Arc<Inner>, req: &WatchRequest) -> Result<WatchStream, LedgerError> {
     let id = request::context_id(&req.context_id)?;
     let key = request::key_filter(req.key.as_deref())?;
-    if *inner.closing.borrow() {
-        return Err(LedgerError::Unavailable(
-            "the ledger is shutting down; retry against a running node".into(),
-        ));
+    if inner.closing.load(Ordering::SeqCst) {
+        return Err(shutting_down());
     }
     let max = inner.config.watchers_max;
     if inner.watchers.fetch_add(1, Ordering::SeqCst) >= max {
@@ -131,18 +197,20 @@ pub(crate) fn watch(inner: &Arc<Inner>, req: &WatchRequest) -> Result<WatchStrea
     }
     let slot = WatcherSlot { inner: Arc::clone(inner) };
     let context = inner.store.context(&id).map_err(errors::storage)?;
-    let (hub, live) = inner.hubs.subscribe(&id, context, inner.config.watch_buffer_entries);
+    let hub = inner.hubs.hub(&id, context, inner.config.watch_buffer_entries);
+    if inner.closing.load(Ordering::SeqCst) {
+        // Closing began while the hub was made: `close_all` may have missed it.
+        hub.feed.close();
+    }
     let watcher = Watcher {
         hub,
-        live,
         key,
         last: Seq(req.from_sequence),
         backlog: VecDeque::new(),
         caught_up: false,
         lagging: false,
-        closing: inner.closing.subscribe(),
         finished: false,
-        _slot: slot,
+        slot,
     };
     Ok(Box::pin(futures_util::stream::unfold(watcher, |mut w| async move {
         let item = w.next().await?;
@@ -150,9 +218,14 @@ pub(crate) fn watch(inner: &Arc<Inner>, req: &WatchRequest) -> Result<WatchStrea
     })))
 }
 
+fn shutting_down() -> LedgerError {
+    LedgerError::Unavailable(
+        "the ledger is shutting down; resume the watch from the last sequence received".into(),
+    )
+}
+
 struct Watcher {
     hub: Arc<Hub>,
-    live: broadcast::Receiver<Arc<Entry>>,
     key: Option<Key>,
     /// Every entry up to here has been examined (sent, or skipped by the key filter).
     last: Seq,
@@ -161,68 +234,58 @@ struct Watcher {
     /// subscription, so the live feed carries the rest.
     caught_up: bool,
     lagging: bool,
-    closing: watch::Receiver<bool>,
     finished: bool,
-    _slot: WatcherSlot,
+    slot: WatcherSlot,
 }
 
 impl Watcher {
     async fn next(&mut self) -> Option<Result<Arc<Entry>, LedgerError>> {
         loop {
-            if self.finished {
-                return None;
-            }
-            if *self.closing.borrow() {
-                return Some(Err(self.finish(LedgerError::Unavailable(
-                    "the ledger is shutting down; resume the watch from the last sequence received"
-                        .into(),
-                ))));
-            }
             if let Some(entry) = self.backlog.pop_front() {
                 return Some(Ok(entry));
             }
+            if self.finished {
+                return None;
+            }
+            if self.hub.feed.closed.load(Ordering::SeqCst)
+                || self.slot.inner.closing.load(Ordering::SeqCst)
+            {
+                self.finished = true;
+                return Some(Err(shutting_down()));
+            }
             if !self.caught_up {
                 if let Err(err) = self.read_page() {
-                    return Some(Err(self.finish(err)));
+                    self.finished = true;
+                    return Some(Err(err));
                 }
                 continue;
             }
-            tokio::select! {
-                biased;
-                _ = self.closing.changed() => {}
-                received = self.live.recv() => match received {
-                    Ok(entry) => {
-                        if let Some(entry) = self.accept(entry) {
-                            return Some(Ok(entry));
-                        }
+            // Register for the next wake-up before looking, so a publish in between is seen.
+            let feed = Arc::clone(&self.hub.feed);
+            let notified = feed.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let mut run = VecDeque::new();
+            match feed.read_after(self.last, LIVE_BATCH, &mut run) {
+                Window::Lagged => self.fall_behind(),
+                Window::Copied(0) => {
+                    if !feed.closed.load(Ordering::SeqCst) {
+                        notified.await;
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => self.fall_behind(),
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                },
+                }
+                Window::Copied(_) => self.take_run(run),
             }
         }
     }
 
-    fn finish(&mut self, err: LedgerError) -> LedgerError {
-        self.finished = true;
-        err
-    }
-
-    /// An entry from the live feed: skip what was already examined, go back to storage on a
-    /// gap (a lag the feed could not report), pass it through the key filter.
-    fn accept(&mut self, entry: Arc<Entry>) -> Option<Arc<Entry>> {
-        let seq = entry.sequence();
-        if seq <= self.last {
-            return None;
+    /// Consecutive entries after `last` from the live window: pass them through the key filter.
+    fn take_run(&mut self, run: VecDeque<Arc<Entry>>) {
+        if let Some(last) = run.back() {
+            self.last = last.sequence();
         }
-        if seq.0 != self.last.0 + 1 {
-            self.fall_behind();
-            return None;
-        }
-        self.last = seq;
         match &self.key {
-            Some(key) if entry.key() != key => None,
-            _ => Some(entry),
+            Some(key) => self.backlog.extend(run.into_iter().filter(|e| e.key() == key)),
+            None => self.backlog = run,
         }
     }
 

@@ -29,8 +29,9 @@ use crate::store::{Disk, Shared};
 /// Called once when an append is durable (with the entry) or has failed.
 pub type Completion = Box<dyn FnOnce(Result<Arc<Entry>>) + Send>;
 
-/// Called for every entry of a context once it is durable, in sequence order.
-pub type Listener = Arc<dyn Fn(&Arc<Entry>) + Send + Sync>;
+/// Called with every entry of a context once it is durable, in sequence order, a run of
+/// consecutive entries at a time (those made durable together).
+pub type Listener = Arc<dyn Fn(&[Arc<Entry>]) + Send + Sync>;
 
 /// An append as the caller asks for it; the context assigns the rest.
 pub struct NewEntry {
@@ -293,9 +294,11 @@ impl Context {
                         .push(len, |out| record::encode_fields(out, entry, append_id.as_ref()));
                     st.next.advance(&Stamp::of(entry))?;
                     st.commit(entry, position, append_id.as_ref())?;
-                    if let Some(listener) = &st.listener {
-                        listener(entry);
-                    }
+                }
+                if let Some(listener) = &st.listener {
+                    let entries: Vec<Arc<Entry>> =
+                        batch.iter().map(|(e, _)| Arc::clone(e)).collect();
+                    listener(&entries);
                 }
                 if let (Some(done), Some((last, _))) = (done, batch.last()) {
                     // Callers never hold a lock this one depends on, so completing here is safe.
@@ -579,31 +582,44 @@ impl Context {
 
 impl LogSink for Context {
     fn durable(&self, lsn: u64, position: Position) {
-        let (entry, done) = {
+        self.durable_many(&[(lsn, position)]);
+    }
+
+    fn durable_many(&self, records: &[(u64, Position)]) {
+        let mut completed = Vec::with_capacity(records.len());
+        let mut published = Vec::with_capacity(records.len());
+        {
             let mut st = self.lock();
-            let Some(flight) = st.in_flight.pop_front() else {
-                tracing::error!(context = %self.id, lsn, "a durable record has no in-flight append");
-                return;
-            };
-            debug_assert_eq!(flight.lsn, lsn, "records complete in the order they were queued");
-            if let Err(err) = st.commit(&flight.entry, position, flight.append_id.as_ref()) {
-                // Entries are stamped in order under this lock, so this is a bug, not bad input.
-                tracing::error!(context = %self.id, error = %err, "a durable entry does not follow its context");
-                for done in flight.done {
-                    done(Err(err.clone()));
+            for &(lsn, position) in records {
+                let Some(flight) = st.in_flight.pop_front() else {
+                    tracing::error!(context = %self.id, lsn, "a durable record has no in-flight append");
+                    return;
+                };
+                debug_assert_eq!(flight.lsn, lsn, "records complete in the order they were queued");
+                if let Err(err) = st.commit(&flight.entry, position, flight.append_id.as_ref()) {
+                    // Entries are stamped in order under this lock, so this is a bug, not bad
+                    // input.
+                    tracing::error!(context = %self.id, error = %err, "a durable entry does not follow its context");
+                    completed.push((flight.entry, flight.done, Err(err)));
+                    continue;
                 }
-                return;
+                if let Some(id) = &flight.append_id {
+                    st.in_flight_ids.remove(id);
+                }
+                if st.listener.is_some() {
+                    published.push(Arc::clone(&flight.entry));
+                }
+                completed.push((flight.entry, flight.done, Ok(())));
             }
-            if let Some(id) = &flight.append_id {
-                st.in_flight_ids.remove(id);
+            // Under the lock, so the listener hears runs in sequence order.
+            if let (Some(listener), false) = (&st.listener, published.is_empty()) {
+                listener(&published);
             }
-            if let Some(listener) = &st.listener {
-                listener(&flight.entry);
+        }
+        for (entry, done, outcome) in completed {
+            for done in done {
+                done(outcome.clone().map(|()| Arc::clone(&entry)));
             }
-            (flight.entry, flight.done)
-        };
-        for done in done {
-            done(Ok(Arc::clone(&entry)));
         }
     }
 

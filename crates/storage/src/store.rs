@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,10 @@ pub const CHECKPOINT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 /// A checkpoint runs at least this often while anything was written.
 pub const CHECKPOINT_INTERVAL_DEFAULT: Duration = Duration::from_secs(10);
 
+/// The longest the log writer lingers for appenders to come back, by default: a fraction of a
+/// typical fsync, so lingering never costs more than it saves.
+pub const GROUP_COMMIT_LINGER_MAX_DEFAULT: Duration = Duration::from_micros(200);
+
 /// How often the checkpointer looks at the log.
 const CHECKPOINT_POLL: Duration = Duration::from_millis(50);
 
@@ -73,6 +77,9 @@ pub struct StoreConfig {
     pub checkpoint_bytes: u64,
     /// Longest time between checkpoints while anything is written.
     pub checkpoint_interval: Duration,
+    /// The longest the log writer waits for appenders to come back before a group commit
+    /// (it waits only when fewer are queued than the last commit held; 0 turns it off).
+    pub group_commit_linger_max: Duration,
     /// Injected failures (tests).
     pub faults: Arc<Faults>,
 }
@@ -86,6 +93,7 @@ impl StoreConfig {
             segment_bytes: SEGMENT_BYTES_DEFAULT,
             checkpoint_bytes: CHECKPOINT_BYTES_DEFAULT,
             checkpoint_interval: CHECKPOINT_INTERVAL_DEFAULT,
+            group_commit_linger_max: GROUP_COMMIT_LINGER_MAX_DEFAULT,
             faults: Arc::default(),
         }
     }
@@ -187,7 +195,7 @@ pub struct Store {
 
 struct Inner {
     shared: Arc<Shared>,
-    contexts: Mutex<HashMap<ContextId, Arc<Context>>>,
+    contexts: RwLock<HashMap<ContextId, Arc<Context>>>,
     dir: Option<PathBuf>,
     _lock: Option<File>,
     config: StoreConfig,
@@ -224,7 +232,7 @@ impl Store {
         report.took = started.elapsed();
         let inner = Arc::new(Inner {
             shared,
-            contexts: Mutex::new(contexts),
+            contexts: RwLock::new(contexts),
             dir,
             _lock: lock,
             config,
@@ -261,7 +269,10 @@ impl Store {
     /// The context `id`, created in memory if it does not exist yet (nothing is written until
     /// its first append).
     pub fn context(&self, id: &ContextId) -> Result<Arc<Context>> {
-        let mut contexts = self.inner.lock_contexts();
+        if let Some(context) = self.inner.read_contexts().get(id) {
+            return Ok(Arc::clone(context));
+        }
+        let mut contexts = self.inner.write_contexts();
         if let Some(context) = contexts.get(id) {
             return Ok(Arc::clone(context));
         }
@@ -275,7 +286,10 @@ impl Store {
 
     /// The context `id` if the store has ever seen it (without creating it).
     pub fn find(&self, id: &ContextId) -> Result<Option<Arc<Context>>> {
-        let mut contexts = self.inner.lock_contexts();
+        if let Some(context) = self.inner.read_contexts().get(id) {
+            return Ok(Some(Arc::clone(context)));
+        }
+        let mut contexts = self.inner.write_contexts();
         if let Some(context) = contexts.get(id) {
             return Ok(Some(Arc::clone(context)));
         }
@@ -295,7 +309,7 @@ impl Store {
     pub fn stats(&self) -> StoreStats {
         StoreStats {
             log: self.inner.shared.disk().map(|d| d.log.stats().snapshot()),
-            contexts: self.inner.lock_contexts().len(),
+            contexts: self.inner.read_contexts().len(),
             checkpoints: self.inner.checkpoints.load(Ordering::Relaxed),
         }
     }
@@ -303,6 +317,11 @@ impl Store {
     /// The storage error every write returns now, if a write or fsync has failed.
     pub fn poisoned(&self) -> Option<Error> {
         self.inner.shared.disk().and_then(|d| d.log.poisoned())
+    }
+
+    /// Whether entries are kept in memory only.
+    pub fn is_memory(&self) -> bool {
+        self.inner.shared.disk().is_none()
     }
 
     /// The configuration the store was opened with.
@@ -318,8 +337,12 @@ impl Store {
 }
 
 impl Inner {
-    fn lock_contexts(&self) -> MutexGuard<'_, HashMap<ContextId, Arc<Context>>> {
-        self.contexts.lock().unwrap_or_else(PoisonError::into_inner)
+    fn read_contexts(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ContextId, Arc<Context>>> {
+        self.contexts.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_contexts(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ContextId, Arc<Context>>> {
+        self.contexts.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Loads a context the cold index knows.
@@ -339,7 +362,7 @@ impl Inner {
         // Read the durable point first: every record up to it is already in the contexts'
         // in-memory index, so the snapshots below cover it.
         let point = log.durable();
-        let contexts: Vec<Arc<Context>> = self.lock_contexts().values().cloned().collect();
+        let contexts: Vec<Arc<Context>> = self.read_contexts().values().cloned().collect();
         let snapshots: Vec<_> = contexts
             .iter()
             .filter_map(|c| c.checkpoint_snapshot().map(|s| (Arc::clone(c), s)))
@@ -454,6 +477,7 @@ fn open_disk(dir: &Path, config: &StoreConfig) -> Result<DiskOpen> {
         node: identity.id,
         segment_bytes: config.segment_bytes,
         durability: config.durability,
+        linger_max: config.group_commit_linger_max,
         faults: Arc::clone(&config.faults),
     };
     let log = DiskLog::open(log_config, watermark.point, &mut |record| recovery.replay(&record))?;

@@ -100,6 +100,7 @@ fn replay_log(dir: &Path) -> Result<Vec<Vec<u8>>, Error> {
         node: [0; 16],
         segment_bytes: 64 * 1024 * 1024,
         durability: Durability::Fsync,
+        linger_max: std::time::Duration::ZERO,
         faults: Arc::default(),
     };
     let mut bodies = Vec::new();
@@ -120,6 +121,7 @@ fn the_log_cuts_a_torn_tail_at_every_byte_offset_of_the_last_records() {
         node: [0; 16],
         segment_bytes: 64 * 1024 * 1024,
         durability: Durability::Fsync,
+        linger_max: std::time::Duration::ZERO,
         faults: Arc::default(),
     };
     let log = DiskLog::open(config, LogPoint::default(), &mut |_| Ok(())).unwrap();

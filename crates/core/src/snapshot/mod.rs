@@ -112,11 +112,28 @@ impl VerifiedSnapshot {
     /// root are recomputed, because the context id is part of each hash (CONTRACT §2 Load).
     #[must_use]
     pub fn rehash_for(self, context: ContextId) -> Self {
+        self.rehash_for_with(context, |entries, rehash| rehash(entries))
+    }
+
+    /// [`rehash_for`](Self::rehash_for), letting the caller split the work: `run` receives the
+    /// entries and a function that rehashes any slice of them in place, and must call it on
+    /// every entry exactly once (a shell can hand halves to two threads; the core spawns none).
+    #[must_use]
+    pub fn rehash_for_with(
+        self,
+        context: ContextId,
+        run: impl FnOnce(&mut [Entry], &(dyn Fn(&mut [Entry]) + Sync)),
+    ) -> Self {
         if context == self.context {
             return self;
         }
-        let entries: Vec<Entry> =
-            self.entries.into_iter().map(|entry| entry.rehash_for(&context)).collect();
+        let mut entries = self.entries;
+        let rehash = |slice: &mut [Entry]| {
+            for entry in slice {
+                entry.reseal(&context);
+            }
+        };
+        run(&mut entries, &rehash);
         let mut head = ContextHead::new();
         for entry in &entries {
             // Rehashing changes no field that `apply` checks, so the order still holds.

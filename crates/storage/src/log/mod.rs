@@ -56,6 +56,8 @@ pub struct LogConfig {
     pub segment_bytes: u64,
     /// When appends are acknowledged.
     pub durability: Durability,
+    /// The longest the writer lingers for appenders to come back (0: never).
+    pub linger_max: std::time::Duration,
     /// Failures to inject, in tests.
     pub faults: Arc<Faults>,
 }
@@ -66,6 +68,7 @@ pub struct DiskLog {
     node: [u8; 16],
     segment_bytes: u64,
     durability: Durability,
+    linger_max: std::time::Duration,
     faults: Arc<Faults>,
     queue: Mutex<Queue>,
     wake: Condvar,
@@ -90,6 +93,7 @@ impl DiskLog {
             node: config.node,
             segment_bytes: config.segment_bytes,
             durability: config.durability,
+            linger_max: config.linger_max,
             faults: config.faults,
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
@@ -121,8 +125,11 @@ impl DiskLog {
             return Err(Error::Closed);
         }
         let out = encode(&mut RecordSink { queue: &mut q });
+        let wake = q.take_wake();
         drop(q);
-        self.wake.notify_one();
+        if wake {
+            self.wake.notify_one();
+        }
         Ok(out)
     }
 

@@ -26,6 +26,13 @@ pub struct Position {
 pub trait LogSink: Send + Sync {
     /// The record with `lsn` is durable at `position`. Called in LSN order, from the writer.
     fn durable(&self, lsn: u64, position: Position);
+    /// Several consecutive records of this sink are durable (one call instead of many, so a
+    /// sink can take its lock once).
+    fn durable_many(&self, records: &[(u64, Position)]) {
+        for &(lsn, position) in records {
+            self.durable(lsn, position);
+        }
+    }
     /// The record will never be durable (the log is poisoned or closing).
     fn failed(&self, error: &Error);
 }
@@ -46,6 +53,25 @@ pub(super) struct Queue {
     pub(super) next_lsn: u64,
     pub(super) closed: bool,
     pub(super) poisoned: Option<Error>,
+    /// The writer is asleep waiting for records; the next appender must wake it. Appenders
+    /// skip the wake-up otherwise (it is a system call).
+    pub(super) writer_idle: bool,
+    /// The writer is lingering until this many records are queued (0: it is not).
+    pub(super) linger_target: usize,
+}
+
+impl Queue {
+    /// Whether the appender that just queued must wake the writer (which then stops waiting).
+    pub(super) fn take_wake(&mut self) -> bool {
+        let lingered_enough = self.linger_target > 0 && self.items.len() >= self.linger_target;
+        if self.writer_idle || lingered_enough {
+            self.writer_idle = false;
+            self.linger_target = 0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Encodes records into the queue; handed to the closure passed to `DiskLog::append`.

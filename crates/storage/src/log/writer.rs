@@ -4,7 +4,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::{error, info};
 
@@ -111,26 +111,61 @@ fn write_batch(log: &DiskLog, active: &mut Active, buf: &[u8], items: &[Item]) -
 }
 
 /// The writer loop: take everything queued, write it, fsync once, report, repeat.
+///
+/// Appenders that wait for their fsync come back with their next append only after it
+/// completes. If the writer started its next batch at once it would catch the first one or two
+/// of them and leave the rest for the fsync after, halving the batch. So when fewer records
+/// are queued than the last batch held, it lingers until that many are queued — at most half
+/// an fsync, and never more than the configured `linger_max` — as the `commit_delay` of
+/// `PostgreSQL` does. A single appender (a batch of one) never waits.
 pub(super) fn run(log: &DiskLog, mut active: Active) {
     let mut spare_buf = Vec::new();
     let mut spare_items = Vec::new();
+    let mut previous = 0;
+    let mut last_sync = Duration::ZERO;
     loop {
         let (mut buf, mut items, poisoned) = {
             let mut q = log.lock_queue();
             while q.items.is_empty() && !q.closed {
+                q.writer_idle = true;
                 q = log.wake.wait(q).unwrap_or_else(std::sync::PoisonError::into_inner);
             }
+            q.writer_idle = false;
             if q.items.is_empty() {
                 break;
+            }
+            let linger = (last_sync / 2).min(log.linger_max);
+            if previous > 1
+                && q.items.len() < previous
+                && !linger.is_zero()
+                && log.durability.syncs()
+            {
+                let deadline = Instant::now() + linger;
+                q.linger_target = previous;
+                while q.linger_target > 0 && !q.closed {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    q = log
+                        .wake
+                        .wait_timeout(q, left)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0;
+                }
+                q.linger_target = 0;
             }
             let buf = std::mem::replace(&mut q.buf, std::mem::take(&mut spare_buf));
             let items = std::mem::replace(&mut q.items, std::mem::take(&mut spare_items));
             (buf, items, q.poisoned.clone())
         };
+        previous = items.len();
+        let started = Instant::now();
         let outcome = match poisoned {
             Some(cause) => Err(cause),
             None => write_batch(log, &mut active, &buf, &items),
         };
+        last_sync = started.elapsed();
         match outcome {
             Ok(offset) => complete(log, &active, offset, &items),
             Err(err) => fail(log, err, &items),
@@ -143,15 +178,32 @@ pub(super) fn run(log: &DiskLog, mut active: Active) {
 }
 
 fn complete(log: &DiskLog, active: &Active, offset: u64, items: &[Item]) {
-    for item in items {
-        if let Some(sink) = &item.sink {
-            // Offsets fit u32: segments are capped at 1 GiB plus one record.
-            let position = Position {
-                segment: active.number,
-                offset: u32::try_from(offset + item.start as u64).expect("segment offsets fit u32"),
-                len: u32::try_from(item.len).expect("records are smaller than 4 GiB"),
-            };
-            sink.durable(item.lsn, position);
+    let position = |item: &Item| Position {
+        segment: active.number,
+        // Offsets fit u32: segments are capped at 1 GiB plus one record.
+        offset: u32::try_from(offset + item.start as u64).expect("segment offsets fit u32"),
+        len: u32::try_from(item.len).expect("records are smaller than 4 GiB"),
+    };
+    // Consecutive records of one sink (an atomic batch, or one context's burst) complete in
+    // one call.
+    let mut run: Vec<(u64, Position)> = Vec::new();
+    let mut i = 0;
+    while i < items.len() {
+        let Some(sink) = &items[i].sink else {
+            i += 1;
+            continue;
+        };
+        run.clear();
+        while let Some(item) =
+            items.get(i).filter(|it| it.sink.as_ref().is_some_and(|s| Arc::ptr_eq(s, sink)))
+        {
+            run.push((item.lsn, position(item)));
+            i += 1;
+        }
+        if let [(lsn, p)] = run[..] {
+            sink.durable(lsn, p);
+        } else {
+            sink.durable_many(&run);
         }
     }
     // Published after every sink has run, so whoever reads the durable point knows those
