@@ -90,17 +90,29 @@ impl Ledger {
         &self.inner.config
     }
 
+    /// Starts closing: new appends, loads and watches are refused with `UNAVAILABLE` and open
+    /// watch streams end with it, while appends already accepted carry on. A server calls this
+    /// when it stops accepting, drains its in-flight requests, then calls [`close`](Self::close).
+    pub fn begin_close(&self) {
+        self.inner.closing.store(true, Ordering::SeqCst);
+        self.inner.hubs.close_all();
+    }
+
     /// Closes the ledger: watch streams end with `UNAVAILABLE`, new appends are refused,
     /// appends already queued become durable, the index is checkpointed and the data
     /// directory is marked clean. Idempotent.
     pub async fn close(&self) -> Result<(), LedgerError> {
-        self.inner.closing.store(true, Ordering::SeqCst);
-        self.inner.hubs.close_all();
+        self.begin_close();
         let store = self.inner.store.clone();
         tokio::task::spawn_blocking(move || store.close())
             .await
             .map_err(|e| LedgerError::Internal(format!("closing panicked: {e}")))?
             .map_err(crate::errors::storage)
+    }
+
+    /// The storage failure that stops every write, if a write or fsync has failed.
+    pub fn storage_poisoned(&self) -> Option<String> {
+        self.inner.store.poisoned().map(|e| e.to_string())
     }
 
     /// Whether [`close`](Self::close) has begun.

@@ -1,0 +1,215 @@
+//! The command line (CONTRACT §4). Every flag also reads `CONVERGE_LEDGER_<FLAG>`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Converge Ledger: the memory of an agent-orchestration engine — append-only contexts,
+/// durable, watchable, and provable.
+#[derive(Debug, Parser)]
+#[command(name = "converge-ledger", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node: gRPC on --listen, health and metrics over HTTP on --http.
+    Serve(ServeArgs),
+    /// Append one entry (payload from the argument, or stdin with `-`) and print it.
+    Append(AppendArgs),
+    /// Print entries of a context.
+    Get(GetArgs),
+    /// Follow a context live.
+    Watch(WatchArgs),
+    /// Write a context's snapshot blob to a file.
+    Snapshot(SnapshotArgs),
+    /// Restore a snapshot blob into a context.
+    Load(LoadArgs),
+    /// Fetch every entry, recompute every hash and the root client side, and check them against
+    /// the server's tree head. Exit 1 on any mismatch.
+    Verify(VerifyArgs),
+    /// Fetch and check an inclusion proof of one entry, client side. Exit 1 if it fails.
+    Proof(ProofArgs),
+    /// Load-test a node over gRPC (or one it starts itself) and print throughput and latency.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageArg {
+    /// Durable, on disk in --data-dir.
+    Disk,
+    /// In memory only; nothing survives the process.
+    Memory,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityArg {
+    /// Acknowledge after fsync: survives process crash and power loss.
+    Fsync,
+    /// Acknowledge after write: survives a process crash, not a power loss.
+    Buffered,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A TOML file of settings (the same names as these flags, with underscores). Flags and
+    /// environment variables override it.
+    #[arg(long, env = "CONVERGE_LEDGER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// gRPC address. `GRPC_PORT` sets the port on 127.0.0.1 when this is not given.
+    #[arg(long, env = "CONVERGE_LEDGER_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Health and metrics address (HTTP: /healthz, /metrics).
+    #[arg(long, env = "CONVERGE_LEDGER_HTTP", default_value = "127.0.0.1:9090")]
+    pub http: SocketAddr,
+    /// Data directory (disk storage).
+    #[arg(long, env = "CONVERGE_LEDGER_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Where entries are kept.
+    #[arg(long, env = "CONVERGE_LEDGER_STORAGE", value_enum, default_value_t = StorageArg::Disk)]
+    pub storage: StorageArg,
+    /// When an append is acknowledged.
+    #[arg(long, env = "CONVERGE_LEDGER_DURABILITY", value_enum, default_value_t = DurabilityArg::Fsync)]
+    pub durability: DurabilityArg,
+    /// Largest payload accepted, in bytes.
+    #[arg(long, env = "CONVERGE_LEDGER_PAYLOAD_BYTES_MAX", default_value_t = converge_core::limits::PAYLOAD_BYTES_MAX_DEFAULT)]
+    pub payload_bytes_max: usize,
+    /// Largest Get or Snapshot response, in bytes.
+    #[arg(long, env = "CONVERGE_LEDGER_RESPONSE_BYTES_MAX", default_value_t = converge_core::limits::RESPONSE_BYTES_MAX_DEFAULT)]
+    pub response_bytes_max: usize,
+    /// Most concurrent watch streams.
+    #[arg(long, env = "CONVERGE_LEDGER_WATCHERS_MAX", default_value_t = converge_ledger::WATCHERS_MAX_DEFAULT)]
+    pub watchers_max: usize,
+    /// Log format.
+    #[arg(long, env = "CONVERGE_LEDGER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing syntax, e.g. `info` or `converge_storage=debug`).
+    #[arg(long, env = "CONVERGE_LEDGER_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs {
+    /// The node to talk to.
+    #[arg(
+        long,
+        env = "CONVERGE_LEDGER_SERVER",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
+    pub server: String,
+    /// Print JSON (one object per entry or result) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AppendArgs {
+    /// Context id.
+    pub context: String,
+    /// Entry key.
+    pub key: String,
+    /// Payload; `-` or nothing reads it from stdin.
+    pub payload: Option<String>,
+    /// Metadata pair, `k=v` (repeatable).
+    #[arg(long = "meta", value_name = "K=V")]
+    pub meta: Vec<String>,
+    /// Idempotency token: a retry with the same id returns the recorded entry.
+    #[arg(long)]
+    pub append_id: Option<String>,
+    /// A Lamport time received with the message that caused this entry.
+    #[arg(long)]
+    pub received_lamport_clock: Option<u64>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// Context id.
+    pub context: String,
+    /// Only entries with this key.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Entries after this sequence.
+    #[arg(long, default_value_t = 0)]
+    pub after: u64,
+    /// At most this many (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub limit: u32,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Context id (it need not exist yet).
+    pub context: String,
+    /// Only entries with this key.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Start after this sequence.
+    #[arg(long, default_value_t = 0)]
+    pub from: u64,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Context id.
+    pub context: String,
+    /// Where to write the blob.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Context id to load into.
+    pub context: String,
+    /// The snapshot blob.
+    pub file: PathBuf,
+    /// Refuse if the context already has entries.
+    #[arg(long)]
+    pub fail_if_exists: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Context id.
+    pub context: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ProofArgs {
+    /// Context id.
+    pub context: String,
+    /// The entry's sequence.
+    pub sequence: u64,
+    /// Prove against the tree of this size (0: current).
+    #[arg(long, default_value_t = 0)]
+    pub tree_size: u64,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}

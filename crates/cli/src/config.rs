@@ -1,0 +1,178 @@
+//! The node's configuration, layered: defaults ← TOML file ← `CONVERGE_LEDGER_*` environment ←
+//! flags, validated once.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use clap::ArgMatches;
+use clap::parser::ValueSource;
+use converge_core::Limits;
+use serde::Deserialize;
+
+use crate::cli::{DurabilityArg, LogFormat, ServeArgs, StorageArg};
+
+/// The settings a config file may hold: the flags' names with underscores.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    http: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    storage: Option<StorageArg>,
+    durability: Option<DurabilityArg>,
+    payload_bytes_max: Option<usize>,
+    response_bytes_max: Option<usize>,
+    watchers_max: Option<usize>,
+    log_format: Option<LogFormat>,
+    log_level: Option<String>,
+}
+
+/// The resolved configuration of `serve`.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub http: SocketAddr,
+    pub data_dir: PathBuf,
+    pub storage: StorageArg,
+    pub durability: DurabilityArg,
+    pub limits: Limits,
+    pub watchers_max: usize,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+/// Whether `name` was given on the command line or in the environment (not defaulted).
+fn explicit(matches: &ArgMatches, name: &str) -> bool {
+    matches!(matches.value_source(name), Some(ValueSource::CommandLine | ValueSource::EnvVariable))
+}
+
+/// Resolves `args` (flags and environment, with clap's defaults) over the optional file.
+pub fn resolve(args: ServeArgs, matches: &ArgMatches) -> anyhow::Result<ServeConfig> {
+    let file = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the config file {}", path.display()))?;
+            toml::from_str::<FileConfig>(&text)
+                .with_context(|| format!("the config file {} is not valid", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let pick = |name: &str| explicit(matches, name);
+    let listen = if pick("listen") {
+        args.listen
+    } else if let Some(listen) = file.listen {
+        listen
+    } else if let Ok(port) = std::env::var("GRPC_PORT") {
+        let port: u16 = port
+            .parse()
+            .with_context(|| format!("GRPC_PORT must be a port number, got {port:?}"))?;
+        SocketAddr::from(([127, 0, 0, 1], port))
+    } else {
+        args.listen
+    };
+    let config = ServeConfig {
+        listen,
+        http: if pick("http") { args.http } else { file.http.unwrap_or(args.http) },
+        data_dir: if pick("data_dir") {
+            args.data_dir
+        } else {
+            file.data_dir.unwrap_or(args.data_dir)
+        },
+        storage: if pick("storage") { args.storage } else { file.storage.unwrap_or(args.storage) },
+        durability: if pick("durability") {
+            args.durability
+        } else {
+            file.durability.unwrap_or(args.durability)
+        },
+        limits: Limits {
+            payload_bytes_max: if pick("payload_bytes_max") {
+                args.payload_bytes_max
+            } else {
+                file.payload_bytes_max.unwrap_or(args.payload_bytes_max)
+            },
+            response_bytes_max: if pick("response_bytes_max") {
+                args.response_bytes_max
+            } else {
+                file.response_bytes_max.unwrap_or(args.response_bytes_max)
+            },
+        },
+        watchers_max: if pick("watchers_max") {
+            args.watchers_max
+        } else {
+            file.watchers_max.unwrap_or(args.watchers_max)
+        },
+        log_format: if pick("log_format") {
+            args.log_format
+        } else {
+            file.log_format.unwrap_or(args.log_format)
+        },
+        log_level: if pick("log_level") {
+            args.log_level
+        } else {
+            file.log_level.unwrap_or(args.log_level)
+        },
+    };
+    validate(&config)?;
+    Ok(config)
+}
+
+fn validate(config: &ServeConfig) -> anyhow::Result<()> {
+    config.limits.validate().map_err(|e| anyhow::anyhow!("invalid limits: {e}"))?;
+    if config.watchers_max == 0 {
+        bail!("--watchers-max must be at least 1");
+    }
+    if config.listen == config.http && config.listen.port() != 0 {
+        bail!("--listen and --http must be different addresses (both are {})", config.listen);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn resolve_args(command_line: &[&str]) -> anyhow::Result<ServeConfig> {
+        let matches = Cli::command().try_get_matches_from(command_line)?;
+        let Command::Serve(args) = Cli::from_arg_matches(&matches)?.command else { unreachable!() };
+        resolve(args, matches.subcommand_matches("serve").expect("serve"))
+    }
+
+    #[test]
+    fn a_file_is_overridden_by_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:6000\"\nwatchers_max = 7\nstorage = \"memory\"\n",
+        )
+        .unwrap();
+        let path = path.to_str().unwrap();
+        let config = resolve_args(&["converge-ledger", "serve", "--config", path]).unwrap();
+        assert_eq!(
+            (config.listen.port(), config.watchers_max, config.storage),
+            (6000, 7, StorageArg::Memory)
+        );
+        let config =
+            resolve_args(&["converge-ledger", "serve", "--config", path, "--watchers-max", "9"])
+                .unwrap();
+        assert_eq!(config.watchers_max, 9, "a flag beats the file");
+        assert_eq!(config.listen.port(), 6000, "the file beats the default");
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_the_reason() {
+        let err =
+            resolve_args(&["converge-ledger", "serve", "--payload-bytes-max", "0"]).unwrap_err();
+        assert!(err.to_string().contains("payload limit"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "no_such_setting = 1\n").unwrap();
+        let err = resolve_args(&["converge-ledger", "serve", "--config", path.to_str().unwrap()])
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("no_such_setting"), "{err:#}");
+    }
+}

@@ -1,0 +1,245 @@
+//! The Rust client of Converge Ledger.
+//!
+//! What it is: [`Client`] implements [`LedgerApi`], the same trait as the embedded ledger, over
+//! gRPC: an engine written against the trait switches between in-process and remote by
+//! changing the line that builds its ledger (see `examples/switch.rs`). Statuses come back as
+//! typed [`LedgerError`]s; `watch` resumes after a dropped connection from the last sequence it
+//! delivered, without gap or duplicate; in [verifying mode](ClientConfig::verify) every entry's
+//! content hash is recomputed and every proof is checked against the context's tree head.
+//!
+//! What it is not: a second implementation of anything. Hashing and proof checks are the
+//! core's; wire conversions are `converge-proto`'s.
+
+mod verify;
+mod watch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use converge_api::{
+    AppendRequest, ConsistencyProof, GetRequest, GetResponse, InclusionProof, LedgerApi,
+    LedgerError, LoadRequest, LoadResponse, SnapshotResponse, TreeHead, WatchRequest, WatchStream,
+};
+use converge_core::Entry;
+use converge_proto::v1::context_service_client::ContextServiceClient;
+use converge_proto::v1::integrity_service_client::IntegrityServiceClient;
+use converge_proto::{convert, status, v1};
+use tonic::transport::{Channel, Endpoint};
+
+/// Largest message the client sends or accepts by default: a snapshot of up to 256 MiB. A
+/// server's own limits still apply.
+pub const MESSAGE_BYTES_MAX_DEFAULT: usize = 256 * 1024 * 1024 + 256 * 1024;
+
+/// How a client connects.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The server, e.g. `http://127.0.0.1:50051`.
+    pub server: String,
+    /// Recompute every entry's content hash and check every proof against the tree head.
+    pub verify: bool,
+    /// How long to wait for the connection.
+    pub connect_timeout: Duration,
+    /// Largest message sent or accepted.
+    pub message_bytes_max: usize,
+    /// Longest wait between attempts when a watch resumes after a dropped connection.
+    pub watch_retry_max: Duration,
+}
+
+impl ClientConfig {
+    /// Defaults for `server`.
+    pub fn new(server: impl Into<String>) -> Self {
+        Self {
+            server: server.into(),
+            verify: false,
+            connect_timeout: Duration::from_secs(10),
+            message_bytes_max: MESSAGE_BYTES_MAX_DEFAULT,
+            watch_retry_max: Duration::from_secs(5),
+        }
+    }
+
+    /// Turns the verifying mode on.
+    #[must_use]
+    pub fn verifying(mut self) -> Self {
+        self.verify = true;
+        self
+    }
+}
+
+/// A connection to a Converge Ledger node. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct Client {
+    context: ContextServiceClient<Channel>,
+    integrity: IntegrityServiceClient<Channel>,
+    config: Arc<ClientConfig>,
+}
+
+impl Client {
+    /// Connects to `server` with default settings.
+    pub async fn connect(server: impl Into<String>) -> Result<Self, LedgerError> {
+        Self::connect_with(ClientConfig::new(server)).await
+    }
+
+    /// Connects as `config` says.
+    pub async fn connect_with(config: ClientConfig) -> Result<Self, LedgerError> {
+        let endpoint = Endpoint::from_shared(config.server.clone())
+            .map_err(|e| {
+                LedgerError::InvalidArgument(format!("bad server address {:?}: {e}", config.server))
+            })?
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20));
+        let channel = endpoint.connect().await.map_err(|e| {
+            LedgerError::Unavailable(format!(
+                "cannot connect to {}: {e}; is the ledger running there?",
+                config.server
+            ))
+        })?;
+        Ok(Self::from_channel(channel, config))
+    }
+
+    /// A client over an existing channel.
+    pub fn from_channel(channel: Channel, config: ClientConfig) -> Self {
+        let max = config.message_bytes_max;
+        Self {
+            context: ContextServiceClient::new(channel.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            integrity: IntegrityServiceClient::new(channel)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            config: Arc::new(config),
+        }
+    }
+
+    /// The settings this client was made with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    pub(crate) fn context_service(&self) -> ContextServiceClient<Channel> {
+        self.context.clone()
+    }
+}
+
+fn from_status(status: &tonic::Status) -> LedgerError {
+    status::from_status(status)
+}
+
+impl LedgerApi for Client {
+    async fn append(&self, request: AppendRequest) -> Result<Arc<Entry>, LedgerError> {
+        let sent = self.config.verify.then(|| request.clone());
+        let resp = self
+            .context
+            .clone()
+            .append(convert::append_request_to_wire(request))
+            .await
+            .map_err(|s| from_status(&s))?
+            .into_inner();
+        let wire = resp.entry.ok_or_else(|| {
+            LedgerError::Verification("the ledger answered an append without the entry".into())
+        })?;
+        let entry = convert::entry_from_wire(wire)?;
+        if let Some(sent) = sent {
+            verify::appended(&sent, &entry)?;
+        }
+        Ok(Arc::new(entry))
+    }
+
+    async fn get(&self, request: GetRequest) -> Result<GetResponse, LedgerError> {
+        let context_id = request.context_id.clone();
+        let after = request.after_sequence;
+        let resp = self
+            .context
+            .clone()
+            .get(convert::get_request_to_wire(request))
+            .await
+            .map_err(|s| from_status(&s))?
+            .into_inner();
+        let resp = convert::get_response_from_wire(resp)?;
+        if self.config.verify {
+            verify::entries(&context_id, after, &resp.entries)?;
+        }
+        Ok(resp)
+    }
+
+    async fn snapshot(&self, context_id: &str) -> Result<SnapshotResponse, LedgerError> {
+        let req = v1::SnapshotRequest { context_id: context_id.to_string() };
+        let resp =
+            self.context.clone().snapshot(req).await.map_err(|s| from_status(&s))?.into_inner();
+        let resp = convert::snapshot_response_from_wire(resp)?;
+        if self.config.verify {
+            verify::snapshot(context_id, &resp)?;
+        }
+        Ok(resp)
+    }
+
+    async fn load(&self, request: LoadRequest) -> Result<LoadResponse, LedgerError> {
+        let resp = self
+            .context
+            .clone()
+            .load(convert::load_request_to_wire(request))
+            .await
+            .map_err(|s| from_status(&s))?
+            .into_inner();
+        Ok(convert::load_response_from_wire(&resp))
+    }
+
+    async fn watch(&self, request: WatchRequest) -> Result<WatchStream, LedgerError> {
+        watch::watch(self.clone(), request).await
+    }
+
+    async fn tree_head(&self, context_id: &str) -> Result<TreeHead, LedgerError> {
+        let req = v1::TreeHeadRequest { context_id: context_id.to_string() };
+        let head = self
+            .integrity
+            .clone()
+            .get_tree_head(req)
+            .await
+            .map_err(|s| from_status(&s))?
+            .into_inner();
+        convert::tree_head_from_wire(&head)
+    }
+
+    async fn prove_inclusion(
+        &self,
+        context_id: &str,
+        sequence: u64,
+        tree_size: u64,
+    ) -> Result<InclusionProof, LedgerError> {
+        let req = v1::InclusionRequest { context_id: context_id.to_string(), sequence, tree_size };
+        let proof = self
+            .integrity
+            .clone()
+            .prove_inclusion(req)
+            .await
+            .map_err(|s| from_status(&s))?
+            .into_inner();
+        let proof = convert::inclusion_from_wire(&proof)?;
+        if self.config.verify {
+            verify::inclusion(self, context_id, sequence, tree_size, &proof).await?;
+        }
+        Ok(proof)
+    }
+
+    async fn prove_consistency(
+        &self,
+        context_id: &str,
+        from_size: u64,
+        to_size: u64,
+    ) -> Result<ConsistencyProof, LedgerError> {
+        let req = v1::ConsistencyRequest { context_id: context_id.to_string(), from_size, to_size };
+        let proof = self
+            .integrity
+            .clone()
+            .prove_consistency(req)
+            .await
+            .map_err(|s| from_status(&s))?
+            .into_inner();
+        let proof = convert::consistency_from_wire(&proof)?;
+        if self.config.verify {
+            verify::consistency(self, context_id, to_size, &proof).await?;
+        }
+        Ok(proof)
+    }
+}

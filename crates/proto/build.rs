@@ -1,0 +1,20 @@
+//! Compiles `proto/` with protox (pure Rust, no system `protoc`) and generates the prost
+//! messages and tonic client and server code, plus the descriptor set server reflection
+//! serves.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto = "proto/converge/context/v1/context.proto";
+    println!("cargo:rerun-if-changed={proto}");
+    let fds = protox::compile([proto], ["proto"])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("converge_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
+    tonic_prost_build::configure()
+        .bytes(".")
+        .btree_map(".")
+        .emit_rerun_if_changed(false)
+        .build_transport(false)
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,29 @@
+//! The server's explicit limits, each with why it has the value it has.
+
+use std::time::Duration;
+
+/// Room for a request's envelope beyond its payload: names (2 KiB), metadata (64 KiB), field
+/// tags and lengths, with margin.
+pub const ENVELOPE_BYTES: usize = 256 * 1024;
+
+/// HTTP/2 streams one connection may have open at once. Enough for a busy engine's
+/// pipelined appends and watches on one connection; more is a misbehaving client.
+pub const CONCURRENT_STREAMS_MAX: u32 = 1024;
+
+/// Streams a client may make the server reset (by sending bad frames) before the connection
+/// is closed: bounds the "rapid reset" and "made-you-reset" attacks (CVE-2023-44487,
+/// CVE-2025-8671).
+pub const LOCAL_ERROR_RESETS_MAX: usize = 1024;
+
+/// Streams a client may cancel before the server has accepted them, per connection.
+pub const PENDING_ACCEPT_RESETS_MAX: usize = 100;
+
+/// How often the server pings an idle connection, and how long it waits for the pong before
+/// closing it: dead peers are noticed within a minute.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// See [`KEEPALIVE_INTERVAL`].
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Largest HTTP/2 header list a client may send (credentials and gRPC metadata fit easily).
+pub const HEADER_LIST_BYTES_MAX: u32 = 64 * 1024;

@@ -1,0 +1,140 @@
+//! Serving: the gRPC services with health, reflection and explicit limits on one listener,
+//! metrics and health over HTTP on another, and a graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use converge_ledger::Ledger;
+use converge_proto::v1::context_service_server::ContextServiceServer;
+use converge_proto::v1::integrity_service_server::IntegrityServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+
+use crate::limits::{
+    CONCURRENT_STREAMS_MAX, ENVELOPE_BYTES, HEADER_LIST_BYTES_MAX, KEEPALIVE_INTERVAL,
+    KEEPALIVE_TIMEOUT, LOCAL_ERROR_RESETS_MAX, PENDING_ACCEPT_RESETS_MAX,
+};
+use crate::metrics::Metrics;
+use crate::service::LedgerService;
+
+/// Serving failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The gRPC server failed.
+    #[error("the gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    /// Reflection could not be set up from the descriptors.
+    #[error("server reflection could not be set up: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The HTTP server failed.
+    #[error("the HTTP server failed: {0}")]
+    Http(std::io::Error),
+    /// Closing the ledger failed.
+    #[error("closing the ledger failed: {0}")]
+    Close(converge_api::LedgerError),
+}
+
+/// Where the server listens.
+pub struct Listeners {
+    /// gRPC.
+    pub grpc: TcpListener,
+    /// Metrics and health over HTTP, if wanted.
+    pub http: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// The gRPC address (useful when binding port 0).
+    pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {
+        self.grpc.local_addr()
+    }
+
+    /// The HTTP address, if any.
+    pub fn http_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        self.http.as_ref().map(TcpListener::local_addr).transpose()
+    }
+}
+
+/// Serves `ledger` until `shutdown` resolves, then shuts down gracefully: health turns
+/// `NOT_SERVING`, new requests are refused, watch streams end with `UNAVAILABLE`, requests in
+/// flight finish, the ledger flushes and closes. Returns when everything is closed.
+pub async fn run(
+    ledger: Ledger,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let metrics = Arc::new(Metrics::default());
+    let service = LedgerService::new(ledger.clone(), Arc::clone(&metrics));
+    let limits = ledger.config().limits;
+    let decode_max = limits.payload_bytes_max.max(limits.response_bytes_max) + ENVELOPE_BYTES;
+    let encode_max = limits.response_bytes_max + ENVELOPE_BYTES;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<ContextServiceServer<LedgerService>>().await;
+    health.set_serving::<IntegrityServiceServer<LedgerService>>().await;
+    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(converge_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let http = listeners.http.map(|listener| {
+        let router = crate::http::router(ledger.clone(), Arc::clone(&metrics));
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        })
+    });
+
+    let grpc_shutdown = {
+        let ledger = ledger.clone();
+        let health = health.clone();
+        async move {
+            shutdown.await;
+            info!(
+                "shutting down: refusing new requests, ending watch streams, finishing appends in flight"
+            );
+            health.set_not_serving::<ContextServiceServer<LedgerService>>().await;
+            health.set_not_serving::<IntegrityServiceServer<LedgerService>>().await;
+            health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            ledger.begin_close();
+            let _ = stop_tx.send(true);
+        }
+    };
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(CONCURRENT_STREAMS_MAX)
+        .http2_max_local_error_reset_streams(Some(LOCAL_ERROR_RESETS_MAX))
+        .http2_max_pending_accept_reset_streams(Some(PENDING_ACCEPT_RESETS_MAX))
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .http2_max_header_list_size(HEADER_LIST_BYTES_MAX)
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            ContextServiceServer::new(service.clone())
+                .max_decoding_message_size(decode_max)
+                .max_encoding_message_size(encode_max),
+        )
+        .add_service(
+            IntegrityServiceServer::new(service)
+                .max_decoding_message_size(decode_max)
+                .max_encoding_message_size(encode_max),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), grpc_shutdown)
+        .await?;
+    if let Some(http) = http
+        && let Ok(result) = http.await {
+            result.map_err(ServeError::Http)?;
+        }
+    ledger.close().await.map_err(ServeError::Close)?;
+    info!("ledger closed cleanly");
+    Ok(())
+}

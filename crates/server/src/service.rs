@@ -1,0 +1,215 @@
+//! The gRPC services: decode, call the embedded ledger, encode. Every handler runs under
+//! [`LedgerService::call`], which maps errors to statuses (through `converge_proto::status`,
+//! the one mapping), turns a panic into `INTERNAL` instead of a dead connection, and records
+//! metrics.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use converge_api::{LedgerApi, LedgerError};
+use converge_ledger::Ledger;
+use converge_proto::v1::context_service_server::ContextService;
+use converge_proto::v1::integrity_service_server::IntegrityService;
+use converge_proto::{convert, status, v1};
+use futures_util::FutureExt as _;
+use tonic::{Request, Response, Status};
+use tracing::error;
+
+use crate::metrics::{Method, Metrics};
+
+/// The message a client gets when a handler panicked. The panic itself is logged.
+const PANIC_MESSAGE: &str = "the server failed internally while handling this request (logged); it was not applied unless a later read shows it";
+
+/// Both services over one embedded ledger.
+#[derive(Clone)]
+pub struct LedgerService {
+    ledger: Ledger,
+    metrics: Arc<Metrics>,
+}
+
+impl LedgerService {
+    /// The services of `ledger`, counting into `metrics`.
+    pub fn new(ledger: Ledger, metrics: Arc<Metrics>) -> Self {
+        Self { ledger, metrics }
+    }
+
+    async fn call<T>(
+        &self,
+        method: Method,
+        handler: impl Future<Output = Result<T, LedgerError>>,
+    ) -> Result<Response<T>, Status> {
+        let started = Instant::now();
+        let outcome = match AssertUnwindSafe(handler).catch_unwind().await {
+            Ok(Ok(value)) => Ok(Response::new(value)),
+            Ok(Err(err)) => Err(status::to_status(&err)),
+            Err(panic) => {
+                self.metrics.panicked();
+                error!(rpc = ?method, panic = panic_text(panic.as_ref()), "handler panicked");
+                Err(Status::internal(PANIC_MESSAGE))
+            }
+        };
+        let code = outcome.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.metrics.observe(method, started.elapsed(), code);
+        outcome
+    }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// The Watch response stream.
+pub type WatchEvents =
+    Pin<Box<dyn futures_core::Stream<Item = Result<v1::WatchEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ContextService for LedgerService {
+    async fn append(
+        &self,
+        request: Request<v1::AppendRequest>,
+    ) -> Result<Response<v1::AppendResponse>, Status> {
+        self.call(Method::Append, async {
+            let req = convert::append_request_from_wire(request.into_inner());
+            let bytes = req.payload.len();
+            let entry = self.ledger.append(req).await?;
+            self.metrics.appended(bytes);
+            Ok(v1::AppendResponse { entry: Some(convert::entry_to_wire(&entry)) })
+        })
+        .await
+    }
+
+    async fn get(
+        &self,
+        request: Request<v1::GetRequest>,
+    ) -> Result<Response<v1::GetResponse>, Status> {
+        self.call(Method::Get, async {
+            let resp =
+                self.ledger.get(convert::get_request_from_wire(request.into_inner())).await?;
+            Ok(convert::get_response_to_wire(&resp))
+        })
+        .await
+    }
+
+    async fn snapshot(
+        &self,
+        request: Request<v1::SnapshotRequest>,
+    ) -> Result<Response<v1::SnapshotResponse>, Status> {
+        self.call(Method::Snapshot, async {
+            let resp = self.ledger.snapshot(&request.into_inner().context_id).await?;
+            Ok(convert::snapshot_response_to_wire(resp))
+        })
+        .await
+    }
+
+    async fn load(
+        &self,
+        request: Request<v1::LoadRequest>,
+    ) -> Result<Response<v1::LoadResponse>, Status> {
+        self.call(Method::Load, async {
+            let resp =
+                self.ledger.load(convert::load_request_from_wire(request.into_inner())).await?;
+            Ok(convert::load_response_to_wire(resp))
+        })
+        .await
+    }
+
+    type WatchStream = WatchEvents;
+
+    async fn watch(
+        &self,
+        request: Request<v1::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let metrics = Arc::clone(&self.metrics);
+        self.call(Method::Watch, async {
+            let entries =
+                self.ledger.watch(convert::watch_request_from_wire(request.into_inner())).await?;
+            Ok(Box::pin(WatchEventStream { entries, metrics, done: false }) as WatchEvents)
+        })
+        .await
+    }
+}
+
+/// Entries as watch events; a panic while producing one ends the stream with `INTERNAL`.
+struct WatchEventStream {
+    entries: converge_api::WatchStream,
+    metrics: Arc<Metrics>,
+    done: bool,
+}
+
+impl futures_core::Stream for WatchEventStream {
+    type Item = Result<v1::WatchEvent, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let this = &mut *self;
+        let polled =
+            std::panic::catch_unwind(AssertUnwindSafe(|| this.entries.as_mut().poll_next(cx)));
+        match polled {
+            Ok(Poll::Ready(Some(Ok(entry)))) => Poll::Ready(Some(Ok(v1::WatchEvent {
+                entry: Some(convert::entry_to_wire(&entry)),
+            }))),
+            Ok(Poll::Ready(Some(Err(err)))) => Poll::Ready(Some(Err(status::to_status(&err)))),
+            Ok(Poll::Ready(None)) => Poll::Ready(None),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => {
+                this.done = true;
+                this.metrics.panicked();
+                error!(panic = panic_text(panic.as_ref()), "watch stream panicked");
+                Poll::Ready(Some(Err(Status::internal(PANIC_MESSAGE))))
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl IntegrityService for LedgerService {
+    async fn get_tree_head(
+        &self,
+        request: Request<v1::TreeHeadRequest>,
+    ) -> Result<Response<v1::TreeHead>, Status> {
+        self.call(Method::GetTreeHead, async {
+            let head = self.ledger.tree_head(&request.into_inner().context_id).await?;
+            Ok(convert::tree_head_to_wire(&head))
+        })
+        .await
+    }
+
+    async fn prove_inclusion(
+        &self,
+        request: Request<v1::InclusionRequest>,
+    ) -> Result<Response<v1::InclusionProof>, Status> {
+        self.call(Method::ProveInclusion, async {
+            let req = request.into_inner();
+            let proof =
+                self.ledger.prove_inclusion(&req.context_id, req.sequence, req.tree_size).await?;
+            Ok(convert::inclusion_to_wire(&proof))
+        })
+        .await
+    }
+
+    async fn prove_consistency(
+        &self,
+        request: Request<v1::ConsistencyRequest>,
+    ) -> Result<Response<v1::ConsistencyProof>, Status> {
+        self.call(Method::ProveConsistency, async {
+            let req = request.into_inner();
+            let proof =
+                self.ledger.prove_consistency(&req.context_id, req.from_size, req.to_size).await?;
+            Ok(convert::consistency_to_wire(&proof))
+        })
+        .await
+    }
+}
