@@ -248,7 +248,9 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         args.clients > 0 && args.in_flight > 0 && args.contexts > 0,
         "--clients, --in-flight and --contexts must be positive"
     );
-    let (server, node) = if let Some(server) = &args.server { (server.clone(), None) } else {
+    let (server, node) = if let Some(server) = &args.server {
+        (server.clone(), None)
+    } else {
         let (url, node) = start_node(&args).await?;
         (url, Some(node))
     };

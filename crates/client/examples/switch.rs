@@ -40,7 +40,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         // ...or the same ledger in-process (memory here; `LedgerConfig::disk(dir)` for durable).
         None => {
-            engine(&converge_ledger::Ledger::open(converge_ledger::LedgerConfig::memory())?).await?;
+            engine(&converge_ledger::Ledger::open(converge_ledger::LedgerConfig::memory())?)
+                .await?;
         }
     }
     Ok(())

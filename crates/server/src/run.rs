@@ -131,9 +131,10 @@ pub async fn run(
         .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), grpc_shutdown)
         .await?;
     if let Some(http) = http
-        && let Ok(result) = http.await {
-            result.map_err(ServeError::Http)?;
-        }
+        && let Ok(result) = http.await
+    {
+        result.map_err(ServeError::Http)?;
+    }
     ledger.close().await.map_err(ServeError::Close)?;
     info!("ledger closed cleanly");
     Ok(())

@@ -1,0 +1,241 @@
+//! The client subcommands for people and scripts: output, `--json`, exit codes (0 ok, 1
+//! verification failed, 2 error), stdin payloads, and a quiet exit on a closed pipe.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+
+use converge_ledger::{Ledger, LedgerConfig};
+use converge_proto::v1;
+use converge_proto::v1::context_service_server::{ContextService, ContextServiceServer};
+use converge_proto::v1::integrity_service_server::{IntegrityService, IntegrityServiceServer};
+use converge_server::metrics::Metrics;
+use converge_server::service::{LedgerService, WatchEvents};
+use tonic::{Request, Response, Status};
+
+use crate::node::{BIN, Node};
+
+fn run(node_url: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("CONVERGE_LEDGER_SERVER", node_url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(bytes) = stdin {
+        input.write_all(bytes).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn subcommands_work_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &[]);
+    let url = node.url();
+    let out =
+        run(&url, &["append", "ctx", "facts", "market size 2.4B", "--meta", "agent=a1"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout(&out).starts_with("#1 ") && stdout(&out).contains("[agent=a1] market size 2.4B"),
+        "{}",
+        stdout(&out)
+    );
+    let out = run(&url, &["append", "ctx", "intents", "-", "--json"], Some(b"from stdin"));
+    let json: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(
+        (json["sequence"].as_u64(), json["payload"].as_str()),
+        (Some(2), Some("from stdin"))
+    );
+    run(&url, &["append", "ctx", "facts", "third", "--append-id", "x"], None);
+
+    let out = run(&url, &["get", "ctx", "--key", "facts", "--json"], None);
+    let json: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(json["latest_sequence"].as_u64(), Some(3));
+    let seqs: Vec<u64> = json["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![1, 3]);
+    let out = run(&url, &["get", "ctx", "--after", "1", "--limit", "1"], None);
+    assert_eq!(stdout(&out).lines().count(), 1);
+    assert!(stdout(&out).starts_with("#2 "));
+
+    let out = run(&url, &["verify", "ctx"], None);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(stdout(&out).starts_with("ok: 3 entries"), "{}", stdout(&out));
+    let out = run(&url, &["proof", "ctx", "2", "--json"], None);
+    let json: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!((json["ok"].as_bool(), json["tree_size"].as_u64()), (Some(true), Some(3)));
+
+    let blob = dir.path().join("ctx.snapshot");
+    let out = run(&url, &["snapshot", "ctx", "-o", blob.to_str().unwrap()], None);
+    assert!(out.status.success() && blob.exists(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&url, &["load", "restored", blob.to_str().unwrap(), "--fail-if-exists"], None);
+    assert!(stdout(&out).contains("restored 3 entries"), "{}", stdout(&out));
+    let out = run(&url, &["load", "restored", blob.to_str().unwrap(), "--fail-if-exists"], None);
+    assert_eq!(out.status.code(), Some(2), "an error exits 2");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already exists"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = run(&url, &["append", "bad\u{7}ctx", "k", "p"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("control character"));
+    let out = run("http://127.0.0.1:9", &["get", "ctx"], None);
+    assert_eq!(out.status.code(), Some(2), "no server exits 2");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+}
+
+#[test]
+fn watch_follows_live_and_a_closed_pipe_exits_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &[]);
+    let url = node.url();
+    for i in 0..200 {
+        run(&url, &["append", "ctx", "k", &format!("entry {i}")], None);
+    }
+    let mut watch = Command::new(BIN)
+        .args(["watch", "ctx", "--from", "198"])
+        .env("CONVERGE_LEDGER_SERVER", &url)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().starts_with("#199 "));
+    assert!(lines.next().unwrap().unwrap().starts_with("#200 "));
+    run(&url, &["append", "ctx", "k", "live one"], None);
+    assert!(lines.next().unwrap().unwrap().contains("live one"));
+    watch.kill().unwrap();
+    let _ = watch.wait();
+
+    // `get ctx | head -1`: the reader goes away after one line.
+    let mut get = Command::new(BIN)
+        .args(["get", "ctx"])
+        .env("CONVERGE_LEDGER_SERVER", &url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(get.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    drop(out);
+    let status = get.wait().unwrap();
+    assert!(first.starts_with("#1 "));
+    assert_eq!(status.code(), Some(0), "a broken pipe exits quietly with 0");
+}
+
+/// A node that lies: its Get changes one payload byte of entry 2, and its inclusion proofs carry
+/// a damaged hash. Everything else it answers honestly.
+#[derive(Clone)]
+struct Liar(LedgerService);
+
+#[tonic::async_trait]
+impl ContextService for Liar {
+    async fn append(
+        &self,
+        r: Request<v1::AppendRequest>,
+    ) -> Result<Response<v1::AppendResponse>, Status> {
+        self.0.append(r).await
+    }
+    async fn get(&self, r: Request<v1::GetRequest>) -> Result<Response<v1::GetResponse>, Status> {
+        let mut resp = self.0.get(r).await?;
+        for entry in &mut resp.get_mut().entries {
+            if entry.sequence == 2 {
+                let mut payload = entry.payload.to_vec();
+                payload[0] ^= 1;
+                entry.payload = payload.into();
+            }
+        }
+        Ok(resp)
+    }
+    async fn snapshot(
+        &self,
+        r: Request<v1::SnapshotRequest>,
+    ) -> Result<Response<v1::SnapshotResponse>, Status> {
+        self.0.snapshot(r).await
+    }
+    async fn load(
+        &self,
+        r: Request<v1::LoadRequest>,
+    ) -> Result<Response<v1::LoadResponse>, Status> {
+        self.0.load(r).await
+    }
+    type WatchStream = WatchEvents;
+    async fn watch(&self, r: Request<v1::WatchRequest>) -> Result<Response<WatchEvents>, Status> {
+        self.0.watch(r).await
+    }
+}
+
+#[tonic::async_trait]
+impl IntegrityService for Liar {
+    async fn get_tree_head(
+        &self,
+        r: Request<v1::TreeHeadRequest>,
+    ) -> Result<Response<v1::TreeHead>, Status> {
+        self.0.get_tree_head(r).await
+    }
+    async fn prove_inclusion(
+        &self,
+        r: Request<v1::InclusionRequest>,
+    ) -> Result<Response<v1::InclusionProof>, Status> {
+        let mut resp = self.0.prove_inclusion(r).await?;
+        if let Some(first) = resp.get_mut().hashes.first_mut() {
+            let mut hash = first.to_vec();
+            hash[31] ^= 1;
+            *first = hash.into();
+        }
+        Ok(resp)
+    }
+    async fn prove_consistency(
+        &self,
+        r: Request<v1::ConsistencyRequest>,
+    ) -> Result<Response<v1::ConsistencyProof>, Status> {
+        self.0.prove_consistency(r).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_and_proof_exit_1_when_the_node_lies() {
+    let ledger = Ledger::open(LedgerConfig::memory()).unwrap();
+    let liar = Liar(LedgerService::new(ledger, Arc::new(Metrics::default())));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ContextServiceServer::new(liar.clone()))
+            .add_service(IntegrityServiceServer::new(liar))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let (verify, proof) = tokio::task::spawn_blocking(move || {
+        for i in 0..3 {
+            assert!(
+                run(&url, &["append", "ctx", "k", &format!("entry {i}")], None).status.success()
+            );
+        }
+        (run(&url, &["verify", "ctx"], None), run(&url, &["proof", "ctx", "3"], None))
+    })
+    .await
+    .unwrap();
+    assert_eq!(verify.status.code(), Some(1), "verify: {}", stdout(&verify));
+    assert!(stdout(&verify).contains("MISMATCH: entry 2 has content hash"), "{}", stdout(&verify));
+    assert_eq!(proof.status.code(), Some(1), "proof: {}", stdout(&proof));
+    assert!(
+        stdout(&proof).contains("MISMATCH: the inclusion proof does not check out"),
+        "{}",
+        stdout(&proof)
+    );
+}

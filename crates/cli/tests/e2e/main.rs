@@ -1,0 +1,11 @@
+//! End-to-end tests: the real `converge-ledger` binary on free loopback ports, driven over
+//! gRPC and through its own client subcommands, the way an engine or an operator would.
+#![allow(clippy::cast_possible_truncation, reason = "test sizes and indices are small")]
+#![allow(missing_docs, unreachable_pub, reason = "test helpers")]
+
+mod cli;
+mod lifecycle;
+mod node;
+mod rpc;
+mod watch;
+mod wire;
