@@ -40,6 +40,11 @@ pub fn from_status(status: &Status) -> LedgerError {
         }
         Code::Unauthenticated => LedgerError::Unauthenticated(message),
         Code::PermissionDenied => LedgerError::PermissionDenied(message),
+        // A transport failure (connection reset, stream broken) surfaces as UNKNOWN with the
+        // I/O error as its source: the node is unreachable, not broken.
+        Code::Unknown if std::error::Error::source(status).is_some() => {
+            LedgerError::Unavailable(format!("the connection to the ledger failed: {message}"))
+        }
         _ => LedgerError::Internal(format!("{}: {message}", status.code().description())),
     }
 }

@@ -213,3 +213,32 @@ impl IntegrityService for LedgerService {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_internal_and_is_counted() {
+        let ledger = Ledger::open(converge_ledger::LedgerConfig::memory()).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let service = LedgerService::new(ledger.clone(), Arc::clone(&metrics));
+        let answer: Result<Response<()>, Status> = service
+            .call(Method::Append, async {
+                if metrics.render(&ledger).is_empty() {
+                    return Ok(());
+                }
+                panic!("a bug in a handler")
+            })
+            .await;
+        let status = answer.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert!(!status.message().contains("a bug"), "no panic text leaks to the client");
+        let text = metrics.render(&ledger);
+        assert!(text.contains("converge_handler_panics_total 1"), "{text}");
+        assert!(text.contains("converge_errors_total{code=\"INTERNAL\"} 1"), "{text}");
+        // The service keeps answering.
+        let ok = service.call(Method::Get, async { Ok::<_, LedgerError>(7) }).await.unwrap();
+        assert_eq!(ok.into_inner(), 7);
+    }
+}

@@ -28,8 +28,13 @@ fn field(line: &str, name: &str) -> Option<String> {
 impl Node {
     /// Starts a node on `dir` with extra flags, and waits until it prints `listening on`.
     pub fn start(dir: &Path, extra: &[&str]) -> Self {
+        Self::start_at(dir, "127.0.0.1:0", extra)
+    }
+
+    /// Starts a node listening on `grpc` (to restart one where its clients expect it).
+    pub fn start_at(dir: &Path, grpc: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--listen", grpc, "--http", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(extra)
             .env("CONVERGE_LEDGER_LOG_LEVEL", "info")
