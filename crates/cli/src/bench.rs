@@ -193,6 +193,7 @@ async fn watchers(
     clients: &[Client],
     count: usize,
     origin: Instant,
+    stop: &tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<Vec<(u64, u64, u64)>>>> {
     let mut handles = Vec::with_capacity(count);
     // Live entries only: start after what the context already holds.
@@ -203,16 +204,20 @@ async fn watchers(
         let mut stream = client
             .watch(WatchRequest { context_id: "bench-0".into(), key: None, from_sequence })
             .await?;
+        let mut stop = stop.clone();
         handles.push(tokio::spawn(async move {
             let mut seen = Vec::new();
-            while let Some(Ok(entry)) = stream.next().await {
-                let mut sent = [0; 8];
-                sent.copy_from_slice(&entry.payload()[..8]);
-                seen.push((
-                    entry.sequence().0,
-                    u64::from_le_bytes(sent),
-                    origin.elapsed().as_nanos() as u64,
-                ));
+            loop {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break,
+                    next = stream.next() => {
+                        let Some(Ok(entry)) = next else { break };
+                        let mut sent = [0; 8];
+                        sent.copy_from_slice(&entry.payload()[..8]);
+                        let received = origin.elapsed().as_nanos() as u64;
+                        seen.push((entry.sequence().0, u64::from_le_bytes(sent), received));
+                    }
+                }
             }
             seen
         }));
@@ -260,7 +265,8 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     let origin = Instant::now();
     let acks: Acks = Arc::default();
-    let watches = watchers(&clients, args.watchers, origin).await?;
+    let (stop_watchers, stop) = tokio::sync::watch::channel(false);
+    let watches = watchers(&clients, args.watchers, origin, &stop).await?;
     let load = appenders(&clients, &args, origin, &acks).await?;
     let fsync = fsync_median(node.as_ref(), args.metrics.as_deref()).await;
     // Give watchers a moment to receive the last entries, then stop them.
@@ -268,9 +274,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut delivery = Vec::new();
     let mut end_to_end = Vec::new();
     let acks = acks.lock().await.clone();
-    for handle in &watches {
-        handle.abort();
-    }
+    let _ = stop_watchers.send(true);
     for handle in watches {
         if let Ok(seen) = handle.await {
             for (seq, sent, received) in seen {

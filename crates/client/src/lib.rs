@@ -88,7 +88,10 @@ impl Client {
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(20));
+            .keep_alive_timeout(Duration::from_secs(20))
+            // Many requests in flight on one connection must not stall on window updates.
+            .initial_connection_window_size(8 * 1024 * 1024)
+            .initial_stream_window_size(2 * 1024 * 1024);
         let channel = endpoint.connect().await.map_err(|e| {
             LedgerError::Unavailable(format!(
                 "cannot connect to {}: {e}; is the ledger running there?",

@@ -27,3 +27,11 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Largest HTTP/2 header list a client may send (credentials and gRPC metadata fit easily).
 pub const HEADER_LIST_BYTES_MAX: u32 = 64 * 1024;
+
+/// HTTP/2 flow-control window per connection. Many appends in flight on one connection must
+/// not stall on window updates: 256 in flight of 1 KiB each is 256 KiB, above the 64 KiB
+/// protocol default.
+pub const CONNECTION_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
+
+/// HTTP/2 flow-control window per stream: room for one large append or response chunk.
+pub const STREAM_WINDOW_BYTES: u32 = 2 * 1024 * 1024;

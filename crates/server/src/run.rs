@@ -10,12 +10,13 @@ use converge_proto::v1::context_service_server::ContextServiceServer;
 use converge_proto::v1::integrity_service_server::IntegrityServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tracing::info;
 
 use crate::limits::{
-    CONCURRENT_STREAMS_MAX, ENVELOPE_BYTES, HEADER_LIST_BYTES_MAX, KEEPALIVE_INTERVAL,
-    KEEPALIVE_TIMEOUT, LOCAL_ERROR_RESETS_MAX, PENDING_ACCEPT_RESETS_MAX,
+    CONCURRENT_STREAMS_MAX, CONNECTION_WINDOW_BYTES, ENVELOPE_BYTES, HEADER_LIST_BYTES_MAX,
+    KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, LOCAL_ERROR_RESETS_MAX, PENDING_ACCEPT_RESETS_MAX,
+    STREAM_WINDOW_BYTES,
 };
 use crate::metrics::Metrics;
 use crate::service::LedgerService;
@@ -116,6 +117,8 @@ pub async fn run(
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .http2_max_header_list_size(HEADER_LIST_BYTES_MAX)
         .tcp_nodelay(true)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
@@ -128,7 +131,15 @@ pub async fn run(
                 .max_decoding_message_size(decode_max)
                 .max_encoding_message_size(encode_max),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), grpc_shutdown)
+        .serve_with_incoming_shutdown(
+            // Accepted sockets get TCP_NODELAY and keepalive here: the builder's settings only
+            // apply to listeners tonic binds itself. Without NODELAY, a lone request waits out
+            // the peer's delayed ACK (40 ms).
+            TcpIncoming::from(listeners.grpc)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(KEEPALIVE_INTERVAL)),
+            grpc_shutdown,
+        )
         .await?;
     if let Some(http) = http
         && let Ok(result) = http.await
