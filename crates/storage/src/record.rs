@@ -302,10 +302,15 @@ pub fn decode_fields_with(
         PayloadMode::Skip => Bytes::new(),
     };
     let pairs = usize::from(r.u16("metadata pairs")?);
-    let mut metadata = Vec::with_capacity(pairs.min(converge_core::limits::METADATA_PAIRS_MAX));
+    let mut metadata: Vec<(String, String)> =
+        Vec::with_capacity(pairs.min(converge_core::limits::METADATA_PAIRS_MAX));
     for _ in 0..pairs {
         let k = r.text_u32("metadata key")?.to_owned();
         let v = r.text_u32("metadata value")?.to_owned();
+        // Keys strictly ascending, as they are written: one encoding per entry.
+        if metadata.last().is_some_and(|(prev, _)| *prev >= k) {
+            return Err(RecordError::Field("metadata keys out of order".into()));
+        }
         metadata.push((k, v));
     }
     let metadata =

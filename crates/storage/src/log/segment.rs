@@ -112,6 +112,9 @@ impl SegmentHeader {
             bytes: r.u64("previous bytes").map_err(read)?,
             digest: r.hash("previous digest").map_err(read)?,
         };
+        if bytes[96..124].iter().any(|b| *b != 0) {
+            return Err(corrupt("reserved bytes are not zero"));
+        }
         Ok(Self { number, first_lsn, node, previous })
     }
 }
