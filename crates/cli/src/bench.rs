@@ -95,9 +95,14 @@ async fn start_node(args: &BenchArgs) -> anyhow::Result<(String, OwnNode)> {
     let serving = ledger.clone();
     let task = tokio::spawn(async move {
         let listeners = converge_server::Listeners { grpc, http: None };
-        if let Err(err) = converge_server::run(serving, listeners, async move {
-            let _ = stopped.await;
-        })
+        if let Err(err) = converge_server::run(
+            serving,
+            listeners,
+            converge_server::Security::default(),
+            async move {
+                let _ = stopped.await;
+            },
+        )
         .await
         {
             eprintln!("bench node failed: {err}");

@@ -35,6 +35,29 @@ pub enum Command {
     Proof(ProofArgs),
     /// Load-test a node over gRPC (or one it starts itself) and print throughput and latency.
     Bench(crate::bench::BenchArgs),
+    /// Manage the tokens a node accepts.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a new token, add its hash to the token file, and print the token (once: only its
+    /// hash is kept).
+    Create(TokenCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// The role: reader (Get, Watch, Snapshot, proofs), writer (also Append, Load), admin.
+    #[arg(long)]
+    pub role: String,
+    /// The token file to add it to (created if missing, readable only by its owner).
+    #[arg(long, env = "CONVERGE_LEDGER_TOKENS")]
+    pub tokens: PathBuf,
+    /// A name to remember it by (kept in the file beside the hash).
+    #[arg(long, default_value = "")]
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
@@ -100,6 +123,22 @@ pub struct ServeArgs {
     /// Log filter (tracing syntax, e.g. `info` or `converge_storage=debug`).
     #[arg(long, env = "CONVERGE_LEDGER_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// TLS certificate chain (PEM) for the gRPC port; needs --tls-key.
+    #[arg(long, env = "CONVERGE_LEDGER_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "CONVERGE_LEDGER_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM); needs TLS.
+    #[arg(long, env = "CONVERGE_LEDGER_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+    /// Token file: `<sha256 hex> <reader|writer|admin> [name]` per line (see `token create`).
+    /// Re-read on SIGHUP.
+    #[arg(long, env = "CONVERGE_LEDGER_TOKENS")]
+    pub tokens: Option<PathBuf>,
+    /// Listen on a non-loopback address without TLS and tokens anyway.
+    #[arg(long, env = "CONVERGE_LEDGER_INSECURE")]
+    pub insecure: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -115,6 +154,18 @@ pub struct ClientArgs {
     /// Print JSON (one object per entry or result) instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Trust this CA (PEM) for an `https://` server.
+    #[arg(long, env = "CONVERGE_LEDGER_CA", global = true)]
+    pub ca: Option<PathBuf>,
+    /// Present this certificate (PEM) to a server that requires client certificates.
+    #[arg(long, env = "CONVERGE_LEDGER_CLIENT_CERT", global = true)]
+    pub client_cert: Option<PathBuf>,
+    /// The key (PEM) of --client-cert.
+    #[arg(long, env = "CONVERGE_LEDGER_CLIENT_KEY", global = true)]
+    pub client_key: Option<PathBuf>,
+    /// Bearer token for servers that require one.
+    #[arg(long, env = "CONVERGE_LEDGER_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use converge_api::{AppendRequest, GetRequest, LedgerApi, LoadRequest, WatchRequest};
-use converge_client::{Client, ClientConfig};
+use converge_client::{Client, ClientConfig, ClientTls};
 use converge_core::merkle::CompactTree;
 use converge_core::{ContextId, Hash};
 use futures_util::StreamExt as _;
@@ -23,8 +23,28 @@ pub const VERIFICATION_FAILED: u8 = 1;
 /// Entries fetched per page by `verify`.
 const VERIFY_PAGE: u32 = 1000;
 
+/// The client settings the flags describe.
+pub fn client_config(args: &ClientArgs) -> anyhow::Result<ClientConfig> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let mut config = ClientConfig::new(args.server.clone());
+    config.token.clone_from(&args.token);
+    if let Some(ca) = &args.ca {
+        let identity = match (&args.client_cert, &args.client_key) {
+            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+            (None, None) => None,
+            _ => bail!("a client certificate needs both --client-cert and --client-key"),
+        };
+        config.tls = Some(ClientTls { ca_pem: read(ca)?, identity, domain: None });
+    } else if args.server.starts_with("https://") {
+        bail!("an https:// server needs --ca FILE (the CA that signed its certificate)");
+    }
+    Ok(config)
+}
+
 async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
-    Ok(Client::connect_with(ClientConfig::new(args.server.clone())).await?)
+    Ok(Client::connect_with(client_config(args)?).await?)
 }
 
 fn progress(message: &str) {

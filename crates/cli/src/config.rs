@@ -26,6 +26,11 @@ struct FileConfig {
     watchers_max: Option<usize>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    tokens: Option<PathBuf>,
+    insecure: Option<bool>,
 }
 
 /// The resolved configuration of `serve`.
@@ -40,6 +45,11 @@ pub struct ServeConfig {
     pub watchers_max: usize,
     pub log_format: LogFormat,
     pub log_level: String,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+    pub tokens: Option<PathBuf>,
+    pub insecure: bool,
 }
 
 /// Whether `name` was given on the command line or in the environment (not defaulted).
@@ -112,6 +122,11 @@ pub fn resolve(args: ServeArgs, matches: &ArgMatches) -> anyhow::Result<ServeCon
         } else {
             file.log_level.unwrap_or(args.log_level)
         },
+        tls_cert: args.tls_cert.or(file.tls_cert),
+        tls_key: args.tls_key.or(file.tls_key),
+        client_ca: args.client_ca.or(file.client_ca),
+        tokens: args.tokens.or(file.tokens),
+        insecure: args.insecure || file.insecure.unwrap_or(false),
     };
     validate(&config)?;
     Ok(config)
@@ -124,6 +139,21 @@ fn validate(config: &ServeConfig) -> anyhow::Result<()> {
     }
     if config.listen == config.http && config.listen.port() != 0 {
         bail!("--listen and --http must be different addresses (both are {})", config.listen);
+    }
+    if config.tls_cert.is_some() != config.tls_key.is_some() {
+        bail!("TLS needs both --tls-cert and --tls-key");
+    }
+    if config.client_ca.is_some() && config.tls_cert.is_none() {
+        bail!("--client-ca (client certificates) needs TLS: add --tls-cert and --tls-key");
+    }
+    let secured = config.tls_cert.is_some() && config.tokens.is_some();
+    if !config.listen.ip().is_loopback() && !secured && !config.insecure {
+        bail!(
+            "refusing to serve on {} without TLS and tokens: anyone who can reach it could read and append. \
+             Add --tls-cert FILE --tls-key FILE and --tokens FILE (make tokens with `converge-ledger token create`), \
+             listen on 127.0.0.1, or pass --insecure to accept the risk",
+            config.listen
+        );
     }
     Ok(())
 }
@@ -161,6 +191,36 @@ mod tests {
                 .unwrap();
         assert_eq!(config.watchers_max, 9, "a flag beats the file");
         assert_eq!(config.listen.port(), 6000, "the file beats the default");
+    }
+
+    #[test]
+    fn a_public_address_needs_tls_and_tokens_or_insecure() {
+        let err =
+            resolve_args(&["converge-ledger", "serve", "--listen", "0.0.0.0:50051"]).unwrap_err();
+        assert!(
+            err.to_string().contains("--tls-cert") && err.to_string().contains("--insecure"),
+            "{err}"
+        );
+        assert!(
+            resolve_args(&["converge-ledger", "serve", "--listen", "0.0.0.0:50051", "--insecure"])
+                .is_ok()
+        );
+        let secured = [
+            "converge-ledger",
+            "serve",
+            "--listen",
+            "0.0.0.0:50051",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tokens",
+            "t",
+        ];
+        assert!(resolve_args(&secured).is_ok());
+        assert!(resolve_args(&["converge-ledger", "serve"]).is_ok(), "loopback needs nothing");
+        let half = resolve_args(&["converge-ledger", "serve", "--tls-cert", "c.pem"]).unwrap_err();
+        assert!(half.to_string().contains("both"), "{half}");
     }
 
     #[test]

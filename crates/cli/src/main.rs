@@ -14,6 +14,7 @@ mod commands;
 mod config;
 mod output;
 mod serve;
+mod token;
 
 use std::process::ExitCode;
 
@@ -62,6 +63,7 @@ fn run() -> anyhow::Result<ExitCode> {
                     Command::Verify(args) => commands::verify(args).await,
                     Command::Proof(args) => commands::proof(args).await,
                     Command::Bench(args) => bench::bench(args).await,
+                    Command::Token(cli::TokenCommand::Create(args)) => token::create(&args),
                     Command::Serve(_) => unreachable!("handled above"),
                 }
             })

@@ -4,8 +4,13 @@ use std::io::Write as _;
 
 use anyhow::Context as _;
 use converge_ledger::{Durability, Ledger, LedgerConfig, StoreConfig};
-use converge_server::Listeners;
+use std::sync::Arc;
+
+use converge_server::auth::TokenStore;
+use converge_server::limits::TLS_HANDSHAKE_TIMEOUT;
+use converge_server::{Listeners, Security};
 use tokio::net::TcpListener;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tracing::{info, warn};
 
 use crate::cli::{DurabilityArg, StorageArg};
@@ -58,12 +63,61 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let grpc_addr = listeners.grpc_addr()?;
     let http_addr = listeners.http_addr()?.map(|a| a.to_string()).unwrap_or_default();
     info!(grpc = %grpc_addr, http = %http_addr, "serving");
+    let security = security(&config)?;
     let mut out = std::io::stdout();
     let _ = writeln!(out, "listening on {grpc_addr}");
     let _ = out.flush();
-    converge_server::run(ledger, listeners, shutdown_signal()).await?;
+    converge_server::run(ledger, listeners, security, shutdown_signal()).await?;
     info!("stopped");
     Ok(())
+}
+
+/// TLS and tokens from the configured files; a task re-reads the tokens on SIGHUP.
+fn security(config: &ServeConfig) -> anyhow::Result<Security> {
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path).with_context(|| format!("cannot read the {what} {}", path.display()))
+    };
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let identity =
+                Identity::from_pem(read(cert, "TLS certificate")?, read(key, "TLS key")?);
+            let mut tls = ServerTlsConfig::new().identity(identity).timeout(TLS_HANDSHAKE_TIMEOUT);
+            if let Some(ca) = &config.client_ca {
+                tls = tls.client_ca_root(Certificate::from_pem(read(ca, "client CA")?));
+            }
+            info!(cert = %cert.display(), client_certificates = config.client_ca.is_some(), "TLS on");
+            Some(tls)
+        }
+        _ => None,
+    };
+    let tokens = match &config.tokens {
+        Some(path) => {
+            let store = Arc::new(TokenStore::open(path)?);
+            info!(file = %path.display(), tokens = store.len(), "token authentication on");
+            spawn_reload_on_sighup(Arc::clone(&store));
+            Some(store)
+        }
+        None => None,
+    };
+    Ok(Security { tls, tokens })
+}
+
+fn spawn_reload_on_sighup(store: Arc<TokenStore>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        warn!("cannot listen for SIGHUP; token file changes need a restart");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match store.reload() {
+                Ok(count) => info!(tokens = count, "SIGHUP: token file reloaded"),
+                Err(err) => {
+                    warn!(error = %err, "SIGHUP: token file not reloaded; the previous tokens stay in force")
+                }
+            }
+        }
+    });
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -43,6 +43,21 @@ pub struct ClientConfig {
     pub message_bytes_max: usize,
     /// Longest wait between attempts when a watch resumes after a dropped connection.
     pub watch_retry_max: Duration,
+    /// TLS: the CA to trust, and optionally a client certificate (for servers that ask).
+    pub tls: Option<ClientTls>,
+    /// A bearer token sent with every call.
+    pub token: Option<String>,
+}
+
+/// TLS settings of a client: PEM bytes, as read from files.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// The certificate authority that signed the server's certificate.
+    pub ca_pem: Vec<u8>,
+    /// The client's certificate and key, for servers that require client certificates.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name to expect in the server's certificate (default: the host of the address).
+    pub domain: Option<String>,
 }
 
 impl ClientConfig {
@@ -54,6 +69,8 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(10),
             message_bytes_max: MESSAGE_BYTES_MAX_DEFAULT,
             watch_retry_max: Duration::from_secs(5),
+            tls: None,
+            token: None,
         }
     }
 
@@ -65,11 +82,29 @@ impl ClientConfig {
     }
 }
 
+/// Adds the bearer token, if any, to every call.
+#[derive(Clone)]
+pub struct TokenInterceptor(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for TokenInterceptor {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Transport = tonic::service::interceptor::InterceptedService<Channel, TokenInterceptor>;
+
 /// A connection to a Converge Ledger node. Cheap to clone; clones share the connection.
 #[derive(Clone)]
 pub struct Client {
-    context: ContextServiceClient<Channel>,
-    integrity: IntegrityServiceClient<Channel>,
+    context: ContextServiceClient<Transport>,
+    integrity: IntegrityServiceClient<Transport>,
     config: Arc<ClientConfig>,
 }
 
@@ -81,7 +116,7 @@ impl Client {
 
     /// Connects as `config` says.
     pub async fn connect_with(config: ClientConfig) -> Result<Self, LedgerError> {
-        let endpoint = Endpoint::from_shared(config.server.clone())
+        let mut endpoint = Endpoint::from_shared(config.server.clone())
             .map_err(|e| {
                 LedgerError::InvalidArgument(format!("bad server address {:?}: {e}", config.server))
             })?
@@ -92,27 +127,47 @@ impl Client {
             // Many requests in flight on one connection must not stall on window updates.
             .initial_connection_window_size(8 * 1024 * 1024)
             .initial_stream_window_size(2 * 1024 * 1024);
+        if let Some(tls) = &config.tls {
+            let mut tls_config = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(&tls.ca_pem));
+            if let Some((cert, key)) = &tls.identity {
+                tls_config = tls_config.identity(tonic::transport::Identity::from_pem(cert, key));
+            }
+            if let Some(domain) = &tls.domain {
+                tls_config = tls_config.domain_name(domain.clone());
+            }
+            endpoint = endpoint
+                .tls_config(tls_config)
+                .map_err(|e| LedgerError::InvalidArgument(format!("bad TLS settings: {e}")))?;
+        }
         let channel = endpoint.connect().await.map_err(|e| {
             LedgerError::Unavailable(format!(
                 "cannot connect to {}: {e}; is the ledger running there?",
                 config.server
             ))
         })?;
-        Ok(Self::from_channel(channel, config))
+        Self::from_channel(channel, config)
     }
 
     /// A client over an existing channel.
-    pub fn from_channel(channel: Channel, config: ClientConfig) -> Self {
+    pub fn from_channel(channel: Channel, config: ClientConfig) -> Result<Self, LedgerError> {
         let max = config.message_bytes_max;
-        Self {
-            context: ContextServiceClient::new(channel.clone())
+        let token = match &config.token {
+            Some(token) => Some(format!("Bearer {token}").parse().map_err(|_| {
+                LedgerError::InvalidArgument("the token must be printable ASCII".into())
+            })?),
+            None => None,
+        };
+        let interceptor = TokenInterceptor(token);
+        Ok(Self {
+            context: ContextServiceClient::with_interceptor(channel.clone(), interceptor.clone())
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
-            integrity: IntegrityServiceClient::new(channel)
+            integrity: IntegrityServiceClient::with_interceptor(channel, interceptor)
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
             config: Arc::new(config),
-        }
+        })
     }
 
     /// The settings this client was made with.
@@ -120,7 +175,7 @@ impl Client {
         &self.config
     }
 
-    pub(crate) fn context_service(&self) -> ContextServiceClient<Channel> {
+    pub(crate) fn context_service(&self) -> ContextServiceClient<Transport> {
         self.context.clone()
     }
 }

@@ -10,10 +10,11 @@
 //! What it is not: it decides nothing. Every rule lives in the embedded ledger and the core;
 //! every error is mapped to a status in `converge_proto::status`.
 
+pub mod auth;
 pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod run;
 pub mod service;
 
-pub use run::{Listeners, ServeError, run};
+pub use run::{Listeners, Security, ServeError, run};

@@ -35,3 +35,7 @@ pub const CONNECTION_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 
 /// HTTP/2 flow-control window per stream: room for one large append or response chunk.
 pub const STREAM_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
+
+/// Longest a client may take to finish the TLS handshake before the connection is closed: a
+/// slow or silent client must not hold a connection slot.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -112,6 +112,8 @@ pub struct Metrics {
     errors: [AtomicU64; CODES.len()],
     append_bytes: AtomicU64,
     panics: AtomicU64,
+    /// Calls refused before reaching a handler.
+    pub auth: std::sync::Arc<crate::auth::AuthCounters>,
 }
 
 impl Metrics {
@@ -160,6 +162,18 @@ impl Metrics {
             "converge_handler_panics_total",
             "Handler panics answered with INTERNAL.",
             self.panics.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "converge_unauthenticated_total",
+            "Calls refused for missing or invalid tokens.",
+            self.auth.unauthenticated.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "converge_permission_denied_total",
+            "Calls refused because the token's role does not allow them.",
+            self.auth.denied.load(Ordering::Relaxed),
         );
         gauge(&mut out, "converge_watchers", "Watch streams open.", ledger.watchers() as u64);
         gauge(

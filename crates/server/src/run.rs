@@ -38,6 +38,16 @@ pub enum ServeError {
     Close(converge_api::LedgerError),
 }
 
+/// Who may connect and call: TLS (optionally with client certificates) and bearer tokens.
+#[derive(Clone, Default)]
+pub struct Security {
+    /// TLS for the gRPC port.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// Tokens; without them every call is allowed (fine on loopback, refused elsewhere by the
+    /// binary unless the operator insists).
+    pub tokens: Option<Arc<crate::auth::TokenStore>>,
+}
+
 /// Where the server listens.
 pub struct Listeners {
     /// gRPC.
@@ -64,6 +74,7 @@ impl Listeners {
 pub async fn run(
     ledger: Ledger,
     listeners: Listeners,
+    security: Security,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::default());
@@ -109,7 +120,12 @@ pub async fn run(
             let _ = stop_tx.send(true);
         }
     };
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = security.tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
+        .layer(crate::auth::AuthLayer::new(security.tokens, Arc::clone(&metrics.auth)))
         .max_concurrent_streams(CONCURRENT_STREAMS_MAX)
         .http2_max_local_error_reset_streams(Some(LOCAL_ERROR_RESETS_MAX))
         .http2_max_pending_accept_reset_streams(Some(PENDING_ACCEPT_RESETS_MAX))

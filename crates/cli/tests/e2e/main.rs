@@ -7,5 +7,6 @@ mod cli;
 mod lifecycle;
 mod node;
 mod rpc;
+mod security;
 mod watch;
 mod wire;
