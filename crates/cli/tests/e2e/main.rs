@@ -4,6 +4,7 @@
 #![allow(missing_docs, unreachable_pub, reason = "test helpers")]
 
 mod cli;
+mod hardening;
 mod lifecycle;
 mod node;
 mod rpc;
