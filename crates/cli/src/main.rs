@@ -76,6 +76,12 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
+            if matches!(err.downcast_ref(), Some(converge_api::LedgerError::Unavailable(_))) {
+                eprintln!(
+                    "hint: is a node running at the --server address? A node serving TLS needs an \
+                     https:// address (and --ca if its certificate is not publicly trusted)"
+                );
+            }
             ExitCode::from(2)
         }
     }

@@ -41,7 +41,7 @@ pub fn create(args: &TokenCreateArgs) -> anyhow::Result<ExitCode> {
         .and_then(|()| file.sync_all())
         .with_context(|| format!("cannot write {}", args.tokens.display()))?;
     eprintln!(
-        "added a {} token to {}; it is shown once, keep it secret (send SIGHUP to a running node to load it)",
+        "added a token with role {} to {}; it is shown once, keep it secret (send SIGHUP to a running node to load it)",
         role.name(),
         args.tokens.display()
     );

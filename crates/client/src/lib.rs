@@ -21,6 +21,7 @@ use converge_api::{
     LedgerError, LoadRequest, LoadResponse, SnapshotResponse, TreeHead, WatchRequest, WatchStream,
 };
 use converge_core::Entry;
+use converge_proto::status::describe;
 use converge_proto::v1::context_service_client::ContextServiceClient;
 use converge_proto::v1::integrity_service_client::IntegrityServiceClient;
 use converge_proto::{convert, status, v1};
@@ -136,14 +137,15 @@ impl Client {
             if let Some(domain) = &tls.domain {
                 tls_config = tls_config.domain_name(domain.clone());
             }
-            endpoint = endpoint
-                .tls_config(tls_config)
-                .map_err(|e| LedgerError::InvalidArgument(format!("bad TLS settings: {e}")))?;
+            endpoint = endpoint.tls_config(tls_config).map_err(|e| {
+                LedgerError::InvalidArgument(format!("bad TLS settings: {}", describe(&e)))
+            })?;
         }
         let channel = endpoint.connect().await.map_err(|e| {
             LedgerError::Unavailable(format!(
-                "cannot connect to {}: {e}; is the ledger running there?",
-                config.server
+                "cannot connect to {}: {}; is the ledger running there?",
+                config.server,
+                describe(&e)
             ))
         })?;
         Self::from_channel(channel, config)

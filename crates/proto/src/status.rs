@@ -40,13 +40,33 @@ pub fn from_status(status: &Status) -> LedgerError {
         }
         Code::Unauthenticated => LedgerError::Unauthenticated(message),
         Code::PermissionDenied => LedgerError::PermissionDenied(message),
-        // A transport failure (connection reset, stream broken) surfaces as UNKNOWN with the
-        // I/O error as its source: the node is unreachable, not broken.
-        Code::Unknown if std::error::Error::source(status).is_some() => {
-            LedgerError::Unavailable(format!("the connection to the ledger failed: {message}"))
+        // A transport failure (connection reset, stream broken, HTTP/2 spoken to a TLS port)
+        // surfaces as UNKNOWN or INTERNAL made on this side, with the transport error as its
+        // source (statuses from the server have none): unreachable, not broken.
+        Code::Unknown | Code::Internal if std::error::Error::source(status).is_some() => {
+            let cause = std::error::Error::source(status).map(describe).unwrap_or_default();
+            let text = if cause.contains(&message) { cause } else { format!("{message}: {cause}") };
+            LedgerError::Unavailable(format!("the connection to the ledger failed: {text}"))
         }
         _ => LedgerError::Internal(format!("{}: {message}", status.code().description())),
     }
+}
+
+/// An error with its chain of causes, `outer: inner: root`, skipping a cause whose message
+/// its parent already shows. Transport errors say little at the top ("transport error") and
+/// the actionable part ("invalid peer certificate: UnknownIssuer") further down.
+pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(inner) = cause {
+        let part = inner.to_string();
+        if !part.is_empty() && !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 #[cfg(test)]
@@ -68,5 +88,28 @@ mod tests {
             assert_eq!(from_status(&to_status(&err)), err);
         }
         assert_eq!(to_status(&LedgerError::Internal("x".into())).code(), Code::Internal);
+    }
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    #[test]
+    fn describe_shows_each_new_cause_once() {
+        let root = Layer("invalid peer certificate: UnknownIssuer", None);
+        let repeated = Layer("invalid peer certificate: UnknownIssuer", Some(Box::new(root)));
+        let top = Layer("transport error", Some(Box::new(repeated)));
+        assert_eq!(describe(&top), "transport error: invalid peer certificate: UnknownIssuer");
     }
 }

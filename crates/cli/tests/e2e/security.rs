@@ -94,10 +94,13 @@ async fn tls_and_client_certificates() {
         tls_client(&node, &pki.other_ca, None, None).await.is_err(),
         "a server cert from another CA is refused"
     );
-    let plain = Client::connect(format!("http://{}", node.grpc)).await;
+    let plain = match Client::connect(format!("http://{}", node.grpc)).await {
+        Ok(client) => client.tree_head("c").await.map(|_| ()),
+        Err(err) => Err(err),
+    };
     assert!(
-        plain.is_err() || plain.unwrap().tree_head("c").await.is_err(),
-        "plaintext to a TLS port fails"
+        matches!(plain, Err(LedgerError::Unavailable(_))),
+        "plaintext to a TLS port fails as unreachable, not as a server error: {plain:?}"
     );
     drop(node);
 
@@ -263,4 +266,114 @@ fn a_public_address_is_refused_without_tls_and_tokens() {
     // Explicitly accepting the risk starts it.
     let node = Node::start_at(&dir.path().join("data"), "0.0.0.0:0", &["--insecure"]);
     assert!(node.grpc.ip().is_unspecified());
+}
+
+/// Raw TLS `ClientHello`s, to offer what no well-behaved client (rustls included) would:
+/// old protocol versions and non-AEAD cipher suites.
+mod hello {
+    /// `TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256`: TLS 1.2, AEAD.
+    pub const ECDSA_AES128_GCM: u16 = 0xc02b;
+    /// `TLS_AES_128_GCM_SHA256`: TLS 1.3.
+    pub const TLS13_AES128_GCM: u16 = 0x1301;
+    /// CBC (non-AEAD) suites, with ECDSA and RSA key exchange.
+    pub const CBC: [u16; 4] = [0xc009, 0xc023, 0x002f, 0x0035];
+
+    fn extension(out: &mut Vec<u8>, kind: u16, data: &[u8]) {
+        out.extend(kind.to_be_bytes());
+        out.extend(u16::try_from(data.len()).unwrap().to_be_bytes());
+        out.extend(data);
+    }
+
+    /// A `ClientHello` for `version` (0x0303 = TLS 1.2; 0x0304 = TLS 1.3, sent the 1.3 way)
+    /// offering `suites`, X25519/P-256 and ECDSA/RSA-PSS signatures.
+    pub fn client_hello(version: u16, suites: &[u16]) -> Vec<u8> {
+        let mut body = version.min(0x0303).to_be_bytes().to_vec();
+        body.extend([0x5a; 32]); // random
+        body.push(0); // no session id
+        body.extend(u16::try_from(suites.len() * 2).unwrap().to_be_bytes());
+        for suite in suites {
+            body.extend(suite.to_be_bytes());
+        }
+        body.extend([1, 0]); // null compression only
+        let mut extensions = Vec::new();
+        extension(&mut extensions, 0x000a, &[0, 4, 0x00, 0x1d, 0x00, 0x17]); // groups
+        extension(&mut extensions, 0x000b, &[1, 0]); // uncompressed points
+        extension(&mut extensions, 0x000d, &[0, 6, 0x04, 0x03, 0x08, 0x04, 0x04, 0x01]); // sigs
+        extension(&mut extensions, 0x0017, &[]); // extended master secret
+        extension(&mut extensions, 0xff01, &[0]); // renegotiation info
+        if version == 0x0304 {
+            extension(&mut extensions, 0x002b, &[2, 0x03, 0x04]); // supported versions
+            let mut share = vec![0, 36, 0x00, 0x1d, 0, 32];
+            share.extend([9; 32]); // an X25519 public key
+            extension(&mut extensions, 0x0033, &share);
+        }
+        body.extend(u16::try_from(extensions.len()).unwrap().to_be_bytes());
+        body.extend(extensions);
+        let mut handshake = vec![1]; // client_hello
+        handshake.extend(&u32::try_from(body.len()).unwrap().to_be_bytes()[1..]);
+        handshake.extend(body);
+        let mut record = vec![0x16, 0x03, 0x01];
+        record.extend(u16::try_from(handshake.len()).unwrap().to_be_bytes());
+        record.extend(handshake);
+        record
+    }
+}
+
+/// What the server answers a raw `ClientHello` with: `Ok(suite)` for a
+/// `ServerHello` choosing that cipher suite, or `Err(description)` for an alert.
+fn answer_to(addr: std::net::SocketAddr, hello: &[u8]) -> Result<u16, u8> {
+    use std::io::Write as _;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(hello).unwrap();
+    // record header (5), handshake header (4), version (2), random (32), session id length (1)
+    let mut head = [0u8; 44];
+    stream.read_exact(&mut head[..7]).expect("the server answers a ClientHello");
+    match head[0] {
+        0x15 => Err(head[6]),
+        0x16 => {
+            stream.read_exact(&mut head[7..44]).unwrap();
+            assert_eq!(head[5], 2, "a handshake answer to a ClientHello is a ServerHello");
+            // TLS 1.2 servers may assign a session id; skip it to reach the suite.
+            let mut rest = vec![0u8; usize::from(head[43]) + 2];
+            stream.read_exact(&mut rest).unwrap();
+            Ok(u16::from_be_bytes([rest[rest.len() - 2], rest[rest.len() - 1]]))
+        }
+        other => panic!("unexpected TLS record type {other:#x}"),
+    }
+}
+
+#[test]
+fn only_tls_1_3_and_tls_1_2_with_aead_suites_are_accepted() {
+    const HANDSHAKE_FAILURE: u8 = 40;
+    const PROTOCOL_VERSION: u8 = 70;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let node = Node::start(
+        &dir.path().join("data"),
+        &["--tls-cert", s(&pki.server_cert), "--tls-key", s(&pki.server_key)],
+    );
+    let both = [hello::TLS13_AES128_GCM, hello::ECDSA_AES128_GCM];
+    assert_eq!(
+        answer_to(node.grpc, &hello::client_hello(0x0304, &both)),
+        Ok(hello::TLS13_AES128_GCM),
+        "a client that offers TLS 1.3 gets it"
+    );
+    assert_eq!(
+        answer_to(node.grpc, &hello::client_hello(0x0303, &both)),
+        Ok(hello::ECDSA_AES128_GCM),
+        "TLS 1.2 with an AEAD suite is accepted"
+    );
+    assert_eq!(
+        answer_to(node.grpc, &hello::client_hello(0x0303, &hello::CBC)),
+        Err(HANDSHAKE_FAILURE),
+        "CBC suites are refused"
+    );
+    for old in [0x0301, 0x0302] {
+        assert_eq!(
+            answer_to(node.grpc, &hello::client_hello(old, &[hello::ECDSA_AES128_GCM])),
+            Err(PROTOCOL_VERSION),
+            "TLS {old:#06x} is refused"
+        );
+    }
 }
