@@ -113,7 +113,7 @@ fn spawn_reload_on_sighup(store: Arc<TokenStore>) {
             match store.reload() {
                 Ok(count) => info!(tokens = count, "SIGHUP: token file reloaded"),
                 Err(err) => {
-                    warn!(error = %err, "SIGHUP: token file not reloaded; the previous tokens stay in force")
+                    warn!(error = %err, "SIGHUP: token file not reloaded; the previous tokens stay in force");
                 }
             }
         }

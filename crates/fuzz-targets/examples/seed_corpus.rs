@@ -64,18 +64,18 @@ fn main() {
     let header = |kind, lsn| Header { kind, flags: 0, group: 0, term: 0, lsn };
     let mut out = Vec::new();
     record::encode(&mut out, &header(RecordKind::Entry, 2), |b| {
-        record::encode_entry_body(b, 1, &some[0], None)
+        record::encode_entry_body(b, 1, &some[0], None);
     });
     write(&records, "entry", &out);
     out.clear();
     let id = AppendId::try_new("retry-1").unwrap();
     record::encode(&mut out, &header(RecordKind::Entry, 3), |b| {
-        record::encode_entry_body(b, 1, &some[1], Some(&id))
+        record::encode_entry_body(b, 1, &some[1], Some(&id));
     });
     write(&records, "entry-with-metadata-and-id", &out);
     out.clear();
     record::encode(&mut out, &header(RecordKind::Context, 1), |b| {
-        record::encode_context_body(b, 1, &context)
+        record::encode_context_body(b, 1, &context);
     });
     write(&records, "context", &out);
     out.clear();

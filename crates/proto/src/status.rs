@@ -54,7 +54,7 @@ pub fn from_status(status: &Status) -> LedgerError {
 
 /// An error with its chain of causes, `outer: inner: root`, skipping a cause whose message
 /// its parent already shows. Transport errors say little at the top ("transport error") and
-/// the actionable part ("invalid peer certificate: UnknownIssuer") further down.
+/// the actionable part (`invalid peer certificate: UnknownIssuer`) further down.
 pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut cause = err.source();

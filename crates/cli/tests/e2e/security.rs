@@ -207,7 +207,7 @@ async fn tokens_and_roles() {
     r.tree_head("c").await.unwrap();
     match r.append(AppendRequest::new("c", "k", "by a reader")).await {
         Err(LedgerError::PermissionDenied(m)) => {
-            assert!(m.contains("reader") && m.contains("writer"), "{m}")
+            assert!(m.contains("reader") && m.contains("writer"), "{m}");
         }
         other => panic!("{other:?}"),
     }
