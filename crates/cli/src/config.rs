@@ -81,47 +81,25 @@ pub fn resolve(args: ServeArgs, matches: &ArgMatches) -> anyhow::Result<ServeCon
     } else {
         args.listen
     };
+    // A flag or environment variable wins, then the file, then the flag's default.
+    macro_rules! layered {
+        ($name:ident) => {
+            if pick(stringify!($name)) { args.$name } else { file.$name.unwrap_or(args.$name) }
+        };
+    }
     let config = ServeConfig {
         listen,
-        http: if pick("http") { args.http } else { file.http.unwrap_or(args.http) },
-        data_dir: if pick("data_dir") {
-            args.data_dir
-        } else {
-            file.data_dir.unwrap_or(args.data_dir)
-        },
-        storage: if pick("storage") { args.storage } else { file.storage.unwrap_or(args.storage) },
-        durability: if pick("durability") {
-            args.durability
-        } else {
-            file.durability.unwrap_or(args.durability)
-        },
+        http: layered!(http),
+        data_dir: layered!(data_dir),
+        storage: layered!(storage),
+        durability: layered!(durability),
         limits: Limits {
-            payload_bytes_max: if pick("payload_bytes_max") {
-                args.payload_bytes_max
-            } else {
-                file.payload_bytes_max.unwrap_or(args.payload_bytes_max)
-            },
-            response_bytes_max: if pick("response_bytes_max") {
-                args.response_bytes_max
-            } else {
-                file.response_bytes_max.unwrap_or(args.response_bytes_max)
-            },
+            payload_bytes_max: layered!(payload_bytes_max),
+            response_bytes_max: layered!(response_bytes_max),
         },
-        watchers_max: if pick("watchers_max") {
-            args.watchers_max
-        } else {
-            file.watchers_max.unwrap_or(args.watchers_max)
-        },
-        log_format: if pick("log_format") {
-            args.log_format
-        } else {
-            file.log_format.unwrap_or(args.log_format)
-        },
-        log_level: if pick("log_level") {
-            args.log_level
-        } else {
-            file.log_level.unwrap_or(args.log_level)
-        },
+        watchers_max: layered!(watchers_max),
+        log_format: layered!(log_format),
+        log_level: layered!(log_level),
         tls_cert: args.tls_cert.or(file.tls_cert),
         tls_key: args.tls_key.or(file.tls_key),
         client_ca: args.client_ca.or(file.client_ca),

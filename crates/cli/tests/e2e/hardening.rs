@@ -41,16 +41,6 @@ fn p99(mut latencies: Vec<Duration>) -> Duration {
     latencies.get(latencies.len() * 99 / 100).copied().unwrap_or_default()
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Runs `abuse` (blocking) while a good client appends; checks the good client never failed,
 /// the node is alive and its memory grew by less than `rss_growth_kib`.
 async fn under_abuse(
@@ -65,7 +55,7 @@ async fn under_abuse(
     stop.store(true, Ordering::SeqCst);
     let (base_latencies, base_failures) = baseline.await.unwrap();
     assert!(base_failures.is_empty(), "{base_failures:?}");
-    let rss_before = rss_kib(node.pid());
+    let rss_before = node.rss_kib();
 
     let stop = Arc::new(AtomicBool::new(false));
     let during = good_client(node, Arc::clone(&stop));
@@ -73,7 +63,7 @@ async fn under_abuse(
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::SeqCst);
     let (latencies, failures) = during.await.unwrap();
-    let rss_after = rss_kib(node.pid());
+    let rss_after = node.rss_kib();
     assert!(failures.is_empty(), "{what}: the well-behaved client failed: {failures:?}");
     assert!(!latencies.is_empty(), "{what}: the well-behaved client was answered");
     assert!(

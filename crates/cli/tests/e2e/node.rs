@@ -93,6 +93,18 @@ impl Node {
         self.child.as_ref().expect("running").id()
     }
 
+    /// The node's resident memory, from `/proc`.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
     pub async fn client(&self) -> Client {
         Client::connect(self.url()).await.expect("connect to the node")
     }

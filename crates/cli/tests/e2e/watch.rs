@@ -57,16 +57,6 @@ async fn two_hundred_concurrent_watchers_each_see_every_entry_once() {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_watcher_while_100_000_entries_are_appended() {
     const N: u64 = 100_000;
@@ -84,11 +74,11 @@ async fn a_stalled_watcher_while_100_000_entries_are_appended() {
         .unwrap();
     write(&clients, "busy", 1, 1, 256).await;
     assert_eq!(stalled.next().await.unwrap().unwrap().sequence().0, 1);
-    let rss_before = rss_kib(node.pid());
+    let rss_before = node.rss_kib();
     timeout(Duration::from_secs(600), write(&clients, "busy", N as usize - 1, 256, 256))
         .await
         .expect("the writer is never held up by a stalled watcher");
-    let rss_after = rss_kib(node.pid());
+    let rss_after = node.rss_kib();
     assert!(
         rss_after < rss_before + 200 * 1024,
         "the server's memory stays bounded while a watcher stalls: {rss_before} KiB → {rss_after} KiB"
