@@ -7,7 +7,7 @@ use converge_ledger::{Durability, Ledger, LedgerConfig, StoreConfig};
 use std::sync::Arc;
 
 use converge_server::auth::TokenStore;
-use converge_server::limits::TLS_HANDSHAKE_TIMEOUT;
+use converge_server::limits::HANDSHAKE_TIMEOUT;
 use converge_server::{Listeners, Security};
 use tokio::net::TcpListener;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
@@ -81,7 +81,7 @@ fn security(config: &ServeConfig) -> anyhow::Result<Security> {
         (Some(cert), Some(key)) => {
             let identity =
                 Identity::from_pem(read(cert, "TLS certificate")?, read(key, "TLS key")?);
-            let mut tls = ServerTlsConfig::new().identity(identity).timeout(TLS_HANDSHAKE_TIMEOUT);
+            let mut tls = ServerTlsConfig::new().identity(identity).timeout(HANDSHAKE_TIMEOUT);
             if let Some(ca) = &config.client_ca {
                 tls = tls.client_ca_root(Certificate::from_pem(read(ca, "client CA")?));
             }

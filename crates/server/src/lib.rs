@@ -2,7 +2,8 @@
 //!
 //! What it is: `ContextService` and `IntegrityService` (`converge.context.v1`) over the
 //! embedded ledger, answering `grpc.health.v1` and server reflection, with explicit limits
-//! (message sizes, concurrent streams, HTTP/2 reset limits, keepalive), handler panics turned
+//! (message sizes, concurrent streams, HTTP/2 reset limits, keepalive, connections and
+//! handshake time), TLS and token authentication, handler panics turned
 //! into `INTERNAL`, Prometheus metrics and a health check over HTTP, and a graceful shutdown.
 //! [`run`](run::run) serves a ledger on listeners the caller binds, so tests and the binary
 //! start it the same way.
@@ -11,6 +12,7 @@
 //! every error is mapped to a status in `converge_proto::status`.
 
 pub mod auth;
+pub mod connections;
 pub mod http;
 pub mod limits;
 pub mod metrics;

@@ -36,6 +36,14 @@ pub const CONNECTION_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 /// HTTP/2 flow-control window per stream: room for one large append or response chunk.
 pub const STREAM_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
 
-/// Longest a client may take to finish the TLS handshake before the connection is closed: a
-/// slow or silent client must not hold a connection slot.
-pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a client may take to start talking (its first bytes of HTTP/2, or of TLS) and to
+/// finish the TLS handshake before the connection is closed: a slow or silent client must not
+/// hold a connection slot.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most gRPC connections open at once; more are closed as they are accepted. Engines share a
+/// few connections (HTTP/2 multiplexes), so this is far above any real deployment and far
+/// below what would exhaust memory (each idle connection costs about 15 KiB). The process
+/// also needs a file-descriptor limit above it (`ulimit -n`); where that is lower, accepts
+/// fail first and the server backs off instead of spinning.
+pub const CONNECTIONS_MAX: usize = 10_000;

@@ -114,6 +114,8 @@ pub struct Metrics {
     panics: AtomicU64,
     /// Calls refused before reaching a handler.
     pub auth: std::sync::Arc<crate::auth::AuthCounters>,
+    /// Connections refused or cut off by the connection bounds.
+    pub connections: std::sync::Arc<crate::connections::ConnectionCounters>,
 }
 
 impl Metrics {
@@ -163,18 +165,7 @@ impl Metrics {
             "Handler panics answered with INTERNAL.",
             self.panics.load(Ordering::Relaxed),
         );
-        counter(
-            &mut out,
-            "converge_unauthenticated_total",
-            "Calls refused for missing or invalid tokens.",
-            self.auth.unauthenticated.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "converge_permission_denied_total",
-            "Calls refused because the token's role does not allow them.",
-            self.auth.denied.load(Ordering::Relaxed),
-        );
+        self.render_refusals(&mut out);
         gauge(&mut out, "converge_watchers", "Watch streams open.", ledger.watchers() as u64);
         gauge(
             &mut out,
@@ -230,6 +221,40 @@ impl Metrics {
             let _ = writeln!(out, "converge_fsync_batch_records_count {}", log.batches);
         }
         out
+    }
+
+    /// What was turned away before reaching a handler: calls and connections.
+    fn render_refusals(&self, out: &mut String) {
+        counter(
+            out,
+            "converge_unauthenticated_total",
+            "Calls refused for missing or invalid tokens.",
+            self.auth.unauthenticated.load(Ordering::Relaxed),
+        );
+        counter(
+            out,
+            "converge_permission_denied_total",
+            "Calls refused because the token's role does not allow them.",
+            self.auth.denied.load(Ordering::Relaxed),
+        );
+        counter(
+            out,
+            "converge_connections_refused_total",
+            "Connections closed on accept because the most connections were open.",
+            self.connections.refused.load(Ordering::Relaxed),
+        );
+        counter(
+            out,
+            "converge_connections_silent_total",
+            "Connections closed because the client sent nothing within the handshake timeout.",
+            self.connections.silent.load(Ordering::Relaxed),
+        );
+        counter(
+            out,
+            "converge_accept_errors_total",
+            "Failed accepts (e.g. out of file descriptors).",
+            self.connections.accept_errors.load(Ordering::Relaxed),
+        );
     }
 
     fn render_rpcs(&self, out: &mut String) {

@@ -151,9 +151,13 @@ pub async fn run(
             // Accepted sockets get TCP_NODELAY and keepalive here: the builder's settings only
             // apply to listeners tonic binds itself. Without NODELAY, a lone request waits out
             // the peer's delayed ACK (40 ms).
-            TcpIncoming::from(listeners.grpc)
-                .with_nodelay(Some(true))
-                .with_keepalive(Some(KEEPALIVE_INTERVAL)),
+            crate::connections::bounded(
+                TcpIncoming::from(listeners.grpc)
+                    .with_nodelay(Some(true))
+                    .with_keepalive(Some(KEEPALIVE_INTERVAL)),
+                crate::limits::CONNECTIONS_MAX,
+                Arc::clone(&metrics.connections),
+            ),
             grpc_shutdown,
         )
         .await?;

@@ -1,7 +1,7 @@
 //! Who may talk to the ledger: TLS, client certificates, tokens and roles, SIGHUP reloads, and
 //! the refusal to serve a public address unprotected — against the real binary.
 
-use std::io::Read as _;
+use std::io::{ErrorKind, Read as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -148,24 +148,45 @@ async fn tls_and_client_certificates() {
 fn a_silent_client_is_cut_off_after_the_handshake_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
-    let node = Node::start(
-        &dir.path().join("data"),
+    let tls = Node::start(
+        &dir.path().join("tls"),
         &["--tls-cert", s(&pki.server_cert), "--tls-key", s(&pki.server_key)],
     );
-    let mut stream = std::net::TcpStream::connect(node.grpc).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let plain = Node::start(&dir.path().join("plain"), &[]);
     let started = Instant::now();
-    let mut buf = [0u8; 16];
-    let read = stream.read(&mut buf);
-    assert!(
-        matches!(read, Ok(0) | Err(_)),
-        "the server closes a connection that never completes a handshake"
-    );
+    // Silent from the start, and a trickle too slow to finish the 24-byte HTTP/2 preface.
+    let mut silent_tls = std::net::TcpStream::connect(tls.grpc).unwrap();
+    let mut silent_plain = std::net::TcpStream::connect(plain.grpc).unwrap();
+    let mut trickle = std::net::TcpStream::connect(plain.grpc).unwrap();
+    for byte in b"PRI * HT" {
+        std::io::Write::write_all(&mut trickle, &[*byte]).unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    for (what, stream) in
+        [("TLS", &mut silent_tls), ("plaintext", &mut silent_plain), ("trickle", &mut trickle)]
+    {
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        // The server may speak first (HTTP/2 SETTINGS); what counts is that it then closes.
+        let mut buf = [0u8; 256];
+        let closed = loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    break Err(e);
+                }
+                Err(_) => break Ok(()), // reset
+            }
+        };
+        assert!(closed.is_ok(), "{what}: the server closes a connection that never gets going");
+    }
     assert!(
         started.elapsed() < Duration::from_secs(25),
         "closed by the handshake timeout, after {:?}",
         started.elapsed()
     );
+    let (_, metrics) = plain.http_get("/metrics");
+    assert!(metrics.contains("converge_connections_silent_total 2"), "{metrics}");
 }
 
 fn create_token(tokens: &Path, role: &str) -> String {
