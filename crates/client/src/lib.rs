@@ -10,6 +10,7 @@
 //! What it is not: a second implementation of anything. Hashing and proof checks are the
 //! core's; wire conversions are `converge-proto`'s.
 
+mod connector;
 mod verify;
 mod watch;
 
@@ -141,7 +142,8 @@ impl Client {
                 LedgerError::InvalidArgument(format!("bad TLS settings: {}", describe(&e)))
             })?;
         }
-        let channel = endpoint.connect().await.map_err(|e| {
+        let connector = connector::Connector::new(config.connect_timeout);
+        let channel = endpoint.connect_with_connector(connector).await.map_err(|e| {
             LedgerError::Unavailable(format!(
                 "cannot connect to {}: {}; is the ledger running there?",
                 config.server,

@@ -3,11 +3,13 @@
 //! What it is: the prost messages and tonic client and server stubs generated at build time
 //! from `proto/converge/context/v1/context.proto` (by protox: no system `protoc`), the encoded
 //! descriptor set for server reflection, the conversions between wire messages and
-//! `converge-api` types ([`convert`]), and the mapping between `LedgerError` and gRPC
-//! statuses ([`status`]).
+//! `converge-api` types ([`convert`]), the mapping between `LedgerError` and gRPC
+//! statuses ([`status`]), and the write coalescing both ends put under HTTP/2 ([`coalesce`]).
 //!
-//! What it is not: it holds no behaviour; the server and the client are thin shells around it.
+//! What it is not: it holds no ledger behaviour; the server and the client are thin shells
+//! around it.
 
+pub mod coalesce;
 pub mod convert;
 pub mod status;
 

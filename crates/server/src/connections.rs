@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
+use converge_proto::coalesce::Coalesced;
 use futures_core::Stream;
 use futures_util::StreamExt as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -80,7 +81,7 @@ pub fn bounded(
 /// An accepted connection holding one of the connection slots until it closes, and
 /// failing its reads if the client says nothing in time.
 pub struct Guarded {
-    stream: TcpStream,
+    stream: Coalesced<TcpStream>,
     _slot: OwnedSemaphorePermit,
     /// Armed until the client has sent [`OPENING_BYTES`].
     opening: Option<Opening>,
@@ -100,7 +101,12 @@ impl Guarded {
     ) -> Self {
         let deadline =
             Box::pin(tokio::time::sleep_until((Instant::now() + HANDSHAKE_TIMEOUT).into()));
-        Self { stream, _slot: slot, opening: Some(Opening { deadline, received: 0 }), counters }
+        Self {
+            stream: Coalesced::new(stream),
+            _slot: slot,
+            opening: Some(Opening { deadline, received: 0 }),
+            counters,
+        }
     }
 }
 
@@ -171,7 +177,7 @@ impl Connected for Guarded {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        self.stream.get_ref().connect_info()
     }
 }
 
