@@ -88,6 +88,46 @@ fn rehash_for_another_context() {
     assert_eq!(again.tree_head(), moved.tree_head());
 }
 
+/// Checks one entry at a time, last first, each on its own thread: the most scrambled split.
+fn check_backwards(entries: &[Entry], check: &(dyn Fn(&[Entry]) + Sync)) {
+    std::thread::scope(|scope| {
+        for i in (0..entries.len()).rev() {
+            scope.spawn(move || check(&entries[i..=i]));
+        }
+    });
+}
+
+#[test]
+fn split_checks_verify_the_same_and_name_the_lowest_mismatch() {
+    let (_, entries, blob) = golden_blob();
+    assert!(entries.len() >= 3);
+    let bytes = Bytes::from(blob.clone());
+    let whole = snapshot::decode(&bytes, &Limits::default()).unwrap();
+    let split = snapshot::decode_with(&bytes, &Limits::default(), check_backwards).unwrap();
+    assert_eq!(split.tree_head(), whole.tree_head());
+    assert_eq!(split.entries(), whole.entries());
+
+    // Forge the stored hashes of the second and the last entry.
+    let mut forged = blob;
+    for entry in [&entries[1], &entries[entries.len() - 1]] {
+        let hash = entry.content_hash();
+        let at = forged.windows(32).position(|w| w == hash.as_bytes()).unwrap();
+        forged[at] ^= 0x01;
+    }
+    let forged = Bytes::from(reseal(forged));
+    let err = snapshot::decode_with(&forged, &Limits::default(), check_backwards).unwrap_err();
+    assert!(matches!(err, SnapshotError::ContentHash(ref m) if m.sequence == Seq(2)), "{err}");
+}
+
+#[test]
+#[should_panic(expected = "must check every entry")]
+fn a_split_that_skips_entries_is_a_bug_not_a_pass() {
+    let (_, _, blob) = golden_blob();
+    let _ = snapshot::decode_with(&Bytes::from(blob), &Limits::default(), |entries, check| {
+        check(&entries[1..]);
+    });
+}
+
 #[test]
 fn every_single_byte_change_loss_or_addition_is_refused() {
     let (_, _, blob) = golden_blob();

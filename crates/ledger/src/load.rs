@@ -38,8 +38,14 @@ fn load_blocking(
     req: &LoadRequest,
 ) -> Result<LoadResponse, LedgerError> {
     // Everything is verified before storage sees a byte.
-    let verified =
-        snapshot::decode(&req.snapshot, &inner.config.limits).map_err(|e| errors::snapshot(&e))?;
+    let verified = snapshot::decode_with(&req.snapshot, &inner.config.limits, |entries, check| {
+        let (left, right) = entries.split_at(entries.len() / 2);
+        std::thread::scope(|scope| {
+            scope.spawn(|| check(left));
+            check(right);
+        });
+    })
+    .map_err(|e| errors::snapshot(&e))?;
     let verified = rehash(verified, target);
     let context = inner.store.context(target).map_err(errors::storage)?;
     for _ in 0..LOAD_ATTEMPTS_MAX {
@@ -85,7 +91,8 @@ fn load_blocking(
 }
 
 /// The snapshot's entries hashed for `target`: the context id is part of every content hash.
-/// Two threads share the work (hashing is most of a load's CPU).
+/// Two threads share the work, as they share the checks in decoding: hashing is most of a
+/// load's CPU.
 fn rehash(verified: VerifiedSnapshot, target: &ContextId) -> VerifiedSnapshot {
     if verified.context() == target {
         return verified;

@@ -1,9 +1,12 @@
 //! Reading and verifying snapshot blobs (layout in the module above).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+
 use bytes::Bytes;
 
 use crate::codec::{ReadError, Reader};
-use crate::entry::{Entry, EntryParts};
+use crate::entry::{ContentHashMismatch, Entry, EntryParts};
 use crate::lamport::LamportTime;
 use crate::limits::{Limits, METADATA_PAIRS_MAX};
 use crate::merkle::{RootHash, TreeSize};
@@ -19,6 +22,24 @@ use super::{
 /// sequences `1..n` without gaps, times and clocks increasing, every content hash, the tree
 /// size and the root. Payloads share `blob`'s memory instead of being copied.
 pub fn decode(blob: &Bytes, limits: &Limits) -> Result<VerifiedSnapshot, SnapshotError> {
+    decode_with(blob, limits, |entries, check| check(entries))
+}
+
+/// [`decode`], letting the caller split the content-hash checks (most of the work) across
+/// threads: `run` receives the parsed entries and a check for any slice of them, and must call
+/// it on every entry exactly once (a shell can hand halves to two threads; the core spawns
+/// none). With several mismatches, the error names the lowest sequence, however the work was
+/// split.
+///
+/// # Panics
+///
+/// If `run` did not check as many entries as there are: a bug in the caller, which would
+/// otherwise let an unchecked entry through.
+pub fn decode_with(
+    blob: &Bytes,
+    limits: &Limits,
+    run: impl FnOnce(&[Entry], &(dyn Fn(&[Entry]) + Sync)),
+) -> Result<VerifiedSnapshot, SnapshotError> {
     let body = check_envelope(blob)?;
     let mut reader = Reader::new(body);
     reader.take(MAGIC.len() + 4, "magic and version")?;
@@ -35,9 +56,7 @@ pub fn decode(blob: &Bytes, limits: &Limits) -> Result<VerifiedSnapshot, Snapsho
     let mut entries = Vec::with_capacity(count);
     for i in 0..count {
         // `count` is below the number of bytes in the blob, so `i + 1` cannot overflow.
-        let entry = read_entry(&mut reader, blob, Seq(i as u64 + 1), limits)?;
-        entry.verify(&context).map_err(SnapshotError::ContentHash)?;
-        entries.push(entry);
+        entries.push(read_entry(&mut reader, blob, Seq(i as u64 + 1), limits)?);
     }
     if reader.remaining() > 0 {
         return Err(SnapshotError::TrailingBytes {
@@ -45,6 +64,7 @@ pub fn decode(blob: &Bytes, limits: &Limits) -> Result<VerifiedSnapshot, Snapsho
             count: reader.remaining(),
         });
     }
+    check_content_hashes(&context, &entries, run)?;
 
     let snapshot = VerifiedSnapshot::from_entries(context, entries)?;
     let computed = snapshot.head().tree().root_hash();
@@ -52,6 +72,36 @@ pub fn decode(blob: &Bytes, limits: &Limits) -> Result<VerifiedSnapshot, Snapsho
         return Err(SnapshotError::RootMismatch { stored: stored_root, computed });
     }
     Ok(snapshot)
+}
+
+/// Every entry's content hash, checked through `run` (see [`decode_with`]).
+fn check_content_hashes(
+    context: &ContextId,
+    entries: &[Entry],
+    run: impl FnOnce(&[Entry], &(dyn Fn(&[Entry]) + Sync)),
+) -> Result<(), SnapshotError> {
+    let checked = AtomicUsize::new(0);
+    let first_mismatch: Mutex<Option<ContentHashMismatch>> = Mutex::new(None);
+    let check = |slice: &[Entry]| {
+        // Slices are in sequence order, so the first mismatch in one is its lowest.
+        if let Some(found) = slice.iter().find_map(|entry| entry.verify(context).err()) {
+            let mut first = first_mismatch.lock().unwrap_or_else(PoisonError::into_inner);
+            if first.as_ref().is_none_or(|f| found.sequence < f.sequence) {
+                *first = Some(found);
+            }
+        }
+        checked.fetch_add(slice.len(), Ordering::Relaxed);
+    };
+    run(entries, &check);
+    if let Some(mismatch) = first_mismatch.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        return Err(SnapshotError::ContentHash(mismatch));
+    }
+    assert_eq!(
+        checked.into_inner(),
+        entries.len(),
+        "decode_with's caller must check every entry exactly once"
+    );
+    Ok(())
 }
 
 /// Checks length, magic, version and checksum; returns the bytes the checksum covers.

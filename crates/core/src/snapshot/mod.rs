@@ -46,7 +46,7 @@ use crate::merkle::{RootHash, TreeSize};
 use crate::seq::Seq;
 use crate::validate::{ContextId, ValidationError};
 
-pub use decode::decode;
+pub use decode::{decode, decode_with};
 pub use encode::{SnapshotEncoder, encode};
 
 /// The eight bytes every snapshot starts with.
