@@ -259,6 +259,12 @@ fn report_verified(args: &VerifyArgs, head: &converge_api::TreeHead, result: &Ve
             "computed_root": result.root.to_hex(), "tree_head_root": head.root_hash.to_hex(),
             "tree_size": head.tree_size, "problems": result.problems,
         }).to_string());
+    } else if result.problems.is_empty() && result.entries == 0 {
+        // Often a mistyped context id (or a snapshot file given where a context belongs).
+        output::line(&format!(
+            "ok: context {} has no entries, so there is nothing to verify (is the context id right?)",
+            args.context
+        ));
     } else if result.problems.is_empty() {
         output::line(&format!(
             "ok: {} entries of {} verified; every content hash recomputed, root {} matches the server's tree head",

@@ -74,6 +74,9 @@ fn subcommands_work_end_to_end() {
     let out = run(&url, &["verify", "ctx"], None);
     assert!(out.status.success(), "{}", stdout(&out));
     assert!(stdout(&out).starts_with("ok: 3 entries"), "{}", stdout(&out));
+    let out = run(&url, &["verify", "ctx.snapshot"], None);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(stdout(&out).contains("ctx.snapshot has no entries"), "{}", stdout(&out));
     let out = run(&url, &["proof", "ctx", "2", "--json"], None);
     let json: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!((json["ok"].as_bool(), json["tree_size"].as_u64()), (Some(true), Some(3)));
