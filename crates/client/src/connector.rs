@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use converge_proto::coalesce::Coalesced;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -15,19 +14,19 @@ use tokio::net::TcpStream;
 use tonic::codegen::Service;
 use tonic::codegen::http::Uri;
 
-/// Opens TCP connections (`TCP_NODELAY`, a connect timeout) whose writes are coalesced.
+/// Opens TCP connections with `TCP_NODELAY` whose writes are coalesced. (The connect timeout
+/// is the endpoint's, which tonic wraps around any connector.)
 #[derive(Clone)]
 pub(crate) struct Connector {
     http: HttpConnector,
 }
 
 impl Connector {
-    pub(crate) fn new(connect_timeout: Duration) -> Self {
+    pub(crate) fn new() -> Self {
         let mut http = HttpConnector::new();
         // The scheme is tonic's business (it adds TLS for https); this only opens the socket.
         http.enforce_http(false);
         http.set_nodelay(true);
-        http.set_connect_timeout(Some(connect_timeout));
         Self { http }
     }
 }

@@ -123,7 +123,6 @@ impl Client {
                 LedgerError::InvalidArgument(format!("bad server address {:?}: {e}", config.server))
             })?
             .connect_timeout(config.connect_timeout)
-            .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(20))
             // Many requests in flight on one connection must not stall on window updates.
@@ -142,7 +141,7 @@ impl Client {
                 LedgerError::InvalidArgument(format!("bad TLS settings: {}", describe(&e)))
             })?;
         }
-        let connector = connector::Connector::new(config.connect_timeout);
+        let connector = connector::Connector::new();
         let channel = endpoint.connect_with_connector(connector).await.map_err(|e| {
             LedgerError::Unavailable(format!(
                 "cannot connect to {}: {}; is the ledger running there?",

@@ -39,11 +39,7 @@ fn load_blocking(
 ) -> Result<LoadResponse, LedgerError> {
     // Everything is verified before storage sees a byte.
     let verified = snapshot::decode_with(&req.snapshot, &inner.config.limits, |entries, check| {
-        let (left, right) = entries.split_at(entries.len() / 2);
-        std::thread::scope(|scope| {
-            scope.spawn(|| check(left));
-            check(right);
-        });
+        in_two(entries.split_at(entries.len() / 2), check);
     })
     .map_err(|e| errors::snapshot(&e))?;
     let verified = rehash(verified, target);
@@ -91,20 +87,22 @@ fn load_blocking(
 }
 
 /// The snapshot's entries hashed for `target`: the context id is part of every content hash.
-/// Two threads share the work, as they share the checks in decoding: hashing is most of a
-/// load's CPU.
 fn rehash(verified: VerifiedSnapshot, target: &ContextId) -> VerifiedSnapshot {
     if verified.context() == target {
         return verified;
     }
     verified.rehash_for_with(target.clone(), |entries, rehash| {
-        let half = entries.len() / 2;
-        let (left, right) = entries.split_at_mut(half);
-        std::thread::scope(|scope| {
-            scope.spawn(|| rehash(left));
-            rehash(right);
-        });
+        in_two(entries.split_at_mut(entries.len() / 2), rehash);
     })
+}
+
+/// Runs `work` on both halves at once, one on a second thread: hashing (checking a snapshot's
+/// content hashes, rehashing it for another context) is most of a load's CPU.
+fn in_two<S: Send>((left, right): (S, S), work: impl Fn(S) + Sync) {
+    std::thread::scope(|scope| {
+        scope.spawn(|| work(left));
+        work(right);
+    });
 }
 
 /// Waits briefly for appends in flight to become durable.
