@@ -54,6 +54,9 @@ pub fn log_record(data: &[u8]) {
         RecordKind::Seal => {
             let _ = record::decode_seal_body(body);
         }
+        RecordKind::Batch => {
+            let _ = record::decode_batch_body(body);
+        }
         RecordKind::TruncateAfter | RecordKind::Fence => {}
     }
 }

@@ -28,7 +28,7 @@ pub(crate) fn storage(err: StorageError) -> LedgerError {
         StorageError::Closed => LedgerError::Unavailable(
             "the ledger is shutting down; retry against a running node".into(),
         ),
-        StorageError::Io { .. } | StorageError::Locked(_) => {
+        StorageError::Io { .. } | StorageError::Locked(_) | StorageError::SyncFailed(_) => {
             LedgerError::Unavailable(format!("storage is unavailable: {err}"))
         }
         StorageError::Stamp(StampError::Clock(clock)) => {

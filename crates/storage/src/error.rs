@@ -39,6 +39,12 @@ pub enum Error {
         /// The failure that poisoned it.
         cause: Arc<Error>,
     },
+    /// A write or fsync in this data directory failed earlier in this process, so the page
+    /// cache may hold bytes the disk does not: only a new process may recover it.
+    #[error(
+        "a write or fsync under {0} failed earlier in this process, so the page cache may hold data that never reached the disk; restart the process to recover from what the disk holds"
+    )]
+    SyncFailed(PathBuf),
     /// The index (fjall) failed.
     #[error("index failure: {0}")]
     Index(Arc<fjall::Error>),

@@ -26,6 +26,7 @@ pub mod log;
 pub mod node;
 pub mod record;
 pub mod store;
+pub mod vfs;
 
 pub use context::{Appended, Completion, Context, Listener, NewEntry, ReadQuery, ReadResult};
 pub use durability::Durability;

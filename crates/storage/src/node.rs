@@ -14,14 +14,13 @@
 //! it is there at open, the previous run crashed (or lost power), which the open report says.
 //! Replication will use both: the id names the replica, the incarnation fences a restarted one.
 
-use std::fs::File;
-use std::io::Write as _;
 use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
 use crate::log::sync_dir;
+use crate::vfs::{OpenMode, Vfs};
 
 const MAGIC: [u8; 8] = *b"\x89CVLNOD\n";
 const VERSION: u32 = 1;
@@ -92,52 +91,65 @@ fn fresh_id(dir: &Path) -> [u8; 16] {
 }
 
 /// Reads `node.id` in `dir` (creating it on first open) and bumps the incarnation, durably.
-pub fn open_identity(dir: &Path) -> Result<NodeIdentity> {
+pub fn open_identity(vfs: &dyn Vfs, dir: &Path) -> Result<NodeIdentity> {
     let path = dir.join("node.id");
-    let identity = match std::fs::read(&path) {
-        Ok(bytes) => {
+    let identity = match read_file(vfs, &path)? {
+        Some(bytes) => {
             let old = NodeIdentity::decode(&bytes, &path)?;
             NodeIdentity { id: old.id, incarnation: old.incarnation + 1 }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            NodeIdentity { id: fresh_id(dir), incarnation: 1 }
-        }
-        Err(e) => return Err(Error::io("reading", &path, e)),
+        None => NodeIdentity { id: fresh_id(dir), incarnation: 1 },
     };
-    write_atomically(dir, "node.id", &identity.encode())?;
+    write_atomically(vfs, dir, "node.id", &identity.encode())?;
     Ok(identity)
 }
 
+/// The bytes of the small file at `path`, or `None` if there is none.
+fn read_file(vfs: &dyn Vfs, path: &Path) -> Result<Option<Vec<u8>>> {
+    let file = match vfs.open(path, OpenMode::Existing) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("opening", path, e)),
+    };
+    let len = file.len().map_err(|e| Error::io("reading", path, e))?;
+    if len > 4096 {
+        return Err(Error::corrupt(path, 0, format!("{len} bytes is too long for this file")));
+    }
+    let mut bytes = vec![0; len as usize];
+    file.read_exact_at(&mut bytes, 0).map_err(|e| Error::io("reading", path, e))?;
+    Ok(Some(bytes))
+}
+
 /// Writes `name` in `dir` via a temporary file, fsync, rename and directory fsync.
-fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+fn write_atomically(vfs: &dyn Vfs, dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
     let path = dir.join(name);
-    let mut file = File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
-    file.write_all(bytes).map_err(|e| Error::io("writing", &tmp, e))?;
+    let file = vfs.open(&tmp, OpenMode::CreateTruncate).map_err(|e| Error::io("creating", &tmp, e))?;
+    file.write_all_at(bytes, 0).map_err(|e| Error::io("writing", &tmp, e))?;
     file.sync_all().map_err(|e| Error::io("fsyncing", &tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io("renaming", &tmp, e))?;
-    sync_dir(dir)
+    vfs.rename(&tmp, &path).map_err(|e| Error::io("renaming", &tmp, e))?;
+    sync_dir(vfs, dir)
 }
 
 /// Creates the unclean-shutdown marker; returns whether it was already there (the previous
 /// run did not close cleanly).
-pub fn mark_running(dir: &Path) -> Result<bool> {
+pub fn mark_running(vfs: &dyn Vfs, dir: &Path) -> Result<bool> {
     let path = dir.join("RUNNING");
-    let was_there = path.exists();
+    let was_there = vfs.exists(&path).map_err(|e| Error::io("looking for", &path, e))?;
     if !was_there {
-        File::create(&path)
+        vfs.open(&path, OpenMode::CreateTruncate)
             .and_then(|f| f.sync_all())
             .map_err(|e| Error::io("creating", &path, e))?;
-        sync_dir(dir)?;
+        sync_dir(vfs, dir)?;
     }
     Ok(was_there)
 }
 
 /// Removes the marker after a clean close.
-pub fn mark_stopped(dir: &Path) -> Result<()> {
+pub fn mark_stopped(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
     let path = dir.join("RUNNING");
-    match std::fs::remove_file(&path) {
-        Ok(()) => sync_dir(dir),
+    match vfs.remove_file(&path) {
+        Ok(()) => sync_dir(vfs, dir),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io("removing", &path, e)),
     }
@@ -146,35 +158,36 @@ pub fn mark_stopped(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vfs::RealFs;
 
     #[test]
     fn identity_survives_and_counts_incarnations() {
         let dir = tempfile::tempdir().unwrap();
-        let first = open_identity(dir.path()).unwrap();
-        let second = open_identity(dir.path()).unwrap();
+        let first = open_identity(&RealFs, dir.path()).unwrap();
+        let second = open_identity(&RealFs, dir.path()).unwrap();
         assert_eq!(first.id, second.id);
         assert_eq!((first.incarnation, second.incarnation), (1, 2));
         let other = tempfile::tempdir().unwrap();
-        assert_ne!(open_identity(other.path()).unwrap().id, first.id);
+        assert_ne!(open_identity(&RealFs, other.path()).unwrap().id, first.id);
     }
 
     #[test]
     fn damaged_identity_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        open_identity(dir.path()).unwrap();
+        open_identity(&RealFs, dir.path()).unwrap();
         let path = dir.path().join("node.id");
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[20] ^= 1;
         std::fs::write(&path, bytes).unwrap();
-        assert!(matches!(open_identity(dir.path()), Err(Error::Corrupt { .. })));
+        assert!(matches!(open_identity(&RealFs, dir.path()), Err(Error::Corrupt { .. })));
     }
 
     #[test]
     fn running_marker() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(!mark_running(dir.path()).unwrap());
-        assert!(mark_running(dir.path()).unwrap(), "a second open sees the first did not stop");
-        mark_stopped(dir.path()).unwrap();
-        assert!(!mark_running(dir.path()).unwrap());
+        assert!(!mark_running(&RealFs, dir.path()).unwrap());
+        assert!(mark_running(&RealFs, dir.path()).unwrap(), "a second open sees the first did not stop");
+        mark_stopped(&RealFs, dir.path()).unwrap();
+        assert!(!mark_running(&RealFs, dir.path()).unwrap());
     }
 }

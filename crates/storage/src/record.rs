@@ -8,7 +8,7 @@
 //! offset size  field
 //! 0      4     u32 crc32c   CRC-32C of bytes 4 .. 8+len (everything after this field)
 //! 4      4     u32 len      bytes after this 8-byte prefix (24 + body length)
-//! 8      1     u8  kind     1 entry · 2 context · 3 seal · 16 truncate-after (reserved) · 17 fence (reserved)
+//! 8      1     u8  kind     1 entry · 2 context · 3 seal · 4 batch · 16 truncate-after (reserved) · 17 fence (reserved)
 //! 9      1     u8  version  1
 //! 10     2     u16 flags    bit 0: an atomic batch continues after this record
 //! 12     4     u32 group    replication group (0 on a single node)
@@ -20,6 +20,11 @@
 //! Entry body (kind 1): `u64 context number ‖ [32] content hash ‖` [entry fields](encode_fields).
 //! Context body (kind 2): `u64 context number ‖ u16 length ‖ context id` — written once, before
 //! a context's first entry, so entry records can name their context in eight bytes.
+//! Batch body (kind 4): `u64 synced lsn` — the first record of every group-commit batch: the
+//! highest LSN that was on disk (fsynced) when the batch was written. Its header's LSN repeats
+//! the LSN before the batch (LSNs number entry and context records only). Recovery uses it to
+//! tell a torn write from damage: a bad record followed by a batch whose synced LSN covers the
+//! bad record's LSN was damaged after it was durable; otherwise it was never acknowledged.
 //! Seal body (kind 3): `u64 records ‖ u64 bytes ‖ [32] digest` — the last record of a sealed
 //! segment (see `log::segment`).
 //!
@@ -56,6 +61,8 @@ pub enum RecordKind {
     Context,
     /// The seal that ends a segment.
     Seal,
+    /// The start of a group-commit batch, with the LSN synced when it was written.
+    Batch,
     /// Reserved for replication: discard log records after a position.
     TruncateAfter,
     /// Reserved for replication: a vote or a fencing record.
@@ -68,6 +75,7 @@ impl RecordKind {
             Self::Entry => 1,
             Self::Context => 2,
             Self::Seal => 3,
+            Self::Batch => 4,
             Self::TruncateAfter => 16,
             Self::Fence => 17,
         }
@@ -78,6 +86,7 @@ impl RecordKind {
             1 => Self::Entry,
             2 => Self::Context,
             3 => Self::Seal,
+            4 => Self::Batch,
             16 => Self::TruncateAfter,
             17 => Self::Fence,
             _ => return None,
@@ -428,6 +437,25 @@ pub fn encode_seal_body(out: &mut Vec<u8>, seal: &Seal) {
 pub fn decode_seal_body(body: &[u8]) -> Result<Seal, RecordError> {
     let mut r = Reader::new(body);
     Ok(Seal { records: r.u64("records")?, bytes: r.u64("bytes")?, digest: r.hash("digest")? })
+}
+
+/// Bytes of a batch record.
+pub const BATCH_RECORD_BYTES: usize = HEADER_BYTES + 8;
+
+/// Encodes the batch record that starts a group-commit batch into `out` (exactly
+/// [`BATCH_RECORD_BYTES`] long): `previous_lsn` is the LSN before the batch's first record,
+/// `synced_lsn` the highest LSN fsynced when the batch is written.
+pub fn encode_batch(out: &mut [u8], previous_lsn: u64, synced_lsn: u64) {
+    assert!(synced_lsn <= previous_lsn, "synced LSN {synced_lsn} is beyond the log's end {previous_lsn}");
+    let mut bytes = Vec::with_capacity(BATCH_RECORD_BYTES);
+    let header = Header { kind: RecordKind::Batch, flags: 0, group: 0, term: 0, lsn: previous_lsn };
+    encode(&mut bytes, &header, |b| b.extend_from_slice(&synced_lsn.to_be_bytes()));
+    out.copy_from_slice(&bytes);
+}
+
+/// Decodes a batch record body: the synced LSN.
+pub fn decode_batch_body(body: &[u8]) -> Result<u64, RecordError> {
+    Ok(Reader::new(body).u64("synced lsn")?)
 }
 
 #[cfg(test)]

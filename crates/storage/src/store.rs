@@ -12,7 +12,6 @@
 //! ```
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, RwLock, Weak};
@@ -32,6 +31,7 @@ use crate::index::cold::{Cold, Watermark};
 use crate::log::{DiskLog, LogConfig, LogStatsSnapshot, Replayed};
 use crate::node::{self, NodeIdentity};
 use crate::record::{self, PayloadMode, RecordKind};
+use crate::vfs::{DirLock, RealFs, Vfs};
 
 /// Segments are sealed once they pass this size, by default.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
@@ -51,6 +51,10 @@ pub const CHECKPOINT_INTERVAL_DEFAULT: Duration = Duration::from_secs(10);
 /// The longest the log writer lingers for appenders to come back, by default: a fraction of a
 /// typical fsync, so lingering never costs more than it saves.
 pub const GROUP_COMMIT_LINGER_MAX_DEFAULT: Duration = Duration::from_micros(200);
+
+/// In buffered mode, the longest a written record waits for an fsync by default (Redis's
+/// `appendfsync everysec`): a power cut loses at most about this much.
+pub const SYNC_INTERVAL_DEFAULT: Duration = Duration::from_secs(1);
 
 /// How often the checkpointer looks at the log.
 const CHECKPOINT_POLL: Duration = Duration::from_millis(50);
@@ -80,8 +84,16 @@ pub struct StoreConfig {
     /// The longest the log writer waits for appenders to come back before a group commit
     /// (it waits only when fewer are queued than the last commit held; 0 turns it off).
     pub group_commit_linger_max: Duration,
+    /// Buffered mode: the longest a written record waits for an fsync.
+    pub sync_interval: Duration,
     /// Injected failures (tests).
     pub faults: Arc<Faults>,
+    /// The file system the log and the node files live on (the index is always on the real
+    /// one).
+    pub vfs: Arc<dyn Vfs>,
+    /// Deterministic tests: no writer or checkpointer thread; queued records are written only
+    /// when [`Store::step`] is called, checkpoints only when [`Store::checkpoint`] is.
+    pub manual: bool,
 }
 
 impl StoreConfig {
@@ -94,7 +106,10 @@ impl StoreConfig {
             checkpoint_bytes: CHECKPOINT_BYTES_DEFAULT,
             checkpoint_interval: CHECKPOINT_INTERVAL_DEFAULT,
             group_commit_linger_max: GROUP_COMMIT_LINGER_MAX_DEFAULT,
+            sync_interval: SYNC_INTERVAL_DEFAULT,
             faults: Arc::default(),
+            vfs: RealFs::shared(),
+            manual: false,
         }
     }
 
@@ -109,6 +124,9 @@ impl StoreConfig {
                 "segment size must be between {SEGMENT_BYTES_MIN} and {SEGMENT_BYTES_MAX} bytes, got {}",
                 self.segment_bytes
             )));
+        }
+        if self.sync_interval.is_zero() {
+            return Err(Error::Config("the sync interval must be positive".into()));
         }
         if self.checkpoint_bytes == 0 || self.checkpoint_interval.is_zero() {
             return Err(Error::Config("checkpoint size and interval must be positive".into()));
@@ -197,7 +215,7 @@ struct Inner {
     shared: Arc<Shared>,
     contexts: RwLock<HashMap<ContextId, Arc<Context>>>,
     dir: Option<PathBuf>,
-    _lock: Option<File>,
+    _lock: Option<DirLock>,
     config: StoreConfig,
     report: OpenReport,
     checkpoint_lock: Mutex<()>,
@@ -244,7 +262,7 @@ impl Store {
             checkpointer: Mutex::new(None),
             closed: AtomicBool::new(false),
         });
-        if inner.shared.disk().is_some() {
+        if inner.shared.disk().is_some() && !inner.config.manual {
             let weak = Arc::downgrade(&inner);
             let handle = std::thread::Builder::new()
                 .name("converge-checkpoint".into())
@@ -298,6 +316,12 @@ impl Store {
             contexts.insert(id.clone(), Arc::clone(context));
         }
         Ok(loaded)
+    }
+
+    /// Manual mode ([`StoreConfig::manual`]): writes, syncs and completes everything queued,
+    /// on this thread; returns whether anything was queued.
+    pub fn step(&self) -> bool {
+        self.inner.shared.disk().is_some_and(|d| d.log.step())
     }
 
     /// Writes a checkpoint now (disk mode; memory mode has nothing to checkpoint).
@@ -362,6 +386,8 @@ impl Inner {
         // Read the durable point first: every record up to it is already in the contexts'
         // in-memory index, so the snapshots below cover it.
         let point = log.durable();
+        // The index must never name log records a power cut could take away.
+        log.sync_through(point)?;
         let contexts: Vec<Arc<Context>> = self.read_contexts().values().cloned().collect();
         let snapshots: Vec<_> = contexts
             .iter()
@@ -398,7 +424,7 @@ impl Inner {
         }
         self.checkpoint()?;
         if let Some(dir) = &self.dir {
-            node::mark_stopped(dir)?;
+            node::mark_stopped(&*self.config.vfs, dir)?;
         }
         info!("store closed cleanly");
         Ok(())
@@ -449,13 +475,17 @@ fn checkpoint_loop(inner: &Weak<Inner>) {
     }
 }
 
-type DiskOpen = (Arc<Shared>, HashMap<ContextId, Arc<Context>>, File, OpenReport);
+type DiskOpen = (Arc<Shared>, HashMap<ContextId, Arc<Context>>, DirLock, OpenReport);
 
 fn open_disk(dir: &Path, config: &StoreConfig) -> Result<DiskOpen> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
-    let lock = lock_dir(dir)?;
-    let identity = node::open_identity(dir)?;
-    let unclean = node::mark_running(dir)?;
+    let vfs = &*config.vfs;
+    vfs.create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+    let lock = lock_dir(vfs, dir)?;
+    if vfs.sync_failed(&dir.join("log")) {
+        return Err(Error::SyncFailed(dir.to_path_buf()));
+    }
+    let identity = node::open_identity(vfs, dir)?;
+    let unclean = node::mark_running(vfs, dir)?;
     if unclean {
         warn!(dir = %dir.display(), "the previous run did not shut down cleanly; recovering");
     }
@@ -479,6 +509,9 @@ fn open_disk(dir: &Path, config: &StoreConfig) -> Result<DiskOpen> {
         durability: config.durability,
         linger_max: config.group_commit_linger_max,
         faults: Arc::clone(&config.faults),
+        vfs: Arc::clone(&config.vfs),
+        sync_interval: config.sync_interval,
+        manual: config.manual,
     };
     let log = DiskLog::open(log_config, watermark.point, &mut |record| recovery.replay(&record))?;
     let Backend::Disk { log: slot, .. } = &shared.backend else { unreachable!("disk backend") };
@@ -528,7 +561,7 @@ impl Recovery {
                     record.header.kind
                 )));
             }
-            RecordKind::Seal => {}
+            RecordKind::Seal | RecordKind::Batch => {}
         }
         self.replayed += 1;
         Ok(())
@@ -583,19 +616,11 @@ impl Recovery {
     }
 }
 
-fn lock_dir(dir: &Path) -> Result<File> {
-    let path = dir.join("LOCK");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::io("opening", &path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked(dir.to_path_buf())),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::io("locking", &path, e)),
-    }
+fn lock_dir(vfs: &dyn Vfs, dir: &Path) -> Result<DirLock> {
+    vfs.lock_dir(dir).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock => Error::Locked(dir.to_path_buf()),
+        _ => Error::io("locking", dir.join("LOCK"), e),
+    })
 }
 
 /// Loads a context from the cold index: its head and the frontier of its tree.

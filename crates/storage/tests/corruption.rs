@@ -79,18 +79,41 @@ fn entries_after_open(dir: &Path) -> Result<Vec<Arc<Entry>>, Error> {
     Ok(found)
 }
 
-/// Record boundaries of a segment: offsets where records start, and its end.
-fn record_offsets(path: &Path) -> Vec<u64> {
+/// A record in a segment: where it starts and ends, and its kind byte.
+#[derive(Debug, Clone, Copy)]
+struct Rec {
+    start: u64,
+    end: u64,
+    kind: u8,
+}
+
+/// Entry records are kind 1 (batch records, kind 4, start every group-commit batch).
+const ENTRY: u8 = 1;
+
+/// The records of a segment, in order.
+fn records(path: &Path) -> Vec<Rec> {
     let bytes = std::fs::read(path).unwrap();
     let mut at = 128usize;
     let mut out = vec![];
-    while at + 8 <= bytes.len() {
-        out.push(at as u64);
+    while at + 9 <= bytes.len() {
         let len = u32::from_be_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        out.push(Rec { start: at as u64, end: (at + 8 + len) as u64, kind: bytes[at + 8] });
         at += 8 + len;
     }
-    out.push(bytes.len() as u64);
     out
+}
+
+/// Where the entry records of a segment start.
+fn entry_offsets(path: &Path) -> Vec<u64> {
+    records(path).iter().filter(|r| r.kind == ENTRY).map(|r| r.start).collect()
+}
+
+/// After a cut at `cut`: the length recovery keeps (the end of the last whole record) and the
+/// number of whole entry records.
+fn whole_at(records: &[Rec], cut: u64) -> (u64, usize) {
+    let kept = records.iter().filter(|r| r.end <= cut).map(|r| r.end).max().unwrap_or(128);
+    let entries = records.iter().filter(|r| r.kind == ENTRY && r.end <= cut).count();
+    (kept, entries)
 }
 
 /// Opens the log alone at `dir` and returns the bodies it replays from the start.
@@ -102,6 +125,9 @@ fn replay_log(dir: &Path) -> Result<Vec<Vec<u8>>, Error> {
         durability: Durability::Fsync,
         linger_max: std::time::Duration::ZERO,
         faults: Arc::default(),
+        vfs: converge_storage::vfs::RealFs::shared(),
+        sync_interval: std::time::Duration::from_secs(1),
+        manual: false,
     };
     let mut bodies = Vec::new();
     let log = DiskLog::open(config, LogPoint::default(), &mut |r| {
@@ -123,6 +149,9 @@ fn the_log_cuts_a_torn_tail_at_every_byte_offset_of_the_last_records() {
         durability: Durability::Fsync,
         linger_max: std::time::Duration::ZERO,
         faults: Arc::default(),
+        vfs: converge_storage::vfs::RealFs::shared(),
+        sync_interval: std::time::Duration::from_secs(1),
+        manual: false,
     };
     let log = DiskLog::open(config, LogPoint::default(), &mut |_| Ok(())).unwrap();
     let bodies: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 20 + usize::from(i) * 13]).collect();
@@ -135,19 +164,19 @@ fn the_log_cuts_a_torn_tail_at_every_byte_offset_of_the_last_records() {
     log.close();
     drop(log);
     let segment = pristine.join("00000000000000000001.log");
-    let offsets = record_offsets(&segment);
+    let layout = records(&segment);
     let original = std::fs::read(&segment).unwrap();
-    let start = offsets[offsets.len() - 4]; // the last three records
+    let start = layout[layout.len() - 3].start; // the last three records
     for cut in start..=original.len() as u64 {
         let dir = tmp.path().join("cut");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("00000000000000000001.log"), &original[..cut as usize]).unwrap();
-        let whole = offsets.iter().filter(|&&o| o <= cut).count() - 1;
+        let (kept, whole) = whole_at(&layout, cut);
         let replayed = replay_log(&dir).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
         assert_eq!(replayed, bodies[..whole], "cut at {cut}: every whole record survives");
         assert_eq!(
             std::fs::metadata(dir.join("00000000000000000001.log")).unwrap().len(),
-            offsets[whole],
+            kept,
             "cut at {cut}: the torn part is removed"
         );
         std::fs::remove_dir_all(&dir).unwrap();
@@ -158,9 +187,9 @@ fn the_log_cuts_a_torn_tail_at_every_byte_offset_of_the_last_records() {
 fn the_store_recovers_from_a_torn_tail() {
     let (tmp, image, entries) = crash_image(12, 64 * 1024 * 1024);
     let segment = newest_segment(&image);
-    let offsets = record_offsets(&segment);
-    let last = offsets[offsets.len() - 2];
-    let end = *offsets.last().unwrap();
+    let layout = records(&segment);
+    let last = layout[layout.len() - 1].start;
+    let end = layout[layout.len() - 1].end;
     // A sample of cuts through the last record (every offset is covered at the log level).
     for cut in [last, last + 1, last + 7, last + 8, last + 31, last + 32, end - 1, end] {
         let dir = tmp.path().join(format!("cut-{cut}"));
@@ -168,7 +197,7 @@ fn the_store_recovers_from_a_torn_tail() {
         let file = std::fs::OpenOptions::new().write(true).open(newest_segment(&dir)).unwrap();
         file.set_len(cut).unwrap();
         drop(file);
-        let whole = offsets.iter().filter(|&&o| o <= cut).count() - 2;
+        let (_, whole) = whole_at(&layout, cut);
         let store = Store::open(config(&dir)).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
         assert!(store.open_report().unclean_shutdown, "the image is of a running store");
         let c = store.context(&ctx("c")).unwrap();
@@ -202,7 +231,7 @@ fn zeroes_and_garbage_at_the_tail_are_cut() {
 fn a_flipped_bit_before_valid_records_is_a_hard_error() {
     let (_tmp, image, _) = crash_image(10, 64 * 1024 * 1024);
     let path = newest_segment(&image);
-    let offsets = record_offsets(&path);
+    let offsets = entry_offsets(&path);
     let victim = offsets[4] + 40; // inside the body of a record in the middle
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[victim as usize] ^= 0x10;
@@ -230,7 +259,7 @@ fn damage_in_checkpointed_sealed_segments_is_reported_when_read() {
     drop((c, store));
     // The first segment is sealed and entirely before the checkpoint's watermark.
     let path = segments(&dir)[0].clone();
-    let offsets = record_offsets(&path);
+    let offsets = entry_offsets(&path);
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[offsets[5] as usize + 50] ^= 0x01;
     std::fs::write(&path, &bytes).unwrap();
@@ -303,8 +332,8 @@ fn an_incomplete_atomic_batch_is_discarded_whole() {
     store.close().unwrap();
 
     let path = newest_segment(&image);
-    let offsets = record_offsets(&path);
-    let cut = offsets[offsets.len() - 2] + 20; // inside the batch's last record
+    let offsets = entry_offsets(&path);
+    let cut = offsets[offsets.len() - 1] + 20; // inside the batch's last record
     std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(cut).unwrap();
     assert_eq!(entries_after_open(&image).unwrap(), vec![first], "none of the batch survives");
 }

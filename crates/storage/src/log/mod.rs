@@ -17,13 +17,13 @@ mod stats;
 mod writer;
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
+use tracing::error;
 
 pub use queue::{LogSink, Position, RecordSink};
 pub use recover::Replayed;
@@ -32,6 +32,7 @@ pub use stats::{BATCH_BUCKETS, LogStats, LogStatsSnapshot};
 use crate::durability::Durability;
 use crate::error::{Error, Result};
 use crate::fault::Faults;
+use crate::vfs::{Vfs, VfsFile};
 use queue::Queue;
 
 /// A point in the log: the last durable LSN and where the log ends after it.
@@ -60,6 +61,13 @@ pub struct LogConfig {
     pub linger_max: std::time::Duration,
     /// Failures to inject, in tests.
     pub faults: Arc<Faults>,
+    /// The file system the segments live on.
+    pub vfs: Arc<dyn Vfs>,
+    /// Buffered mode: the longest a written record waits for an fsync.
+    pub sync_interval: std::time::Duration,
+    /// No writer thread: queued records are written only when [`DiskLog::step`] is called
+    /// (deterministic tests).
+    pub manual: bool,
 }
 
 /// The log. Appenders call [`append`](Self::append); a writer thread does the IO.
@@ -69,10 +77,16 @@ pub struct DiskLog {
     segment_bytes: u64,
     durability: Durability,
     linger_max: std::time::Duration,
+    sync_interval: std::time::Duration,
     faults: Arc<Faults>,
+    vfs: Arc<dyn Vfs>,
+    /// The highest LSN known to be on disk (fsynced).
+    synced: AtomicU64,
+    /// The writer's state in manual mode.
+    manual: Mutex<Option<writer::Writer>>,
     queue: Mutex<Queue>,
     wake: Condvar,
-    files: RwLock<HashMap<u32, Arc<File>>>,
+    files: RwLock<HashMap<u32, Arc<dyn VfsFile>>>,
     durable: Mutex<LogPoint>,
     writer: Mutex<Option<JoinHandle<()>>>,
     stats: LogStats,
@@ -87,14 +101,18 @@ impl DiskLog {
         from: LogPoint,
         replay: &mut dyn FnMut(Replayed<'_>) -> Result<()>,
     ) -> Result<Arc<Self>> {
-        std::fs::create_dir_all(&config.dir).map_err(|e| Error::io("creating", &config.dir, e))?;
+        config.vfs.create_dir_all(&config.dir).map_err(|e| Error::io("creating", &config.dir, e))?;
         let log = Arc::new(Self {
             dir: config.dir,
             node: config.node,
             segment_bytes: config.segment_bytes,
             durability: config.durability,
             linger_max: config.linger_max,
+            sync_interval: config.sync_interval,
             faults: config.faults,
+            vfs: config.vfs,
+            synced: AtomicU64::new(0),
+            manual: Mutex::new(None),
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             files: RwLock::new(HashMap::new()),
@@ -105,13 +123,74 @@ impl DiskLog {
         let (active, end) = recover::open(&log, from, replay)?;
         log.lock_queue().next_lsn = end.lsn + 1;
         log.set_durable(end);
+        // Recovery fsyncs the newest segment, so everything it found is on disk.
+        log.set_synced_lsn(end.lsn);
+        let writer = writer::Writer::new(active);
+        if config.manual {
+            *log.manual.lock().unwrap_or_else(PoisonError::into_inner) = Some(writer);
+            return Ok(log);
+        }
         let writer_log = Arc::clone(&log);
         let handle = std::thread::Builder::new()
             .name("converge-log-writer".into())
-            .spawn(move || writer::run(&writer_log, active))
+            .spawn(move || writer::run(&writer_log, writer))
             .map_err(|e| Error::io("starting the log writer for", &log.dir, e))?;
         *log.writer.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
         Ok(log)
+    }
+
+    /// Manual mode: writes (and in fsync mode syncs) everything queued, on this thread, and
+    /// completes it; returns whether anything was queued. Without manual mode, does nothing.
+    pub fn step(&self) -> bool {
+        let mut manual = self.manual.lock().unwrap_or_else(PoisonError::into_inner);
+        manual.as_mut().is_some_and(|writer| writer::step(self, writer))
+    }
+
+    /// The highest LSN known to be on disk.
+    pub fn synced_lsn(&self) -> u64 {
+        self.synced.load(Ordering::SeqCst)
+    }
+
+    fn set_synced_lsn(&self, lsn: u64) {
+        self.synced.fetch_max(lsn, Ordering::SeqCst);
+    }
+
+    /// Makes every record up to `point` durable: buffered mode fsyncs the segment `point` is
+    /// in (older segments were fsynced when they were sealed); fsync mode has done so already.
+    /// A checkpoint calls this before its index names `point`.
+    pub fn sync_through(&self, point: LogPoint) -> Result<()> {
+        if point.lsn <= self.synced_lsn() {
+            return Ok(());
+        }
+        let file = self.file(point.segment)?;
+        let path = self.segment_path(point.segment);
+        let synced = self
+            .faults
+            .before_sync()
+            .and_then(|()| file.sync_data())
+            .map_err(|e| Error::io("fsyncing", &path, e));
+        match synced {
+            Ok(()) => {
+                self.set_synced_lsn(point.lsn);
+                Ok(())
+            }
+            Err(err) => Err(self.poison(err)),
+        }
+    }
+
+    /// Poisons the log: nothing more is acknowledged, and (for a failed write or fsync) no
+    /// store may reopen this directory in this process (see [`Vfs::mark_sync_failed`]).
+    /// Returns the error every later write gets.
+    pub(crate) fn poison(&self, err: Error) -> Error {
+        let cause = match err {
+            Error::Poisoned { .. } => err,
+            other => {
+                error!(error = %other, "log write failed; poisoning the store until the process restarts");
+                self.vfs.mark_sync_failed(&self.dir);
+                Error::Poisoned { cause: Arc::new(other) }
+            }
+        };
+        self.lock_queue().poisoned.get_or_insert(cause).clone()
     }
 
     /// Queues the records `encode` pushes, in order, as one unit: no other appender's records
@@ -199,18 +278,21 @@ impl DiskLog {
         Ok(Bytes::from(buf))
     }
 
-    fn file(&self, segment: u32) -> Result<Arc<File>> {
+    fn file(&self, segment: u32) -> Result<Arc<dyn VfsFile>> {
         if let Some(file) = self.files.read().unwrap_or_else(PoisonError::into_inner).get(&segment)
         {
             return Ok(Arc::clone(file));
         }
         let path = self.segment_path(segment);
-        let file = Arc::new(File::open(&path).map_err(|e| Error::io("opening", &path, e))?);
+        let file = self
+            .vfs
+            .open(&path, crate::vfs::OpenMode::Existing)
+            .map_err(|e| Error::io("opening", &path, e))?;
         self.register_file(segment, Arc::clone(&file));
         Ok(file)
     }
 
-    fn register_file(&self, segment: u32, file: Arc<File>) {
+    fn register_file(&self, segment: u32, file: Arc<dyn VfsFile>) {
         self.files.write().unwrap_or_else(PoisonError::into_inner).insert(segment, file);
     }
 
@@ -242,6 +324,10 @@ impl DiskLog {
     pub fn close(&self) {
         self.lock_queue().closed = true;
         self.wake.notify_all();
+        if let Some(writer) = self.manual.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+            while writer::step(self, writer) {}
+            writer::finish(self, writer);
+        }
         let handle = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(handle) = handle {
             let _ = handle.join();
@@ -254,8 +340,6 @@ impl DiskLog {
 }
 
 /// Fsyncs a directory, so that files created or renamed in it survive a power loss.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("fsyncing the directory", dir, e))
+pub fn sync_dir(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
+    vfs.sync_dir(dir).map_err(|e| Error::io("fsyncing the directory", dir, e))
 }

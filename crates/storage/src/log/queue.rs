@@ -90,6 +90,10 @@ impl RecordSink<'_> {
         sink: Option<Arc<dyn LogSink>>,
     ) -> u64 {
         let q = &mut *self.queue;
+        if q.buf.is_empty() {
+            // Room for the batch record the writer puts first (see `record`).
+            q.buf.resize(record::BATCH_RECORD_BYTES, 0);
+        }
         let lsn = q.next_lsn;
         q.next_lsn += 1;
         let start = q.buf.len();

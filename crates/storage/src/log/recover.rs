@@ -1,8 +1,6 @@
 //! Opening the log: check the segment chain, replay what the index has not seen, and cut a
 //! torn tail — only of the newest segment, and only if nothing valid follows it.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -14,6 +12,7 @@ use super::writer::{self, Active};
 use super::{DiskLog, LogPoint};
 use crate::error::{Error, Result};
 use crate::record::{self, FLAG_BATCH_CONTINUES, Header, RecordError, RecordKind, Seal};
+use crate::vfs::{OpenMode, VfsFile};
 
 /// A record handed to the replay callback.
 #[derive(Debug)]
@@ -34,7 +33,7 @@ const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
 struct Segment {
     number: u32,
     path: PathBuf,
-    file: File,
+    file: Arc<dyn VfsFile>,
     len: u64,
     header: SegmentHeader,
     seal: Option<(Seal, u64)>,
@@ -46,7 +45,7 @@ pub(super) fn open(
     from: LogPoint,
     replay: &mut dyn FnMut(Replayed<'_>) -> Result<()>,
 ) -> Result<(Active, LogPoint)> {
-    let listed = segment::list(&log.dir)?;
+    let listed = segment::list(&*log.vfs, &log.dir)?;
     if listed.is_empty() {
         if from.lsn > 0 {
             return Err(Error::corrupt(
@@ -70,15 +69,15 @@ pub(super) fn open(
                 format!("segment {} is missing: segments must run 1, 2, 3, … without gaps", i + 1),
             ));
         }
-        if i + 1 == count && is_torn_creation(&path)? {
-            // The writer crashed while creating this segment, before its header was fsynced
+        if i + 1 == count && is_torn_creation(log, &path)? {
+            // The writer stopped while creating this segment, before its header was fsynced
             // and so before any record could go into it.
             warn!(file = %path.display(), "removing a segment whose creation was cut short");
-            std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
-            super::sync_dir(&log.dir)?;
+            log.vfs.remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
+            super::sync_dir(&*log.vfs, &log.dir)?;
             continue;
         }
-        segments.push(open_segment(number, path)?);
+        segments.push(open_segment(log, number, path)?);
     }
     if segments.is_empty() {
         return fresh(log);
@@ -104,7 +103,13 @@ pub(super) fn open(
     }
     let last = segments.pop().expect("at least one segment");
     if last.number != start.0 {
-        check_lsn(&last.path, SEGMENT_HEADER_BYTES as u64, last.header.first_lsn, expected_lsn)?;
+        if last.header.first_lsn != expected_lsn {
+            return Err(Error::corrupt(
+                &last.path,
+                24,
+                format!("expected LSN {expected_lsn}, found {}", last.header.first_lsn),
+            ));
+        }
     }
     let (active, end_lsn) = replay_last(log, last, from.lsn, replay)?;
     let end = LogPoint {
@@ -123,19 +128,19 @@ fn fresh(log: &DiskLog) -> Result<(Active, LogPoint)> {
     Ok((active, LogPoint { lsn: 0, segment: 1, offset: SEGMENT_HEADER_BYTES as u32 }))
 }
 
-fn is_torn_creation(path: &Path) -> Result<bool> {
-    let len = std::fs::metadata(path).map_err(|e| Error::io("reading metadata of", path, e))?.len();
-    Ok(len < SEGMENT_HEADER_BYTES as u64)
+/// A segment whose header never became durable: no longer than a header, and the header does
+/// not check out (a power cut kept its size but not its bytes, or nothing at all). Records are
+/// written only after the header is fsynced, so such a segment holds nothing acknowledged.
+fn is_torn_creation(log: &DiskLog, path: &Path) -> Result<bool> {
+    let file = log.vfs.open(path, OpenMode::Existing).map_err(|e| Error::io("opening", path, e))?;
+    let len = file.len().map_err(|e| Error::io("reading metadata of", path, e))?;
+    Ok(len <= SEGMENT_HEADER_BYTES as u64 && segment::read_header(&*file, path).is_err())
 }
 
-fn open_segment(number: u32, path: PathBuf) -> Result<Segment> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::io("opening", &path, e))?;
-    let len = file.metadata().map_err(|e| Error::io("reading metadata of", &path, e))?.len();
-    let header = segment::read_header(&file, &path)?;
+fn open_segment(log: &DiskLog, number: u32, path: PathBuf) -> Result<Segment> {
+    let file = log.vfs.open(&path, OpenMode::Existing).map_err(|e| Error::io("opening", &path, e))?;
+    let len = file.len().map_err(|e| Error::io("reading metadata of", &path, e))?;
+    let header = segment::read_header(&*file, &path)?;
     if header.number != number {
         return Err(Error::corrupt(
             &path,
@@ -146,7 +151,7 @@ fn open_segment(number: u32, path: PathBuf) -> Result<Segment> {
             ),
         ));
     }
-    let seal = segment::read_seal(&file, &path, len).ok();
+    let seal = segment::read_seal(&*file, &path, len).ok();
     Ok(Segment { number, path, file, len, header, seal })
 }
 
@@ -165,7 +170,7 @@ fn check_chain(segments: &[Segment]) -> Result<()> {
         let (seal, seal_lsn) = match &older.seal {
             Some(seal) => *seal,
             // Read again for the precise error.
-            None => segment::read_seal(&older.file, &older.path, older.len)?,
+            None => segment::read_seal(&*older.file, &older.path, older.len)?,
         };
         if newer.header.previous != seal {
             return Err(Error::corrupt(
@@ -193,36 +198,69 @@ fn check_chain(segments: &[Segment]) -> Result<()> {
     Ok(())
 }
 
-/// Replays the records of a sealed segment from `offset`. Any damage is a hard error.
+/// Where a scan of a segment stopped.
+struct Scanned {
+    /// The end of the last good record.
+    good_end: u64,
+    /// The LSN the next entry or context record must have.
+    expected: u64,
+    /// What stopped it before the end, if anything: the offset and why.
+    bad: Option<(u64, String)>,
+}
+
+/// Scans the records in `[from, end)` of `segment`, checking each one's checksum and LSN
+/// (entry and context records number the log `expected, expected + 1, …`; batch and seal
+/// records repeat the LSN before them), and hands each to `each` with its offset.
+fn scan(
+    segment: &Segment,
+    from: u64,
+    end: u64,
+    mut expected: u64,
+    each: &mut dyn FnMut(u64, Header, &[u8]) -> Result<()>,
+) -> Result<Scanned> {
+    let mut scanner = Scanner::new(&*segment.file, from, end);
+    loop {
+        let at = scanner.pos;
+        let bad = |reason: String| Ok(Scanned { good_end: at, expected, bad: Some((at, reason)) });
+        let (header, record) = match scanner.next() {
+            Ok(None) => return Ok(Scanned { good_end: at, expected, bad: None }),
+            Ok(Some(found)) => found,
+            Err(err) => return bad(err.to_string()),
+        };
+        let numbered = !matches!(header.kind, RecordKind::Batch | RecordKind::Seal);
+        let want = if numbered { expected } else { expected - 1 };
+        if header.lsn != want {
+            return bad(format!("expected LSN {want}, found {}", header.lsn));
+        }
+        each(at, header, record)?;
+        expected += u64::from(numbered);
+    }
+}
+
+/// Replays the records of a sealed segment from `offset`. Any damage is a hard error: a seal
+/// is written only after everything before it was fsynced.
 fn replay_sealed(
     segment: &Segment,
     offset: u64,
-    mut expected_lsn: u64,
+    expected_lsn: u64,
     replay: &mut dyn FnMut(Replayed<'_>) -> Result<()>,
 ) -> Result<u64> {
     let (seal, _) = segment.seal.expect("checked by check_chain");
-    let mut scanner = Scanner::new(&segment.file, offset, seal.bytes);
-    let mut batch = Batch::default();
-    loop {
-        let at = scanner.pos;
-        match scanner.next() {
-            Ok(None) => break,
-            Ok(Some((header, record))) => {
-                check_lsn(&segment.path, at, header.lsn, expected_lsn)?;
-                expected_lsn += 1;
-                batch.push(header, record, segment.number, at, &segment.path, replay)?;
-            }
-            Err(err) => return Err(Error::corrupt(&segment.path, at, err.to_string())),
-        }
+    let mut atomic = Atomic::default();
+    let scanned = scan(segment, offset, seal.bytes, expected_lsn, &mut |at, header, record| {
+        atomic.push(header, record, segment.number, at, &segment.path, replay)
+    })?;
+    if let Some((at, reason)) = scanned.bad {
+        return Err(Error::corrupt(&segment.path, at, reason));
     }
-    if batch.is_open() {
+    if atomic.is_open() {
         return Err(Error::corrupt(
             &segment.path,
             seal.bytes,
             "an atomic batch is cut off by the seal",
         ));
     }
-    Ok(expected_lsn)
+    Ok(scanned.expected)
 }
 
 /// Scans the newest segment from its start (to rebuild its digest), replays records after
@@ -234,40 +272,38 @@ fn replay_last(
     replay: &mut dyn FnMut(Replayed<'_>) -> Result<()>,
 ) -> Result<(Active, u64)> {
     let end = segment.seal.map_or(segment.len, |(seal, _)| seal.bytes);
-    let mut scanner = Scanner::new(&segment.file, SEGMENT_HEADER_BYTES as u64, end);
     let mut digest = Digest::default();
-    let mut expected = segment.header.first_lsn;
-    let mut batch = Batch::default();
-    let mut good_end = SEGMENT_HEADER_BYTES as u64;
-    // Where the open atomic batch started, and the state to roll back to if it is incomplete.
-    let mut batch_start: Option<(u64, Digest, u64)> = None;
-    loop {
-        let at = scanner.pos;
-        match scanner.next() {
-            Ok(None) => break,
-            Ok(Some((header, record))) => {
-                check_lsn(&segment.path, at, header.lsn, expected)?;
-                let continues = header.flags & FLAG_BATCH_CONTINUES != 0;
-                if continues && batch_start.is_none() {
-                    batch_start = Some((at, digest.clone(), expected));
-                }
-                digest.add(record);
-                expected += 1;
-                if header.lsn > replay_after {
-                    batch.push(header, record, segment.number, at, &segment.path, replay)?;
-                }
-                if !continues {
-                    batch_start = None;
-                }
-                good_end = scanner.pos;
+    let mut atomic = Atomic::default();
+    // Where the open atomic batch started: its offset, the digest and LSN before it.
+    let mut open_batch: Option<(u64, Digest, u64)> = None;
+    let scanned = scan(
+        &segment,
+        SEGMENT_HEADER_BYTES as u64,
+        end,
+        segment.header.first_lsn,
+        &mut |at, header, record| {
+            let continues = header.flags & FLAG_BATCH_CONTINUES != 0;
+            if continues && open_batch.is_none() {
+                open_batch = Some((at, digest.clone(), header.lsn));
             }
-            Err(err) => {
-                check_torn_tail(&segment, at, expected, &err.to_string())?;
-                break;
+            digest.add(record);
+            if !continues {
+                open_batch = None;
             }
+            if header.lsn > replay_after || atomic.is_open() {
+                atomic.push(header, record, segment.number, at, &segment.path, replay)?;
+            }
+            Ok(())
+        },
+    )?;
+    let (mut good_end, mut expected) = (scanned.good_end, scanned.expected);
+    if let Some((at, reason)) = scanned.bad {
+        if segment.seal.is_some() {
+            return Err(Error::corrupt(&segment.path, at, reason));
         }
+        check_torn_tail(&segment, at, expected, &reason)?;
     }
-    if let Some((at, before, lsn)) = batch_start {
+    if let Some((at, before, lsn)) = open_batch {
         // An atomic batch whose last record never reached the disk was never acknowledged.
         warn!(file = %segment.path.display(), offset = at, "discarding an incomplete atomic batch at the tail");
         good_end = at;
@@ -292,17 +328,20 @@ fn replay_last(
                 "the seal does not match the records before it",
             ));
         }
-    } else if good_end < segment.len {
-        warn!(file = %segment.path.display(), offset = good_end, cut = segment.len - good_end, "truncating a torn tail of the newest segment");
-        segment.file.set_len(good_end).map_err(|e| Error::io("truncating", &segment.path, e))?;
+    } else {
+        if good_end < segment.len {
+            warn!(file = %segment.path.display(), offset = good_end, cut = segment.len - good_end, "truncating a torn tail of the newest segment");
+            segment.file.set_len(good_end).map_err(|e| Error::io("truncating", &segment.path, e))?;
+        }
+        // What this scan read may still be only in the page cache (an unsynced write before a
+        // crash of the process, not the machine): put it on disk before building on it.
         segment.file.sync_all().map_err(|e| Error::io("fsyncing", &segment.path, e))?;
     }
-    let file = Arc::new(segment.file);
-    log.register_file(segment.number, Arc::clone(&file));
+    log.register_file(segment.number, Arc::clone(&segment.file));
     let mut active = Active {
         number: segment.number,
         path: segment.path,
-        file,
+        file: segment.file,
         len: good_end,
         last_lsn: expected - 1,
         digest,
@@ -315,8 +354,10 @@ fn replay_last(
     Ok((active, last_lsn))
 }
 
-/// A bad record at `at` in the newest segment is a torn tail only if no valid record with a
-/// later LSN follows it; otherwise it is corruption in the middle of the log.
+/// A bad record at `at` in the newest, unsealed segment is a torn write unless something after
+/// it proves it had been durable: a batch record, written later, whose synced LSN reaches
+/// `expected_lsn` (the LSN the bad record should hold). Pages of one unsynced write reach the
+/// disk in any order, so valid records after a hole prove nothing by themselves.
 fn check_torn_tail(segment: &Segment, at: u64, expected_lsn: u64, reason: &str) -> Result<()> {
     let len = (segment.len - at) as usize;
     let mut rest = vec![0; len];
@@ -324,18 +365,22 @@ fn check_torn_tail(segment: &Segment, at: u64, expected_lsn: u64, reason: &str) 
         .file
         .read_exact_at(&mut rest, at)
         .map_err(|e| Error::io("reading", &segment.path, e))?;
-    for skip in 1..rest.len() {
+    let batch_len = ((record::BATCH_RECORD_BYTES - 8) as u32).to_be_bytes();
+    for skip in 1..rest.len().saturating_sub(record::BATCH_RECORD_BYTES - 1) {
         let candidate = &rest[skip..];
-        if let Ok((header, _, _)) = record::decode(candidate)
-            && header.lsn >= expected_lsn
-            && header.kind != RecordKind::Seal
+        if candidate[4..8] != batch_len {
+            continue;
+        }
+        if let Ok((header, body, _)) = record::decode(candidate)
+            && header.kind == RecordKind::Batch
+            && let Ok(synced) = record::decode_batch_body(body)
+            && synced >= expected_lsn
         {
             return Err(Error::corrupt(
                 &segment.path,
                 at,
                 format!(
-                    "{reason}, and a valid record (LSN {}) follows at byte {}: this is damage, not a torn write",
-                    header.lsn,
+                    "{reason}, yet a batch written at byte {} records that LSN {synced} was already on disk: this is damage to durable records, not a torn write",
                     at + skip as u64
                 ),
             ));
@@ -344,21 +389,13 @@ fn check_torn_tail(segment: &Segment, at: u64, expected_lsn: u64, reason: &str) 
     Ok(())
 }
 
-fn check_lsn(path: &Path, at: u64, found: u64, expected: u64) -> Result<()> {
-    if found == expected {
-        Ok(())
-    } else {
-        Err(Error::corrupt(path, at, format!("expected LSN {expected}, found {found}")))
-    }
-}
-
 /// Holds the records of an atomic batch until its last record arrives.
 #[derive(Default)]
-struct Batch {
+struct Atomic {
     records: Vec<(Header, Vec<u8>, Position)>,
 }
 
-impl Batch {
+impl Atomic {
     fn is_open(&self) -> bool {
         !self.records.is_empty()
     }
@@ -372,15 +409,19 @@ impl Batch {
         path: &Path,
         replay: &mut dyn FnMut(Replayed<'_>) -> Result<()>,
     ) -> Result<()> {
+        match header.kind {
+            RecordKind::Batch => return Ok(()),
+            RecordKind::Seal => {
+                return Err(Error::corrupt(path, at, "a seal record in the middle of a segment"));
+            }
+            _ => {}
+        }
         let position = Position {
             segment,
             offset: u32::try_from(at)
                 .map_err(|_| Error::corrupt(path, at, "offset beyond 4 GiB"))?,
             len: record.len() as u32,
         };
-        if header.kind == RecordKind::Seal {
-            return Err(Error::corrupt(path, at, "a seal record in the middle of a segment"));
-        }
         if header.flags & FLAG_BATCH_CONTINUES != 0 || self.is_open() {
             self.records.push((header, record.to_vec(), position));
             if header.flags & FLAG_BATCH_CONTINUES != 0 {
@@ -398,7 +439,7 @@ impl Batch {
 
 /// Reads records one after another from `[pos, end)` of a file, in large chunks.
 struct Scanner<'f> {
-    file: &'f File,
+    file: &'f dyn VfsFile,
     pos: u64,
     end: u64,
     buf: Vec<u8>,
@@ -406,7 +447,7 @@ struct Scanner<'f> {
 }
 
 impl<'f> Scanner<'f> {
-    fn new(file: &'f File, pos: u64, end: u64) -> Self {
+    fn new(file: &'f dyn VfsFile, pos: u64, end: u64) -> Self {
         Self { file, pos, end, buf: Vec::new(), buf_start: pos }
     }
 

@@ -26,9 +26,6 @@
 //! missing or swapped old segment is a hard error, never a silently shorter log. Only the
 //! newest segment may end in a torn write.
 
-use std::fs::File;
-use std::io::Read as _;
-use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
 use converge_core::Hash;
@@ -36,6 +33,7 @@ use converge_core::codec::Reader;
 
 use crate::error::{Error, Result};
 use crate::record::{self, RecordKind, SEAL_RECORD_BYTES, Seal};
+use crate::vfs::{Vfs, VfsFile};
 
 /// The eight bytes every segment starts with.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"\x89CVLSEG\n";
@@ -134,13 +132,11 @@ pub fn parse_file_name(name: &str) -> Option<u32> {
 }
 
 /// The segments in `dir`, in order.
-pub fn list(dir: &Path) -> Result<Vec<(u32, PathBuf)>> {
+pub fn list(vfs: &dyn Vfs, dir: &Path) -> Result<Vec<(u32, PathBuf)>> {
     let mut out = Vec::new();
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io("listing", dir, e))?;
-        if let Some(number) = entry.file_name().to_str().and_then(parse_file_name) {
-            out.push((number, entry.path()));
+    for name in vfs.list(dir).map_err(|e| Error::io("listing", dir, e))? {
+        if let Some(number) = name.to_str().and_then(parse_file_name) {
+            out.push((number, dir.join(name)));
         }
     }
     out.sort_unstable();
@@ -148,12 +144,11 @@ pub fn list(dir: &Path) -> Result<Vec<(u32, PathBuf)>> {
 }
 
 /// Reads and checks the header of the segment at `path`.
-pub fn read_header(file: &File, path: &Path) -> Result<SegmentHeader> {
+pub fn read_header(file: &dyn VfsFile, path: &Path) -> Result<SegmentHeader> {
     let mut bytes = [0; SEGMENT_HEADER_BYTES];
-    let mut handle = file;
     let mut read = 0;
     while read < SEGMENT_HEADER_BYTES {
-        match handle.read(&mut bytes[read..]) {
+        match file.read_at(&mut bytes[read..], read as u64) {
             Ok(0) => break,
             Ok(n) => read += n,
             Err(e) => return Err(Error::io("reading", path, e)),
@@ -163,7 +158,7 @@ pub fn read_header(file: &File, path: &Path) -> Result<SegmentHeader> {
 }
 
 /// The seal a sealed segment of `len` bytes ends with.
-pub fn read_seal(file: &File, path: &Path, len: u64) -> Result<(Seal, u64)> {
+pub fn read_seal(file: &dyn VfsFile, path: &Path, len: u64) -> Result<(Seal, u64)> {
     let min = (SEGMENT_HEADER_BYTES + SEAL_RECORD_BYTES) as u64;
     if len < min {
         return Err(Error::corrupt(

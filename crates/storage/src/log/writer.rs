@@ -1,24 +1,24 @@
 //! The log writer thread: group commit, segment rotation, and poisoning on failure.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt as _;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
-use tracing::{error, info};
+use tracing::info;
 
 use super::queue::{Item, Position};
 use super::segment::{self, Digest, SEGMENT_HEADER_BYTES, SegmentHeader};
 use super::{DiskLog, LogPoint, sync_dir};
 use crate::error::{Error, Result};
 use crate::record::{self, Header, RecordKind, Seal};
+use crate::vfs::{OpenMode, VfsFile};
 
 /// The segment being written.
 pub(super) struct Active {
     pub(super) number: u32,
     pub(super) path: PathBuf,
-    pub(super) file: Arc<File>,
+    pub(super) file: Arc<dyn VfsFile>,
     /// Bytes in the file (header and records).
     pub(super) len: u64,
     /// The LSN of the last record written, or the one before the first.
@@ -30,16 +30,11 @@ pub(super) struct Active {
 /// before any record goes into it.
 pub(super) fn create_segment(log: &DiskLog, header: &SegmentHeader) -> Result<Active> {
     let path = log.dir.join(segment::file_name(header.number));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(|e| Error::io("creating", &path, e))?;
+    let file =
+        log.vfs.open(&path, OpenMode::CreateNew).map_err(|e| Error::io("creating", &path, e))?;
     file.write_all_at(&header.encode(), 0).map_err(|e| Error::io("writing", &path, e))?;
     file.sync_all().map_err(|e| Error::io("fsyncing", &path, e))?;
-    sync_dir(&log.dir)?;
-    let file = Arc::new(file);
+    sync_dir(&*log.vfs, &log.dir)?;
     log.register_file(header.number, Arc::clone(&file));
     Ok(Active {
         number: header.number,
@@ -53,6 +48,11 @@ pub(super) fn create_segment(log: &DiskLog, header: &SegmentHeader) -> Result<Ac
 
 /// Seals `active` and starts the next segment.
 pub(super) fn rotate(log: &DiskLog, active: &mut Active) -> Result<()> {
+    // Everything before the seal is on disk before the seal is written, so a seal on disk
+    // vouches for every record before it (buffered mode has not synced them yet).
+    if log.synced_lsn() < active.last_lsn {
+        sync_active(log, active)?;
+    }
     let seal = Seal {
         records: active.digest.records(),
         bytes: active.len,
@@ -67,8 +67,7 @@ pub(super) fn rotate(log: &DiskLog, active: &mut Active) -> Result<()> {
         .file
         .write_all_at(&bytes, active.len)
         .map_err(|e| Error::io("sealing", &active.path, e))?;
-    log.faults.before_sync().map_err(|e| Error::io("fsyncing", &active.path, e))?;
-    active.file.sync_data().map_err(|e| Error::io("fsyncing", &active.path, e))?;
+    sync_active(log, active)?;
     info!(sealed = %active.path.display(), records = seal.records, bytes = seal.bytes, "segment sealed");
     start_next(log, active, seal)
 }
@@ -85,32 +84,70 @@ pub(super) fn start_next(log: &DiskLog, active: &mut Active, seal: Seal) -> Resu
     Ok(())
 }
 
+/// What the writer keeps between batches.
+pub(super) struct Writer {
+    pub(super) active: Active,
+    spare_buf: Vec<u8>,
+    spare_items: Vec<Item>,
+    /// Records in the last batch (the linger target).
+    previous: usize,
+    /// How long the last write and fsync took.
+    last_batch: Duration,
+    /// When the log was last fsynced (buffered mode syncs at least every `sync_interval`).
+    last_sync: Instant,
+}
+
+impl Writer {
+    pub(super) fn new(active: Active) -> Self {
+        Self {
+            active,
+            spare_buf: Vec::new(),
+            spare_items: Vec::new(),
+            previous: 0,
+            last_batch: Duration::ZERO,
+            last_sync: Instant::now(),
+        }
+    }
+}
+
 /// Writes one group-commit batch; returns the offset it was written at.
-fn write_batch(log: &DiskLog, active: &mut Active, buf: &[u8], items: &[Item]) -> Result<u64> {
+fn write_batch(log: &DiskLog, active: &mut Active, buf: &mut [u8], items: &[Item]) -> Result<u64> {
+    debug_assert!(!items.is_empty(), "a batch holds at least one record");
+    debug_assert_eq!(items[0].start, record::BATCH_RECORD_BYTES, "the batch record comes first");
     if active.len + buf.len() as u64 > log.segment_bytes && active.digest.records() > 0 {
         rotate(log, active)?;
     }
+    let synced = log.synced_lsn();
+    record::encode_batch(&mut buf[..record::BATCH_RECORD_BYTES], active.last_lsn, synced);
     let offset = active.len;
     log.faults.before_write().map_err(|e| Error::io("writing", &active.path, e))?;
     active.file.write_all_at(buf, offset).map_err(|e| Error::io("writing", &active.path, e))?;
+    active.digest.add(&buf[..record::BATCH_RECORD_BYTES]);
     for item in items {
         active.digest.add(&buf[item.start..item.start + item.len]);
     }
     active.len += buf.len() as u64;
-    if let Some(last) = items.last() {
-        active.last_lsn = last.lsn;
-    }
+    let last = items.last().expect("checked above");
+    debug_assert_eq!(last.lsn, active.last_lsn + items.len() as u64, "LSNs have no gaps");
+    active.last_lsn = last.lsn;
     if log.durability.syncs() {
         let started = Instant::now();
-        log.faults.before_sync().map_err(|e| Error::io("fsyncing", &active.path, e))?;
-        active.file.sync_data().map_err(|e| Error::io("fsyncing", &active.path, e))?;
+        sync_active(log, active)?;
         log.stats.record_sync(started.elapsed());
     }
     log.stats.record_batch(items.len(), buf.len());
     Ok(offset)
 }
 
-/// The writer loop: take everything queued, write it, fsync once, report, repeat.
+/// Fsyncs the active segment and records that everything written to it is on disk.
+fn sync_active(log: &DiskLog, active: &Active) -> Result<()> {
+    log.faults.before_sync().map_err(|e| Error::io("fsyncing", &active.path, e))?;
+    active.file.sync_data().map_err(|e| Error::io("fsyncing", &active.path, e))?;
+    log.set_synced_lsn(active.last_lsn);
+    Ok(())
+}
+
+/// The writer thread: take everything queued, write it, fsync once, report, repeat.
 ///
 /// Appenders that wait for their fsync come back with their next append only after it
 /// completes. If the writer started its next batch at once it would catch the first one or two
@@ -118,69 +155,142 @@ fn write_batch(log: &DiskLog, active: &mut Active, buf: &[u8], items: &[Item]) -
 /// are queued than the last batch held, it lingers until that many are queued — at most half
 /// an fsync, and never more than the configured `linger_max` — as the `commit_delay` of
 /// `PostgreSQL` does. A single appender (a batch of one) never waits.
-pub(super) fn run(log: &DiskLog, mut active: Active) {
-    let mut spare_buf = Vec::new();
-    let mut spare_items = Vec::new();
-    let mut previous = 0;
-    let mut last_sync = Duration::ZERO;
-    loop {
-        let (mut buf, mut items, poisoned) = {
-            let mut q = log.lock_queue();
-            while q.items.is_empty() && !q.closed {
-                q.writer_idle = true;
-                q = log.wake.wait(q).unwrap_or_else(std::sync::PoisonError::into_inner);
-            }
-            q.writer_idle = false;
-            if q.items.is_empty() {
-                break;
-            }
-            let linger = (last_sync / 2).min(log.linger_max);
-            if previous > 1
-                && q.items.len() < previous
-                && !linger.is_zero()
-                && log.durability.syncs()
-            {
-                let deadline = Instant::now() + linger;
-                q.linger_target = previous;
-                while q.linger_target > 0 && !q.closed {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    q = log
-                        .wake
-                        .wait_timeout(q, left)
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .0;
-                }
-                q.linger_target = 0;
-            }
-            let buf = std::mem::replace(&mut q.buf, std::mem::take(&mut spare_buf));
-            let items = std::mem::replace(&mut q.items, std::mem::take(&mut spare_items));
-            (buf, items, q.poisoned.clone())
-        };
-        previous = items.len();
-        let started = Instant::now();
-        let outcome = match poisoned {
-            Some(cause) => Err(cause),
-            None => write_batch(log, &mut active, &buf, &items),
-        };
-        last_sync = started.elapsed();
-        match outcome {
-            Ok(offset) => complete(log, &active, offset, &items),
-            Err(err) => fail(log, err, &items),
-        }
-        buf.clear();
-        items.clear();
-        spare_buf = buf;
-        spare_items = items;
+pub(super) fn run(log: &DiskLog, mut writer: Writer) {
+    while let Some(batch) = take(log, &mut writer, true) {
+        write_and_report(log, &mut writer, batch);
+    }
+    finish(log, &writer);
+}
+
+/// At close: a buffered log syncs what it wrote, so a clean stop loses nothing.
+pub(super) fn finish(log: &DiskLog, writer: &Writer) {
+    if log.poisoned().is_none()
+        && log.synced_lsn() < writer.active.last_lsn
+        && let Err(err) = sync_active(log, &writer.active)
+    {
+        log.poison(err);
     }
 }
 
-fn complete(log: &DiskLog, active: &Active, offset: u64, items: &[Item]) {
+/// Writes what is queued, on the calling thread; returns whether there was anything.
+pub(super) fn step(log: &DiskLog, writer: &mut Writer) -> bool {
+    let Some(batch) = take(log, writer, false) else { return false };
+    write_and_report(log, writer, batch);
+    true
+}
+
+struct Batch {
+    buf: Vec<u8>,
+    items: Vec<Item>,
+    poisoned: Option<Error>,
+}
+
+/// Takes everything queued. With `wait`, sleeps until something is (syncing a buffered log
+/// that has been idle for `sync_interval`) and lingers as `run` explains; returns `None` once
+/// the log is closed and drained.
+fn take(log: &DiskLog, writer: &mut Writer, wait: bool) -> Option<Batch> {
+    let mut q = log.lock_queue();
+    while wait && q.items.is_empty() && !q.closed {
+        q.writer_idle = true;
+        if log.durability.syncs() || log.synced_lsn() == writer.active.last_lsn {
+            q = log.wake.wait(q).unwrap_or_else(PoisonError::into_inner);
+        } else {
+            let (guard, timeout) = log
+                .wake
+                .wait_timeout(q, log.sync_interval)
+                .unwrap_or_else(PoisonError::into_inner);
+            q = guard;
+            if timeout.timed_out() && q.items.is_empty() {
+                drop(q);
+                sync_buffered(log, writer);
+                q = log.lock_queue();
+            }
+        }
+    }
+    q.writer_idle = false;
+    if q.items.is_empty() {
+        return None;
+    }
+    let linger = (writer.last_batch / 2).min(log.linger_max);
+    if wait
+        && writer.previous > 1
+        && q.items.len() < writer.previous
+        && !linger.is_zero()
+        && log.durability.syncs()
+    {
+        let deadline = Instant::now() + linger;
+        q.linger_target = writer.previous;
+        while q.linger_target > 0 && !q.closed {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            q = log.wake.wait_timeout(q, left).unwrap_or_else(PoisonError::into_inner).0;
+        }
+        q.linger_target = 0;
+    }
+    let buf = std::mem::replace(&mut q.buf, std::mem::take(&mut writer.spare_buf));
+    let items = std::mem::replace(&mut q.items, std::mem::take(&mut writer.spare_items));
+    Some(Batch { buf, items, poisoned: q.poisoned.clone() })
+}
+
+/// Fsyncs a buffered log whose last sync is `sync_interval` old (Redis's `everysec`).
+fn sync_buffered(log: &DiskLog, writer: &mut Writer) {
+    if log.durability.syncs()
+        || log.synced_lsn() == writer.active.last_lsn
+        || writer.last_sync.elapsed() < log.sync_interval
+    {
+        return;
+    }
+    writer.last_sync = Instant::now();
+    if let Err(err) = sync_active(log, &writer.active) {
+        log.poison(err);
+    }
+}
+
+/// Writes a batch and completes or fails its records. A panic here (a bug) poisons the log
+/// and fails every record not yet completed, so no appender waits forever.
+fn write_and_report(log: &DiskLog, writer: &mut Writer, batch: Batch) {
+    let Batch { mut buf, mut items, poisoned } = batch;
+    writer.previous = items.len();
+    let started = Instant::now();
+    let mut reported = 0;
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let written = match poisoned {
+            Some(cause) => Err(cause),
+            None => write_batch(log, &mut writer.active, &mut buf, &items),
+        };
+        writer.last_batch = started.elapsed();
+        match written {
+            Ok(offset) => complete(log, &writer.active, offset, &items, &mut reported),
+            Err(err) => {
+                fail(log, err, &items);
+                reported = items.len();
+            }
+        }
+    }));
+    if let Err(panic) = outcome {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(ToString::to_string)
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        let err = Error::io("writing the log in", &log.dir, std::io::Error::other(format!("the log writer panicked: {what}")));
+        fail(log, err, &items[reported.min(items.len())..]);
+    }
+    sync_buffered(log, writer);
+    buf.clear();
+    items.clear();
+    writer.spare_buf = buf;
+    writer.spare_items = items;
+}
+
+/// Reports a written batch's records durable. `reported` counts the records whose sinks have
+/// been told, so a panic in a sink leaves the rest to be failed.
+fn complete(log: &DiskLog, active: &Active, offset: u64, items: &[Item], reported: &mut usize) {
     let position = |item: &Item| Position {
         segment: active.number,
-        // Offsets fit u32: segments are capped at 1 GiB plus one record.
+        // Offsets fit u32: segments are capped at 1 GiB plus one batch.
         offset: u32::try_from(offset + item.start as u64).expect("segment offsets fit u32"),
         len: u32::try_from(item.len).expect("records are smaller than 4 GiB"),
     };
@@ -191,6 +301,7 @@ fn complete(log: &DiskLog, active: &Active, offset: u64, items: &[Item]) {
     while i < items.len() {
         let Some(sink) = &items[i].sink else {
             i += 1;
+            *reported = i;
             continue;
         };
         run.clear();
@@ -205,6 +316,7 @@ fn complete(log: &DiskLog, active: &Active, offset: u64, items: &[Item]) {
         } else {
             sink.durable_many(&run);
         }
+        *reported = i;
     }
     // Published after every sink has run, so whoever reads the durable point knows those
     // records are in the in-memory index.
@@ -212,15 +324,9 @@ fn complete(log: &DiskLog, active: &Active, offset: u64, items: &[Item]) {
     log.set_durable(LogPoint { lsn: active.last_lsn, segment: active.number, offset: end });
 }
 
+/// Poisons the log with `err` and tells every sink of `items` that its record failed.
 fn fail(log: &DiskLog, err: Error, items: &[Item]) {
-    let cause = match err {
-        Error::Poisoned { .. } => err,
-        other => {
-            error!(error = %other, "log write failed; poisoning the store until it is reopened");
-            Error::Poisoned { cause: Arc::new(other) }
-        }
-    };
-    log.lock_queue().poisoned.get_or_insert_with(|| cause.clone());
+    let cause = log.poison(err);
     for item in items {
         if let Some(sink) = &item.sink {
             sink.failed(&cause);
