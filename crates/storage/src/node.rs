@@ -124,7 +124,8 @@ fn read_file(vfs: &dyn Vfs, path: &Path) -> Result<Option<Vec<u8>>> {
 fn write_atomically(vfs: &dyn Vfs, dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
     let path = dir.join(name);
-    let file = vfs.open(&tmp, OpenMode::CreateTruncate).map_err(|e| Error::io("creating", &tmp, e))?;
+    let file =
+        vfs.open(&tmp, OpenMode::CreateTruncate).map_err(|e| Error::io("creating", &tmp, e))?;
     file.write_all_at(bytes, 0).map_err(|e| Error::io("writing", &tmp, e))?;
     file.sync_all().map_err(|e| Error::io("fsyncing", &tmp, e))?;
     vfs.rename(&tmp, &path).map_err(|e| Error::io("renaming", &tmp, e))?;
@@ -186,7 +187,10 @@ mod tests {
     fn running_marker() {
         let dir = tempfile::tempdir().unwrap();
         assert!(!mark_running(&RealFs, dir.path()).unwrap());
-        assert!(mark_running(&RealFs, dir.path()).unwrap(), "a second open sees the first did not stop");
+        assert!(
+            mark_running(&RealFs, dir.path()).unwrap(),
+            "a second open sees the first did not stop"
+        );
         mark_stopped(&RealFs, dir.path()).unwrap();
         assert!(!mark_running(&RealFs, dir.path()).unwrap());
     }

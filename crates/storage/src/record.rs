@@ -446,7 +446,10 @@ pub const BATCH_RECORD_BYTES: usize = HEADER_BYTES + 8;
 /// [`BATCH_RECORD_BYTES`] long): `previous_lsn` is the LSN before the batch's first record,
 /// `synced_lsn` the highest LSN fsynced when the batch is written.
 pub fn encode_batch(out: &mut [u8], previous_lsn: u64, synced_lsn: u64) {
-    assert!(synced_lsn <= previous_lsn, "synced LSN {synced_lsn} is beyond the log's end {previous_lsn}");
+    assert!(
+        synced_lsn <= previous_lsn,
+        "synced LSN {synced_lsn} is beyond the log's end {previous_lsn}"
+    );
     let mut bytes = Vec::with_capacity(BATCH_RECORD_BYTES);
     let header = Header { kind: RecordKind::Batch, flags: 0, group: 0, term: 0, lsn: previous_lsn };
     encode(&mut bytes, &header, |b| b.extend_from_slice(&synced_lsn.to_be_bytes()));

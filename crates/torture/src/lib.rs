@@ -3,7 +3,11 @@
 //! What it is: the `crash-writer` binary appends to a data directory as fast as it can,
 //! printing one `ACK <context> <sequence> <content hash>` line per acknowledged append, until
 //! it is killed; the tests kill it with SIGKILL at random moments and check what survived.
+//! [`power`] cuts power on a simulated disk at every fsync and between, and checks every
+//! state a cut can leave; the `power-cut` binary runs it for as long as asked.
 //! What it is not: part of the product. Nothing depends on it.
+
+pub mod power;
 
 /// The line the writer prints for an acknowledged append.
 #[derive(Debug, Clone, PartialEq, Eq)]

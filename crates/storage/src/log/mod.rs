@@ -101,7 +101,10 @@ impl DiskLog {
         from: LogPoint,
         replay: &mut dyn FnMut(Replayed<'_>) -> Result<()>,
     ) -> Result<Arc<Self>> {
-        config.vfs.create_dir_all(&config.dir).map_err(|e| Error::io("creating", &config.dir, e))?;
+        config
+            .vfs
+            .create_dir_all(&config.dir)
+            .map_err(|e| Error::io("creating", &config.dir, e))?;
         let log = Arc::new(Self {
             dir: config.dir,
             node: config.node,

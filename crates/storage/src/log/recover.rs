@@ -102,14 +102,12 @@ pub(super) fn open(
         expected_lsn = replay_sealed(segment, offset, expected_lsn, replay)?;
     }
     let last = segments.pop().expect("at least one segment");
-    if last.number != start.0 {
-        if last.header.first_lsn != expected_lsn {
-            return Err(Error::corrupt(
-                &last.path,
-                24,
-                format!("expected LSN {expected_lsn}, found {}", last.header.first_lsn),
-            ));
-        }
+    if last.number != start.0 && last.header.first_lsn != expected_lsn {
+        return Err(Error::corrupt(
+            &last.path,
+            24,
+            format!("expected LSN {expected_lsn}, found {}", last.header.first_lsn),
+        ));
     }
     let (active, end_lsn) = replay_last(log, last, from.lsn, replay)?;
     let end = LogPoint {
@@ -138,7 +136,8 @@ fn is_torn_creation(log: &DiskLog, path: &Path) -> Result<bool> {
 }
 
 fn open_segment(log: &DiskLog, number: u32, path: PathBuf) -> Result<Segment> {
-    let file = log.vfs.open(&path, OpenMode::Existing).map_err(|e| Error::io("opening", &path, e))?;
+    let file =
+        log.vfs.open(&path, OpenMode::Existing).map_err(|e| Error::io("opening", &path, e))?;
     let len = file.len().map_err(|e| Error::io("reading metadata of", &path, e))?;
     let header = segment::read_header(&*file, &path)?;
     if header.number != number {
@@ -198,6 +197,9 @@ fn check_chain(segments: &[Segment]) -> Result<()> {
     Ok(())
 }
 
+/// Told of each record a scan finds: its offset, header and bytes.
+type OnRecord<'a> = dyn FnMut(u64, Header, &[u8]) -> Result<()> + 'a;
+
 /// Where a scan of a segment stopped.
 struct Scanned {
     /// The end of the last good record.
@@ -216,7 +218,7 @@ fn scan(
     from: u64,
     end: u64,
     mut expected: u64,
-    each: &mut dyn FnMut(u64, Header, &[u8]) -> Result<()>,
+    each: &mut OnRecord<'_>,
 ) -> Result<Scanned> {
     let mut scanner = Scanner::new(&*segment.file, from, end);
     loop {
@@ -331,7 +333,10 @@ fn replay_last(
     } else {
         if good_end < segment.len {
             warn!(file = %segment.path.display(), offset = good_end, cut = segment.len - good_end, "truncating a torn tail of the newest segment");
-            segment.file.set_len(good_end).map_err(|e| Error::io("truncating", &segment.path, e))?;
+            segment
+                .file
+                .set_len(good_end)
+                .map_err(|e| Error::io("truncating", &segment.path, e))?;
         }
         // What this scan read may still be only in the page cache (an unsynced write before a
         // crash of the process, not the machine): put it on disk before building on it.

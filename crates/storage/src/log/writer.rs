@@ -1,7 +1,7 @@
 //! The log writer thread: group commit, segment rotation, and poisoning on failure.
 
-use std::path::PathBuf;
 use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -195,10 +195,8 @@ fn take(log: &DiskLog, writer: &mut Writer, wait: bool) -> Option<Batch> {
         if log.durability.syncs() || log.synced_lsn() == writer.active.last_lsn {
             q = log.wake.wait(q).unwrap_or_else(PoisonError::into_inner);
         } else {
-            let (guard, timeout) = log
-                .wake
-                .wait_timeout(q, log.sync_interval)
-                .unwrap_or_else(PoisonError::into_inner);
+            let (guard, timeout) =
+                log.wake.wait_timeout(q, log.sync_interval).unwrap_or_else(PoisonError::into_inner);
             q = guard;
             if timeout.timed_out() && q.items.is_empty() {
                 drop(q);
@@ -275,7 +273,11 @@ fn write_and_report(log: &DiskLog, writer: &mut Writer, batch: Batch) {
             .map(ToString::to_string)
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "a panic".into());
-        let err = Error::io("writing the log in", &log.dir, std::io::Error::other(format!("the log writer panicked: {what}")));
+        let err = Error::io(
+            "writing the log in",
+            &log.dir,
+            std::io::Error::other(format!("the log writer panicked: {what}")),
+        );
         fail(log, err, &items[reported.min(items.len())..]);
     }
     sync_buffered(log, writer);

@@ -27,6 +27,10 @@ pub enum OpenMode {
 }
 
 /// An open file. Offsets are explicit; there is no cursor.
+#[expect(
+    clippy::len_without_is_empty,
+    reason = "a file's length is read as a size, never tested for emptiness"
+)]
 pub trait VfsFile: Send + Sync {
     /// Reads at `offset`; returns how many bytes were read (0 at the end).
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
@@ -99,7 +103,7 @@ pub trait Vfs: Send + Sync + std::fmt::Debug + 'static {
     /// Marks `dir` as holding data whose fsync failed. After a failed fsync the page cache
     /// may hold bytes that never reach the disk (and reads would still return them), so no
     /// store may open `dir` again in this process: recovery must read what the disk holds,
-    /// after a restart (PostgreSQL's "fsyncgate" lesson).
+    /// after a restart (`PostgreSQL`'s "fsyncgate" lesson).
     fn mark_sync_failed(&self, dir: &Path);
     /// Whether a fsync under `dir` failed earlier in this process.
     fn sync_failed(&self, dir: &Path) -> bool;
@@ -201,7 +205,11 @@ impl Vfs for RealFs {
 
     fn mark_sync_failed(&self, dir: &Path) {
         let key = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-        SYNC_FAILED.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert_default().insert(key);
+        SYNC_FAILED
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert_default()
+            .insert(key);
     }
 
     fn sync_failed(&self, dir: &Path) -> bool {

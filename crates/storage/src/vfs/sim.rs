@@ -18,10 +18,10 @@
 //! still return them, as Linux does: "fsyncgate"), return `EIO` on a read, write short, and
 //! run out of space. Operations are numbered, and a hook sees each one with the state after
 //! it, so a test can cut power at every fsync boundary and anywhere between. Prior art:
-//! FoundationDB's simulated files, TigerBeetle's storage simulator, ALICE and CrashMonkey's
-//! crash states, LazyFS.
+//! `FoundationDB`'s simulated files, `TigerBeetle`'s storage simulator, ALICE and
+//! `CrashMonkey`'s crash states, `LazyFS`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -55,6 +55,17 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         assert!(n > 0, "Rng::below(0)");
         self.next_u64() % n
+    }
+
+    /// An index in `0..len` (`len > 0`).
+    pub fn index(&mut self, len: usize) -> usize {
+        // `len` fits u64, and the result is below it, so it fits usize again.
+        usize::try_from(self.below(len as u64)).expect("below len")
+    }
+
+    /// One of `items` (not empty).
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.index(items.len())]
     }
 
     /// True with probability `1 / n`.
@@ -136,9 +147,9 @@ struct Faults {
 
 #[derive(Default)]
 struct State {
-    inodes: HashMap<u64, Inode>,
+    inodes: BTreeMap<u64, Inode>,
     next_inode: u64,
-    dirs: HashMap<PathBuf, Dir>,
+    dirs: BTreeMap<PathBuf, Dir>,
     ops: u64,
     faults: Faults,
     hook: Option<Hook>,
@@ -197,12 +208,14 @@ fn decide(rng: &mut Rng, pattern: CrashPattern, budget: &mut u64) -> bool {
 
 impl State {
     fn crash(&self, rng: &mut Rng, pattern: CrashPattern) -> State {
-        let mut dirs = HashMap::new();
-        let mut live = HashSet::new();
+        // Ordered maps throughout, so a seed replays exactly.
+        let mut dirs = BTreeMap::new();
+        let mut live = BTreeSet::new();
         let mut budget = u64::MAX;
         for (path, dir) in &self.dirs {
             let mut names = dir.durable.clone();
-            let changed: HashSet<&OsString> = dir.current.keys().chain(dir.durable.keys()).collect();
+            let changed: BTreeSet<&OsString> =
+                dir.current.keys().chain(dir.durable.keys()).collect();
             for name in changed {
                 let (old, new) = (dir.durable.get(name), dir.current.get(name));
                 if old == new || !decide(rng, pattern, &mut budget) {
@@ -216,14 +229,14 @@ impl State {
             live.extend(names.values().copied());
             dirs.insert(path.clone(), Dir { current: names.clone(), durable: names });
         }
-        let mut inodes = HashMap::new();
-        // Iterate in a fixed order so a seed replays exactly.
-        let mut numbers: Vec<u64> = live.into_iter().collect();
-        numbers.sort_unstable();
-        for number in numbers {
+        let mut inodes = BTreeMap::new();
+        for number in live {
             let inode = &self.inodes[&number];
             let data = crash_file(inode, rng, pattern);
-            inodes.insert(number, Inode { durable: data.clone(), current: data, pending: Vec::new() });
+            inodes.insert(
+                number,
+                Inode { durable: data.clone(), current: data, pending: Vec::new() },
+            );
         }
         State { inodes, next_inode: self.next_inode, dirs, ..State::default() }
     }
@@ -280,8 +293,9 @@ fn crash_file(inode: &Inode, rng: &mut Rng, pattern: CrashPattern) -> Vec<u8> {
                         if out.len() < to as usize {
                             out.resize(to as usize, 0);
                         }
-                        out[from as usize..to as usize]
-                            .copy_from_slice(&data[(from - offset) as usize..(to - offset) as usize]);
+                        out[from as usize..to as usize].copy_from_slice(
+                            &data[(from - offset) as usize..(to - offset) as usize],
+                        );
                     }
                     sector += 1;
                 }
@@ -299,7 +313,10 @@ fn crash_file(inode: &Inode, rng: &mut Rng, pattern: CrashPattern) -> Vec<u8> {
 fn split(path: &Path) -> io::Result<(&Path, &std::ffi::OsStr)> {
     match (path.parent(), path.file_name()) {
         (Some(parent), Some(name)) => Ok((parent, name)),
-        _ => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("not a file path: {}", path.display()))),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("not a file path: {}", path.display()),
+        )),
     }
 }
 
@@ -540,7 +557,10 @@ impl Vfs for SimDisk {
         }
         let inode = match (existing, mode) {
             (Some(_), OpenMode::CreateNew) => {
-                return Err(io::Error::new(io::ErrorKind::AlreadyExists, path.display().to_string()));
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    path.display().to_string(),
+                ));
             }
             (Some(inode), OpenMode::Existing) => inode,
             (Some(inode), OpenMode::CreateTruncate) => {
@@ -569,7 +589,12 @@ impl Vfs for SimDisk {
         let entries = state.dirs.get(dir).ok_or_else(|| not_found(dir))?;
         let mut names: Vec<OsString> = entries.current.keys().cloned().collect();
         names.extend(
-            state.dirs.keys().filter(|p| p.parent() == Some(dir)).filter_map(|p| p.file_name()).map(ToOwned::to_owned),
+            state
+                .dirs
+                .keys()
+                .filter(|p| p.parent() == Some(dir))
+                .filter_map(|p| p.file_name())
+                .map(ToOwned::to_owned),
         );
         Ok(names)
     }
