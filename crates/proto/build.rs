@@ -15,6 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .btree_map(".")
         .emit_rerun_if_changed(false)
         .build_transport(false)
+        // Request decode failures are INVALID_ARGUMENT, not INTERNAL (see src/codec.rs).
+        .codec_path("crate::codec::LedgerCodec")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -108,6 +108,10 @@ pub struct ServeArgs {
     /// When an append is acknowledged.
     #[arg(long, env = "CONVERGE_LEDGER_DURABILITY", value_enum, default_value_t = DurabilityArg::Fsync)]
     pub durability: DurabilityArg,
+    /// With --durability buffered: the longest a written append waits for an fsync, so a
+    /// power cut loses at most about this much (e.g. `1s`, `250ms`).
+    #[arg(long, env = "CONVERGE_LEDGER_SYNC_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub sync_interval: std::time::Duration,
     /// Largest payload accepted, in bytes.
     #[arg(long, env = "CONVERGE_LEDGER_PAYLOAD_BYTES_MAX", default_value_t = converge_core::limits::PAYLOAD_BYTES_MAX_DEFAULT)]
     pub payload_bytes_max: usize,
@@ -263,4 +267,38 @@ pub struct ProofArgs {
     pub tree_size: u64,
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+/// Parses a duration written as a number with `ms` or `s` (`250ms`, `1s`, `1.5s`).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let invalid = || format!("{text:?} is not a duration: write e.g. 250ms or 1s");
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        return Err(invalid());
+    };
+    let value: f64 = number.trim().parse().map_err(|_| invalid())?;
+    if !value.is_finite() || value <= 0.0 || value * scale > 86_400.0 {
+        return Err(format!("{text:?} must be above zero and at most a day"));
+    }
+    Ok(std::time::Duration::from_secs_f64(value * scale))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::parse_duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        for bad in ["", "1", "s", "0s", "-1s", "2d", "1e9s", "NaNs"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }

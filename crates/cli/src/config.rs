@@ -21,6 +21,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     storage: Option<StorageArg>,
     durability: Option<DurabilityArg>,
+    sync_interval: Option<String>,
     payload_bytes_max: Option<usize>,
     response_bytes_max: Option<usize>,
     watchers_max: Option<usize>,
@@ -41,6 +42,7 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub storage: StorageArg,
     pub durability: DurabilityArg,
+    pub sync_interval: std::time::Duration,
     pub limits: Limits,
     pub watchers_max: usize,
     pub log_format: LogFormat,
@@ -93,6 +95,11 @@ pub fn resolve(args: ServeArgs, matches: &ArgMatches) -> anyhow::Result<ServeCon
         data_dir: layered!(data_dir),
         storage: layered!(storage),
         durability: layered!(durability),
+        sync_interval: match (&file.sync_interval, pick("sync_interval")) {
+            (Some(text), false) => crate::cli::parse_duration(text)
+                .map_err(|e| anyhow::anyhow!("sync_interval in the config file: {e}"))?,
+            _ => args.sync_interval,
+        },
         limits: Limits {
             payload_bytes_max: layered!(payload_bytes_max),
             response_bytes_max: layered!(response_bytes_max),

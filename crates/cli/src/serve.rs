@@ -23,6 +23,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         data_dir = %config.data_dir.display(),
         storage = ?config.storage,
         durability = ?config.durability,
+        sync_interval = ?config.sync_interval,
         payload_bytes_max = config.limits.payload_bytes_max,
         response_bytes_max = config.limits.response_bytes_max,
         watchers_max = config.watchers_max,
@@ -35,6 +36,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
                 DurabilityArg::Fsync => Durability::Fsync,
                 DurabilityArg::Buffered => Durability::Buffered,
             },
+            sync_interval: config.sync_interval,
             ..StoreConfig::disk(&config.data_dir)
         },
         StorageArg::Memory => StoreConfig::memory(),

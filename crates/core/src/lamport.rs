@@ -19,11 +19,10 @@ impl fmt::Display for LamportTime {
 
 /// The clock has reached `u64::MAX` and cannot tick again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "the Lamport clock would pass 2^64 - 1 (received_lamport_clock {received}); send a smaller received_lamport_clock"
-)]
+#[error("the Lamport clock cannot move past {received}: it would pass 2^64 - 1")]
 pub struct ClockOverflow {
-    /// The received time that could not be moved past (the local time if none was received).
+    /// The time that could not be moved past: the larger of the context's clock and the
+    /// received time.
     pub received: u64,
 }
 

@@ -21,6 +21,12 @@ pub const METADATA_PAIRS_MAX: usize = 64;
 /// payload, whose limit is explicit and configurable.
 pub const METADATA_BYTES_MAX: usize = 64 * 1024;
 
+/// Largest `received_lamport_clock` an append may carry, and largest Lamport clock a loaded
+/// snapshot may hold: `2^62 − 1` (CONTRACT §2). A context's clock then moves past a received
+/// value by one per append, so it stays about 2^63 appends from overflow whatever clients send:
+/// no value can make later appends to a context fail.
+pub const LAMPORT_CLOCK_MAX: u64 = (1 << 62) - 1;
+
 /// Default largest payload, in bytes (CONTRACT §2: 4 MiB by default).
 pub const PAYLOAD_BYTES_MAX_DEFAULT: usize = 4 * 1024 * 1024;
 

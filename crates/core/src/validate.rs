@@ -7,9 +7,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::lamport::LamportTime;
 use crate::limits::{
-    APPEND_ID_BYTES_MAX, CONTEXT_ID_BYTES_MAX, KEY_BYTES_MAX, Limits, METADATA_BYTES_MAX,
-    METADATA_PAIRS_MAX,
+    APPEND_ID_BYTES_MAX, CONTEXT_ID_BYTES_MAX, KEY_BYTES_MAX, LAMPORT_CLOCK_MAX, Limits,
+    METADATA_BYTES_MAX, METADATA_PAIRS_MAX,
 };
 
 /// The request field a [`ValidationError`] is about, named as on the wire.
@@ -36,6 +37,16 @@ impl fmt::Display for Field {
 /// A request value broke a rule of CONTRACT §2.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValidationError {
+    /// A Lamport clock above [`LAMPORT_CLOCK_MAX`].
+    #[error(
+        "lamport clock {value} is too large: received_lamport_clock and the clocks of a loaded snapshot must be below 2^62 (at most {max}), so a context's clock never nears overflow"
+    )]
+    LamportClock {
+        /// The value given.
+        value: u64,
+        /// The largest allowed.
+        max: u64,
+    },
     /// A name that must be 1 or more bytes was empty.
     #[error("{field} must not be empty")]
     Empty {
@@ -344,5 +355,28 @@ mod tests {
         let limits = Limits { payload_bytes_max: 10, ..Limits::default() };
         assert_eq!(check_payload(10, &limits), Ok(()));
         assert_eq!(check_payload(11, &limits), Err(PayloadTooLarge { len: 11, max: 10 }));
+    }
+}
+
+/// Checks a Lamport clock a client sent or a snapshot holds against [`LAMPORT_CLOCK_MAX`].
+pub fn check_lamport(value: u64) -> Result<LamportTime, ValidationError> {
+    if value > LAMPORT_CLOCK_MAX {
+        return Err(ValidationError::LamportClock { value, max: LAMPORT_CLOCK_MAX });
+    }
+    Ok(LamportTime(value))
+}
+
+#[cfg(test)]
+mod lamport_tests {
+    use super::*;
+
+    #[test]
+    fn lamport_clocks_stay_below_two_to_the_62() {
+        assert_eq!(check_lamport(0), Ok(LamportTime(0)));
+        assert_eq!(check_lamport((1 << 62) - 1), Ok(LamportTime((1 << 62) - 1)));
+        for value in [1 << 62, u64::MAX - 1, u64::MAX] {
+            let err = check_lamport(value).unwrap_err();
+            assert!(err.to_string().contains("below 2^62"), "{err}");
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use converge_api::{AppendRequest, LedgerError};
 use converge_core::validate::check_payload;
-use converge_core::{Entry, LamportTime, PartialContentHash};
+use converge_core::{Entry, PartialContentHash};
 use converge_storage::{Appended, Completion, NewEntry};
 use tokio::sync::oneshot;
 
@@ -18,6 +18,7 @@ pub(crate) async fn append(inner: &Inner, req: AppendRequest) -> Result<Arc<Entr
     let key = request::key(req.key)?;
     let metadata = request::metadata(req.metadata)?;
     let append_id = request::append_id(req.append_id)?;
+    let received = request::received(req.received_lamport_clock)?;
     check_payload(req.payload.len(), &inner.config.limits).map_err(|e| errors::payload(&e))?;
     if inner.closing.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(LedgerError::Unavailable(
@@ -36,14 +37,7 @@ pub(crate) async fn append(inner: &Inner, req: AppendRequest) -> Result<Arc<Entr
 
     let prefix = PartialContentHash::new(&context_id, &key, &req.payload);
     let context = inner.store.context(&context_id).map_err(errors::storage)?;
-    let new = NewEntry {
-        key,
-        payload: req.payload,
-        metadata,
-        received: req.received_lamport_clock.map(LamportTime),
-        append_id,
-        prefix,
-    };
+    let new = NewEntry { key, payload: req.payload, metadata, received, append_id, prefix };
     // What to compare a recorded entry with, if this append may be a retry.
     let requested = new
         .append_id

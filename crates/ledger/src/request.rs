@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use converge_api::LedgerError;
-use converge_core::{AppendId, ContextId, Key, Metadata};
+use converge_core::{AppendId, ContextId, Key, LamportTime, Metadata};
 
 use crate::errors::invalid;
 
@@ -39,4 +39,9 @@ pub(crate) fn append_id(id: Option<String>) -> Result<Option<AppendId>, LedgerEr
         Some(id) if id.is_empty() => Ok(None),
         Some(id) => AppendId::try_new(id).map(Some).map_err(|e| invalid(&e)),
     }
+}
+
+/// The Lamport clock an append received, if any: below 2^62 (CONTRACT §2).
+pub(crate) fn received(clock: Option<u64>) -> Result<Option<LamportTime>, LedgerError> {
+    clock.map(converge_core::validate::check_lamport).transpose().map_err(|e| invalid(&e))
 }

@@ -494,3 +494,45 @@ async fn proofs_verify_and_bad_coordinates_are_refused() {
         let _ = BTreeMap::<String, String>::new();
     }
 }
+
+/// CONTRACT §2: no value a client sends can make later appends to a context fail.
+#[tokio::test]
+async fn lamport_clocks_at_or_above_two_to_the_62_are_refused_and_the_context_keeps_working() {
+    let l = memory();
+    let max = (1u64 << 62) - 1;
+    for received in [1 << 62, u64::MAX - 1, u64::MAX] {
+        let req = AppendRequest::new("ctx", "k", "p").with_received_lamport_clock(received);
+        match l.append(req).await {
+            Err(LedgerError::InvalidArgument(m)) => assert!(m.contains("below 2^62"), "{m}"),
+            other => panic!("received {received}: {other:?}"),
+        }
+    }
+    let top = l
+        .append(AppendRequest::new("ctx", "k", "p").with_received_lamport_clock(max))
+        .await
+        .unwrap();
+    assert_eq!(top.lamport().0, max + 1);
+    for i in 0..3 {
+        let next = append(&l, "ctx", "k", &format!("after {i}")).await;
+        assert_eq!(next.lamport().0, max + 2 + i, "later appends go on");
+    }
+
+    // A snapshot whose entries carry such a clock is refused too, and nothing is written.
+    let ctx = ContextId::try_new("loaded").unwrap();
+    let parts = converge_core::EntryParts {
+        sequence: converge_core::Seq(1),
+        key: converge_core::Key::try_new("k").unwrap(),
+        payload: Bytes::from_static(b"p"),
+        appended_at: converge_core::Timestamp(1),
+        lamport: converge_core::LamportTime(1 << 62),
+        metadata: converge_core::Metadata::new(),
+    };
+    let blob = converge_core::snapshot::encode(&ctx, &[Entry::seal(&ctx, parts)]);
+    let req =
+        LoadRequest { context_id: "loaded".into(), snapshot: blob.into(), fail_if_exists: false };
+    match l.load(req).await {
+        Err(LedgerError::InvalidArgument(m)) => assert!(m.contains("below 2^62"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(l.tree_head("loaded").await.unwrap().tree_size, 0);
+}

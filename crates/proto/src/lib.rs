@@ -4,12 +4,15 @@
 //! from `proto/converge/context/v1/context.proto` (by protox: no system `protoc`), the encoded
 //! descriptor set for server reflection, the conversions between wire messages and
 //! `converge-api` types ([`convert`]), the mapping between `LedgerError` and gRPC
-//! statuses ([`status`]), and the write coalescing both ends put under HTTP/2 ([`coalesce`]).
+//! statuses ([`status`]), the protobuf codec that makes an undecodable request
+//! `INVALID_ARGUMENT` ([`codec`]), and the write coalescing both ends put under HTTP/2
+//! ([`coalesce`]).
 //!
 //! What it is not: it holds no ledger behaviour; the server and the client are thin shells
 //! around it.
 
 pub mod coalesce;
+pub mod codec;
 pub mod convert;
 pub mod status;
 

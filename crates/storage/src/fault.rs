@@ -1,4 +1,5 @@
-//! Failure injection for tests: make the log's next write or fsync fail, as a dying disk would.
+//! Failure injection for tests: make the log's next write or fsync fail, as a dying disk would,
+//! or make the writer thread panic, as a bug would.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Faults {
     sync_in: AtomicU64,
     write_in: AtomicU64,
+    panic_in: AtomicU64,
 }
 
 impl Faults {
@@ -23,11 +25,17 @@ impl Faults {
         self.write_in.store(n, Ordering::SeqCst);
     }
 
+    /// Makes the writer panic just before its `n`-th write from now.
+    pub fn panic_write(&self, n: u64) {
+        self.panic_in.store(n, Ordering::SeqCst);
+    }
+
     pub(crate) fn before_sync(&self) -> io::Result<()> {
         countdown(&self.sync_in, "injected fsync failure")
     }
 
     pub(crate) fn before_write(&self) -> io::Result<()> {
+        assert!(countdown(&self.panic_in, "").is_ok(), "injected panic in the log writer");
         countdown(&self.write_in, "injected write failure")
     }
 }

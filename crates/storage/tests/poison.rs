@@ -97,3 +97,36 @@ fn the_real_file_system_refuses_an_in_process_reopen_after_a_failed_fsync() {
     let err = Store::open(config).err().expect("refused");
     assert!(matches!(err, Error::SyncFailed(_)), "{err}");
 }
+
+#[test]
+fn a_panic_on_the_writer_thread_fails_every_waiting_append_and_poisons() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SimDisk::new();
+    let faults = Arc::new(Faults::default());
+    let config =
+        StoreConfig { faults: Arc::clone(&faults), vfs: Arc::new(disk), ..disk_config(dir.path()) };
+    let store = open(&config);
+    let c = store.context(&ctx("c")).unwrap();
+    append(&c, "k", b"before");
+    faults.panic_write(1);
+    // Several appenders wait at once; each must hear back (append_full waits at most 30 s).
+    let outcomes: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let c = Arc::clone(&c);
+                scope.spawn(move || append_full(&c, "k", &[i], None, 1))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for outcome in outcomes {
+        let err = outcome.unwrap_err();
+        assert!(matches!(err, Error::Poisoned { .. }), "{err}");
+    }
+    let err = store.poisoned().expect("the store is poisoned");
+    assert!(err.to_string().contains("panicked"), "the cause is named: {err}");
+    let err = append_full(&c, "k", b"later", None, 1).unwrap_err();
+    assert!(matches!(err, Error::Poisoned { .. }), "{err}");
+    assert_eq!(read_all(&c).len(), 1, "what was durable is still readable");
+    store.close().unwrap();
+}

@@ -7,7 +7,6 @@ use bytes::Bytes;
 
 use crate::codec::{ReadError, Reader};
 use crate::entry::{ContentHashMismatch, Entry, EntryParts};
-use crate::lamport::LamportTime;
 use crate::limits::{Limits, METADATA_PAIRS_MAX};
 use crate::merkle::{RootHash, TreeSize};
 use crate::seq::{Seq, Timestamp};
@@ -161,8 +160,9 @@ fn read_entry(
         }));
     }
     let appended_at = Timestamp(reader.u64("entry appended_at_ns")?);
-    let lamport = LamportTime(reader.u64("entry lamport_clock")?);
     let field = |source: ValidationError| SnapshotError::Field { sequence, source };
+    let lamport =
+        crate::validate::check_lamport(reader.u64("entry lamport_clock")?).map_err(field)?;
     let key = Key::try_new(reader.text_u32("entry key")?).map_err(field)?;
 
     let payload = reader.bytes_u32("entry payload")?;

@@ -1,0 +1,60 @@
+//! Buffered mode acknowledges after `write`, before `fsync`: a power cut may lose the last
+//! moments, never more than about the sync interval, and a checkpoint never names log that a
+//! cut could take away.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use converge_storage::vfs::sim::SimDisk;
+use converge_storage::{Durability, StoreConfig};
+
+fn buffered(dir: &Path, sim: &SimDisk, sync_interval: Duration) -> StoreConfig {
+    StoreConfig {
+        durability: Durability::Buffered,
+        sync_interval,
+        vfs: Arc::new(sim.clone()),
+        checkpoint_interval: Duration::from_secs(3600),
+        ..disk(dir)
+    }
+}
+
+fn segment(dir: &Path) -> std::path::PathBuf {
+    dir.join("log").join("00000000000000000001.log")
+}
+
+#[test]
+fn buffered_mode_syncs_the_log_within_the_sync_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SimDisk::new();
+    let store = open(&buffered(dir.path(), &disk, Duration::from_millis(50)));
+    let c = store.context(&ctx("c")).unwrap();
+    for i in 0..20u8 {
+        append(&c, "k", &[i; 100]);
+    }
+    // The writer syncs once the interval has passed, load or no load.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while disk.unsynced_bytes(&segment(dir.path())) > 0 {
+        assert!(Instant::now() < deadline, "the log was not synced within 10 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    store.close().unwrap();
+}
+
+#[test]
+fn buffered_mode_does_not_sync_per_append_but_a_checkpoint_syncs_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SimDisk::new();
+    let store = open(&buffered(dir.path(), &disk, Duration::from_secs(3600)));
+    let c = store.context(&ctx("c")).unwrap();
+    for i in 0..20u8 {
+        append(&c, "k", &[i; 100]);
+    }
+    assert!(disk.unsynced_bytes(&segment(dir.path())) > 2000, "acknowledged before fsync");
+    store.checkpoint().unwrap();
+    assert_eq!(disk.unsynced_bytes(&segment(dir.path())), 0, "the checkpoint synced the log");
+    store.close().unwrap();
+}
