@@ -112,6 +112,10 @@ pub struct ServeArgs {
     /// power cut loses at most about this much (e.g. `1s`, `250ms`).
     #[arg(long, env = "CONVERGE_LEDGER_SYNC_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub sync_interval: std::time::Duration,
+    /// Memory that idle contexts may take (e.g. `128MiB`, `1GiB`); beyond it the least
+    /// recently used are evicted and reloaded from the index when next used.
+    #[arg(long, env = "CONVERGE_LEDGER_MEMORY_BUDGET", default_value = "128MiB", value_parser = parse_bytes)]
+    pub memory_budget: usize,
     /// Largest payload accepted, in bytes.
     #[arg(long, env = "CONVERGE_LEDGER_PAYLOAD_BYTES_MAX", default_value_t = converge_core::limits::PAYLOAD_BYTES_MAX_DEFAULT)]
     pub payload_bytes_max: usize,
@@ -286,11 +290,35 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs_f64(value * scale))
 }
 
+/// Parses a size written as a number of bytes with an optional `KiB`, `MiB` or `GiB`.
+pub fn parse_bytes(text: &str) -> Result<usize, String> {
+    let (number, unit) = [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30)]
+        .iter()
+        .find_map(|(suffix, unit)| text.strip_suffix(suffix).map(|n| (n, *unit)))
+        .unwrap_or((text, 1));
+    let value: usize = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size: write e.g. 65536, 512KiB, 128MiB or 2GiB"))?;
+    value.checked_mul(unit).ok_or_else(|| format!("{text:?} is too large"))
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use super::parse_duration;
+    use super::{parse_bytes, parse_duration};
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("65536"), Ok(65536));
+        assert_eq!(parse_bytes("512KiB"), Ok(512 * 1024));
+        assert_eq!(parse_bytes("128MiB"), Ok(128 << 20));
+        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
+        for bad in ["", "MiB", "1.5MiB", "-1", "12MB", "99999999999999999999GiB"] {
+            assert!(parse_bytes(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 
     #[test]
     fn durations() {

@@ -22,6 +22,7 @@ struct FileConfig {
     storage: Option<StorageArg>,
     durability: Option<DurabilityArg>,
     sync_interval: Option<String>,
+    memory_budget: Option<String>,
     payload_bytes_max: Option<usize>,
     response_bytes_max: Option<usize>,
     watchers_max: Option<usize>,
@@ -43,6 +44,7 @@ pub struct ServeConfig {
     pub storage: StorageArg,
     pub durability: DurabilityArg,
     pub sync_interval: std::time::Duration,
+    pub memory_budget: usize,
     pub limits: Limits,
     pub watchers_max: usize,
     pub log_format: LogFormat,
@@ -100,6 +102,11 @@ pub fn resolve(args: ServeArgs, matches: &ArgMatches) -> anyhow::Result<ServeCon
                 .map_err(|e| anyhow::anyhow!("sync_interval in the config file: {e}"))?,
             _ => args.sync_interval,
         },
+        memory_budget: match (&file.memory_budget, pick("memory_budget")) {
+            (Some(text), false) => crate::cli::parse_bytes(text)
+                .map_err(|e| anyhow::anyhow!("memory_budget in the config file: {e}"))?,
+            _ => args.memory_budget,
+        },
         limits: Limits {
             payload_bytes_max: layered!(payload_bytes_max),
             response_bytes_max: layered!(response_bytes_max),
@@ -119,6 +126,12 @@ pub fn resolve(args: ServeArgs, matches: &ArgMatches) -> anyhow::Result<ServeCon
 
 fn validate(config: &ServeConfig) -> anyhow::Result<()> {
     config.limits.validate().map_err(|e| anyhow::anyhow!("invalid limits: {e}"))?;
+    if config.memory_budget < converge_ledger::CONTEXT_RESIDENT_BYTES {
+        bail!(
+            "--memory-budget must be at least {} bytes (one context)",
+            converge_ledger::CONTEXT_RESIDENT_BYTES
+        );
+    }
     if config.watchers_max == 0 {
         bail!("--watchers-max must be at least 1");
     }

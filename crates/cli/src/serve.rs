@@ -24,6 +24,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         storage = ?config.storage,
         durability = ?config.durability,
         sync_interval = ?config.sync_interval,
+        memory_budget = config.memory_budget,
         payload_bytes_max = config.limits.payload_bytes_max,
         response_bytes_max = config.limits.response_bytes_max,
         watchers_max = config.watchers_max,
@@ -37,9 +38,12 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
                 DurabilityArg::Buffered => Durability::Buffered,
             },
             sync_interval: config.sync_interval,
+            memory_budget: config.memory_budget,
             ..StoreConfig::disk(&config.data_dir)
         },
-        StorageArg::Memory => StoreConfig::memory(),
+        StorageArg::Memory => {
+            StoreConfig { memory_budget: config.memory_budget, ..StoreConfig::memory() }
+        }
     };
     let ledger_config = LedgerConfig {
         limits: config.limits,

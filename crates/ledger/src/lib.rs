@@ -33,5 +33,8 @@ pub use converge_api::{
     AppendRequest, ConsistencyProof, GetRequest, GetResponse, InclusionProof, LedgerApi,
     LedgerError, LoadRequest, LoadResponse, SnapshotResponse, TreeHead, WatchRequest, WatchStream,
 };
+pub use converge_storage::store::{
+    CONTEXT_RESIDENT_BYTES, MEMORY_BUDGET_DEFAULT, SYNC_INTERVAL_DEFAULT,
+};
 pub use converge_storage::{Durability, StorageMode, StoreConfig};
 pub use ledger::Ledger;

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 
 use converge_api::{LedgerError, WatchRequest, WatchStream};
 use converge_core::{ContextId, Entry, Key, Seq};
-use converge_storage::{Context, ReadQuery};
+use converge_storage::{Context, ReadQuery, Store};
 use tokio::sync::Notify;
 
 use crate::errors;
@@ -91,10 +91,18 @@ impl Feed {
 /// The feed of one watched context, held by its watchers.
 pub(crate) struct Hub {
     id: ContextId,
-    context: Arc<Context>,
+    /// Taken when the hub drops, so the store can forget a context nobody wrote to.
+    context: Option<Arc<Context>>,
+    store: Store,
     feed: Arc<Feed>,
     lagging: AtomicUsize,
     registry: Weak<Registry>,
+}
+
+impl Hub {
+    fn context(&self) -> &Context {
+        self.context.as_ref().expect("taken only on drop")
+    }
 }
 
 #[derive(Default)]
@@ -111,11 +119,12 @@ pub(crate) struct Hubs {
 impl Hubs {
     /// The hub of `id`, made and attached to storage if nobody watches it yet. The caller
     /// reads its backlog only after this returns, so nothing durable afterwards is missed.
-    fn hub(&self, id: &ContextId, context: Arc<Context>, capacity: usize) -> Arc<Hub> {
+    fn hub(&self, id: &ContextId, store: &Store, capacity: usize) -> Result<Arc<Hub>, LedgerError> {
         let mut hubs = self.registry.hubs.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(hub) = hubs.get(id).and_then(Weak::upgrade) {
-            return hub;
+            return Ok(hub);
         }
+        let context = store.context(id).map_err(errors::storage)?;
         let feed = Arc::new(Feed {
             window: RwLock::new(VecDeque::with_capacity(capacity.clamp(1, 4096))),
             capacity: capacity.max(1),
@@ -127,13 +136,14 @@ impl Hubs {
             .set_listener(Some(Arc::new(move |entries: &[Arc<Entry>]| publisher.publish(entries))));
         let hub = Arc::new(Hub {
             id: id.clone(),
-            context,
+            context: Some(context),
+            store: store.clone(),
             feed,
             lagging: AtomicUsize::new(0),
             registry: Arc::downgrade(&self.registry),
         });
         hubs.insert(id.clone(), Arc::downgrade(&hub));
-        hub
+        Ok(hub)
     }
 
     fn live(&self) -> Vec<Arc<Hub>> {
@@ -166,7 +176,10 @@ impl Drop for Hub {
         // Only if no newer hub replaced this one meanwhile.
         if hubs.get(&self.id).is_some_and(|w| w.strong_count() == 0) {
             hubs.remove(&self.id);
-            self.context.set_listener(None);
+            self.context().set_listener(None);
+            // A watch of a context nobody wrote to leaves nothing behind.
+            drop(self.context.take());
+            self.store.release(&self.id);
         }
     }
 }
@@ -196,8 +209,7 @@ pub(crate) fn watch(inner: &Arc<Inner>, req: &WatchRequest) -> Result<WatchStrea
         )));
     }
     let slot = WatcherSlot { inner: Arc::clone(inner) };
-    let context = inner.store.context(&id).map_err(errors::storage)?;
-    let hub = inner.hubs.hub(&id, context, inner.config.watch_buffer_entries);
+    let hub = inner.hubs.hub(&id, &inner.store, inner.config.watch_buffer_entries)?;
     if inner.closing.load(Ordering::SeqCst) {
         // Closing began while the hub was made: `close_all` may have missed it.
         hub.feed.close();
@@ -305,12 +317,12 @@ impl Watcher {
             key: self.key.clone(),
             bytes_max: PAGE_BYTES,
         };
-        let mut page = self.hub.context.read(&query).map_err(errors::storage)?;
+        let mut page = self.hub.context().read(&query).map_err(errors::storage)?;
         if page.entries.is_empty() && page.over_budget {
             // One entry larger than a page: read it alone.
             query.limit = 1;
             query.bytes_max = usize::MAX;
-            page = self.hub.context.read(&query).map_err(errors::storage)?;
+            page = self.hub.context().read(&query).map_err(errors::storage)?;
         }
         let full = page.entries.len() == PAGE_ENTRIES || page.over_budget;
         if let Some(last) = page.entries.last() {

@@ -189,3 +189,22 @@ async fn closing_ends_watch_streams_with_unavailable() {
         Err(LedgerError::Unavailable(_))
     ));
 }
+
+/// CONTRACT §0.6: watching contexts that do not exist holds nothing once the watch ends, and
+/// a watched context that then gets written keeps its entries.
+#[tokio::test]
+async fn watches_of_unknown_contexts_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    for (mode, l) in both(dir.path()) {
+        for i in 0..10_000 {
+            let stream = watch(&l, &format!("unknown-{i}"), 0, None).await;
+            drop(stream);
+        }
+        assert_eq!(l.stats().contexts, 0, "{mode}: no context is left after its watch");
+        let mut stream = watch(&l, "written-while-watched", 0, None).await;
+        l.append(AppendRequest::new("written-while-watched", "k", "x")).await.unwrap();
+        assert_eq!(seqs(&take(&mut stream, 1).await), [1]);
+        drop(stream);
+        assert_eq!(l.stats().contexts, 1, "{mode}: a written context stays");
+    }
+}

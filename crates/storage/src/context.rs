@@ -8,6 +8,7 @@
 //! caller. Different contexts never wait for each other except inside the shared group commit.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
@@ -111,6 +112,8 @@ pub struct Context {
     id: ContextId,
     shared: Arc<Shared>,
     state: Mutex<State>,
+    /// The store's use counter when this context was last looked up (for eviction).
+    last_used: AtomicU64,
 }
 
 impl State {
@@ -139,7 +142,7 @@ impl State {
 
 impl Context {
     pub(crate) fn new(id: ContextId, shared: Arc<Shared>) -> Self {
-        Self { id, shared, state: Mutex::new(State::default()) }
+        Self { id, shared, state: Mutex::new(State::default()), last_used: AtomicU64::new(0) }
     }
 
     /// A context loaded from the cold index: `number`, durable up to `head`, with `tree`.
@@ -160,13 +163,43 @@ impl Context {
             recent: Recent::after(head.latest().0),
             ..State::default()
         };
-        Ok(Self { id, shared, state: Mutex::new(state) })
+        Ok(Self { id, shared, state: Mutex::new(state), last_used: AtomicU64::new(0) })
     }
 
     /// A context first seen in a context record during recovery.
     pub(crate) fn numbered(id: ContextId, shared: Arc<Shared>, number: u64) -> Self {
         let state = State { number: Some(number), ..State::default() };
-        Self { id, shared, state: Mutex::new(state) }
+        Self { id, shared, state: Mutex::new(state), last_used: AtomicU64::new(0) }
+    }
+
+    /// Marks the context used at `tick` of the store's use counter.
+    pub(crate) fn touch(&self, tick: u64) {
+        self.last_used.store(tick, Ordering::Relaxed);
+    }
+
+    /// The store's use counter when the context was last looked up.
+    pub(crate) fn last_used(&self) -> u64 {
+        self.last_used.load(Ordering::Relaxed)
+    }
+
+    /// Whether forgetting this context's in-memory state loses nothing: nothing is in flight,
+    /// nobody listens, and it holds no entry that only memory knows (it has none, or the cold
+    /// index has all of them). The store reloads it from the cold index when it is next used.
+    pub(crate) fn evictable(&self) -> bool {
+        let st = self.lock();
+        if !st.in_flight.is_empty() || st.listener.is_some() {
+            return false;
+        }
+        if st.number.is_none() && st.durable.latest().0 == 0 {
+            return true;
+        }
+        self.shared.disk().is_some() && st.named && st.recent.positions.is_empty()
+    }
+
+    /// Whether anything was ever written to this context (or is being written).
+    pub(crate) fn is_unwritten(&self) -> bool {
+        let st = self.lock();
+        st.number.is_none() && st.next.latest().0 == 0 && st.in_flight.is_empty()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

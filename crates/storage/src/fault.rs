@@ -9,34 +9,34 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// refuse to acknowledge anything after the first failure).
 #[derive(Debug, Default)]
 pub struct Faults {
-    sync_in: AtomicU64,
-    write_in: AtomicU64,
-    panic_in: AtomicU64,
+    sync_failure: AtomicU64,
+    write_failure: AtomicU64,
+    writer_panic: AtomicU64,
 }
 
 impl Faults {
     /// Makes the `n`-th fsync from now fail.
     pub fn fail_sync(&self, n: u64) {
-        self.sync_in.store(n, Ordering::SeqCst);
+        self.sync_failure.store(n, Ordering::SeqCst);
     }
 
     /// Makes the `n`-th write from now fail.
     pub fn fail_write(&self, n: u64) {
-        self.write_in.store(n, Ordering::SeqCst);
+        self.write_failure.store(n, Ordering::SeqCst);
     }
 
     /// Makes the writer panic just before its `n`-th write from now.
     pub fn panic_write(&self, n: u64) {
-        self.panic_in.store(n, Ordering::SeqCst);
+        self.writer_panic.store(n, Ordering::SeqCst);
     }
 
     pub(crate) fn before_sync(&self) -> io::Result<()> {
-        countdown(&self.sync_in, "injected fsync failure")
+        countdown(&self.sync_failure, "injected fsync failure")
     }
 
     pub(crate) fn before_write(&self) -> io::Result<()> {
-        assert!(countdown(&self.panic_in, "").is_ok(), "injected panic in the log writer");
-        countdown(&self.write_in, "injected write failure")
+        assert!(countdown(&self.writer_panic, "").is_ok(), "injected panic in the log writer");
+        countdown(&self.write_failure, "injected write failure")
     }
 }
 

@@ -56,6 +56,15 @@ pub const GROUP_COMMIT_LINGER_MAX_DEFAULT: Duration = Duration::from_micros(200)
 /// `appendfsync everysec`): a power cut loses at most about this much.
 pub const SYNC_INTERVAL_DEFAULT: Duration = Duration::from_secs(1);
 
+/// The memory contexts may take while idle, by default; beyond it the least recently used idle
+/// contexts are evicted (and reloaded from the index when next used).
+pub const MEMORY_BUDGET_DEFAULT: usize = 128 * 1024 * 1024;
+
+/// What one resident context is reckoned to cost in memory: its state, id (twice: the map's
+/// key and its own) and the frontier of its tree. Entries not yet checkpointed are bounded
+/// separately, by the checkpoint size and interval.
+pub const CONTEXT_RESIDENT_BYTES: usize = 2048;
+
 /// How often the checkpointer looks at the log.
 const CHECKPOINT_POLL: Duration = Duration::from_millis(50);
 
@@ -86,6 +95,9 @@ pub struct StoreConfig {
     pub group_commit_linger_max: Duration,
     /// Buffered mode: the longest a written record waits for an fsync.
     pub sync_interval: Duration,
+    /// The memory idle contexts may take (see [`CONTEXT_RESIDENT_BYTES`]); beyond it the
+    /// least recently used ones are evicted.
+    pub memory_budget: usize,
     /// Injected failures (tests).
     pub faults: Arc<Faults>,
     /// The file system the log and the node files live on (the index is always on the real
@@ -107,6 +119,7 @@ impl StoreConfig {
             checkpoint_interval: CHECKPOINT_INTERVAL_DEFAULT,
             group_commit_linger_max: GROUP_COMMIT_LINGER_MAX_DEFAULT,
             sync_interval: SYNC_INTERVAL_DEFAULT,
+            memory_budget: MEMORY_BUDGET_DEFAULT,
             faults: Arc::default(),
             vfs: RealFs::shared(),
             manual: false,
@@ -123,6 +136,11 @@ impl StoreConfig {
             return Err(Error::Config(format!(
                 "segment size must be between {SEGMENT_BYTES_MIN} and {SEGMENT_BYTES_MAX} bytes, got {}",
                 self.segment_bytes
+            )));
+        }
+        if self.memory_budget < CONTEXT_RESIDENT_BYTES {
+            return Err(Error::Config(format!(
+                "the memory budget must be at least {CONTEXT_RESIDENT_BYTES} bytes"
             )));
         }
         if self.sync_interval.is_zero() {
@@ -157,6 +175,8 @@ pub struct StoreStats {
     pub contexts: usize,
     /// Checkpoints written since open.
     pub checkpoints: u64,
+    /// Segment files held open for reads (disk mode).
+    pub open_segments: usize,
 }
 
 pub(crate) enum Backend {
@@ -220,6 +240,10 @@ struct Inner {
     report: OpenReport,
     checkpoint_lock: Mutex<()>,
     checkpoints: AtomicU64,
+    /// Counts lookups; each context remembers the count at its last one (for eviction).
+    uses: AtomicU64,
+    /// Counts contexts removed from memory (see `load_and_lock`).
+    evictions: AtomicU64,
     stop: Mutex<bool>,
     stop_signal: Condvar,
     checkpointer: Mutex<Option<JoinHandle<()>>>,
@@ -257,6 +281,8 @@ impl Store {
             report,
             checkpoint_lock: Mutex::new(()),
             checkpoints: AtomicU64::new(0),
+            uses: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
             stop: Mutex::new(false),
             stop_signal: Condvar::new(),
             checkpointer: Mutex::new(None),
@@ -287,35 +313,49 @@ impl Store {
     /// The context `id`, created in memory if it does not exist yet (nothing is written until
     /// its first append).
     pub fn context(&self, id: &ContextId) -> Result<Arc<Context>> {
-        if let Some(context) = self.inner.read_contexts().get(id) {
-            return Ok(Arc::clone(context));
+        if let Some(context) = self.inner.resident(id) {
+            return Ok(context);
         }
-        let mut contexts = self.inner.write_contexts();
-        if let Some(context) = contexts.get(id) {
-            return Ok(Arc::clone(context));
-        }
-        let context = match self.inner.load(id)? {
-            Some(context) => context,
-            None => Arc::new(Context::new(id.clone(), Arc::clone(&self.inner.shared))),
-        };
-        contexts.insert(id.clone(), Arc::clone(&context));
-        Ok(context)
+        let (loaded, mut contexts) = self.inner.load_and_lock(id)?;
+        let context = contexts.entry(id.clone()).or_insert_with(|| {
+            loaded.unwrap_or_else(|| {
+                Arc::new(Context::new(id.clone(), Arc::clone(&self.inner.shared)))
+            })
+        });
+        context.touch(self.inner.uses.fetch_add(1, Ordering::Relaxed));
+        Ok(Arc::clone(context))
     }
 
     /// The context `id` if the store has ever seen it (without creating it).
     pub fn find(&self, id: &ContextId) -> Result<Option<Arc<Context>>> {
-        if let Some(context) = self.inner.read_contexts().get(id) {
-            return Ok(Some(Arc::clone(context)));
+        if let Some(context) = self.inner.resident(id) {
+            return Ok(Some(context));
         }
-        let mut contexts = self.inner.write_contexts();
+        let (loaded, mut contexts) = self.inner.load_and_lock(id)?;
         if let Some(context) = contexts.get(id) {
             return Ok(Some(Arc::clone(context)));
         }
-        let loaded = self.inner.load(id)?;
-        if let Some(context) = &loaded {
-            contexts.insert(id.clone(), Arc::clone(context));
+        let Some(loaded) = loaded else { return Ok(None) };
+        let context = contexts.entry(id.clone()).or_insert(loaded);
+        context.touch(self.inner.uses.fetch_add(1, Ordering::Relaxed));
+        Ok(Some(Arc::clone(context)))
+    }
+
+    /// Forgets context `id` if nothing was ever written to it and nobody else holds it (a watch
+    /// of an unknown context has ended): looking at a context costs nothing after the look.
+    pub fn release(&self, id: &ContextId) {
+        let mut contexts = self.inner.write_contexts();
+        if contexts.get(id).is_some_and(|c| Arc::strong_count(c) == 1 && c.is_unwritten()) {
+            contexts.remove(id);
+            self.inner.evictions.fetch_add(1, Ordering::SeqCst);
         }
-        Ok(loaded)
+    }
+
+    /// Evicts the least recently used idle contexts while more are resident than the memory
+    /// budget allows; returns whether the store is within it. The checkpointer calls this;
+    /// contexts holding entries that are not yet checkpointed stay until a checkpoint.
+    pub fn enforce_memory_budget(&self) -> bool {
+        self.inner.enforce_memory_budget()
     }
 
     /// Manual mode ([`StoreConfig::manual`]): writes, syncs and completes everything queued,
@@ -335,6 +375,7 @@ impl Store {
             log: self.inner.shared.disk().map(|d| d.log.stats().snapshot()),
             contexts: self.inner.read_contexts().len(),
             checkpoints: self.inner.checkpoints.load(Ordering::Relaxed),
+            open_segments: self.inner.shared.disk().map_or(0, |d| d.log.open_segments()),
         }
     }
 
@@ -367,6 +408,64 @@ impl Inner {
 
     fn write_contexts(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ContextId, Arc<Context>>> {
         self.contexts.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Loads `id` from the cold index without holding the map's lock (reading the index must
+    /// not stall every lookup), then takes the lock. If a context was evicted meanwhile, what
+    /// was loaded may be older than what that eviction left in the index, so it loads again
+    /// under the lock.
+    #[expect(clippy::type_complexity, reason = "a pair returned to the two callers")]
+    fn load_and_lock(
+        &self,
+        id: &ContextId,
+    ) -> Result<(
+        Option<Arc<Context>>,
+        std::sync::RwLockWriteGuard<'_, HashMap<ContextId, Arc<Context>>>,
+    )> {
+        let evictions = self.evictions.load(Ordering::SeqCst);
+        let loaded = self.load(id)?;
+        let contexts = self.write_contexts();
+        if self.evictions.load(Ordering::SeqCst) == evictions {
+            return Ok((loaded, contexts));
+        }
+        Ok((self.load(id)?, contexts))
+    }
+
+    /// The context `id` if it is in memory now.
+    fn resident(&self, id: &ContextId) -> Option<Arc<Context>> {
+        let contexts = self.read_contexts();
+        let context = contexts.get(id)?;
+        context.touch(self.uses.fetch_add(1, Ordering::Relaxed));
+        Some(Arc::clone(context))
+    }
+
+    fn enforce_memory_budget(&self) -> bool {
+        let max = (self.config.memory_budget / CONTEXT_RESIDENT_BYTES).max(1);
+        if self.read_contexts().len() <= max {
+            return true;
+        }
+        // Down to 90 %, so eviction runs once per tenth of the budget, not on every lookup.
+        let target = max - max / 10;
+        let mut idle: Vec<(u64, ContextId)> = self
+            .read_contexts()
+            .iter()
+            .filter(|(_, c)| Arc::strong_count(c) == 1)
+            .map(|(id, c)| (c.last_used(), id.clone()))
+            .collect();
+        idle.sort_unstable_by_key(|(used, _)| *used);
+        let mut contexts = self.write_contexts();
+        for (_, id) in idle {
+            if contexts.len() <= target {
+                break;
+            }
+            // Under the write lock nobody can take a new reference, so a count of one means
+            // only the map holds it.
+            if contexts.get(&id).is_some_and(|c| Arc::strong_count(c) == 1 && c.evictable()) {
+                contexts.remove(&id);
+                self.evictions.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        contexts.len() <= max
     }
 
     /// Loads a context the cold index knows.
@@ -458,7 +557,13 @@ fn checkpoint_loop(inner: &Weak<Inner>) {
         let Some(Disk { log, .. }) = store.shared.disk() else { return };
         let stats = log.stats().snapshot();
         let lsn = log.durable().lsn;
-        let due = stats.bytes - last_bytes >= store.config.checkpoint_bytes
+        // Over the memory budget with only unevictable contexts left: a checkpoint makes
+        // contexts with entries evictable (at most once a second).
+        let over_budget = !store.enforce_memory_budget()
+            && lsn != last_lsn
+            && last_time.elapsed() >= Duration::from_secs(1);
+        let due = over_budget
+            || stats.bytes - last_bytes >= store.config.checkpoint_bytes
             || (lsn != last_lsn && last_time.elapsed() >= store.config.checkpoint_interval);
         if due {
             match store.checkpoint() {
@@ -466,6 +571,9 @@ fn checkpoint_loop(inner: &Weak<Inner>) {
                     last_lsn = lsn;
                     last_bytes = stats.bytes;
                     last_time = Instant::now();
+                    if over_budget {
+                        store.enforce_memory_budget();
+                    }
                 }
                 Err(err) => {
                     error!(error = %err, "checkpoint failed; the next reopen replays more log");

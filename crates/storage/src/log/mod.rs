@@ -10,21 +10,22 @@
 //! Readers `pread` records by [`Position`] from the same files; every record read is checked
 //! against its checksum.
 
+mod files;
 pub mod queue;
 mod recover;
 pub mod segment;
 mod stats;
 mod writer;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
 use tracing::error;
 
+pub use files::OPEN_SEGMENTS_MAX;
 pub use queue::{LogSink, Position, RecordSink};
 pub use recover::Replayed;
 pub use stats::{BATCH_BUCKETS, LogStats, LogStatsSnapshot};
@@ -86,7 +87,7 @@ pub struct DiskLog {
     manual: Mutex<Option<writer::Writer>>,
     queue: Mutex<Queue>,
     wake: Condvar,
-    files: RwLock<HashMap<u32, Arc<dyn VfsFile>>>,
+    files: files::OpenFiles,
     durable: Mutex<LogPoint>,
     writer: Mutex<Option<JoinHandle<()>>>,
     stats: LogStats,
@@ -118,7 +119,7 @@ impl DiskLog {
             manual: Mutex::new(None),
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
-            files: RwLock::new(HashMap::new()),
+            files: files::OpenFiles::default(),
             durable: Mutex::new(LogPoint::default()),
             writer: Mutex::new(None),
             stats: LogStats::default(),
@@ -282,9 +283,8 @@ impl DiskLog {
     }
 
     fn file(&self, segment: u32) -> Result<Arc<dyn VfsFile>> {
-        if let Some(file) = self.files.read().unwrap_or_else(PoisonError::into_inner).get(&segment)
-        {
-            return Ok(Arc::clone(file));
+        if let Some(file) = self.files.get(segment) {
+            return Ok(file);
         }
         let path = self.segment_path(segment);
         let file = self
@@ -296,7 +296,12 @@ impl DiskLog {
     }
 
     fn register_file(&self, segment: u32, file: Arc<dyn VfsFile>) {
-        self.files.write().unwrap_or_else(PoisonError::into_inner).insert(segment, file);
+        self.files.insert(segment, file);
+    }
+
+    /// Segment files the read cache holds open now (at most [`OPEN_SEGMENTS_MAX`]).
+    pub fn open_segments(&self) -> usize {
+        self.files.len()
     }
 
     /// The path of segment `number`.

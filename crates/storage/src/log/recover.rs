@@ -33,7 +33,6 @@ const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
 struct Segment {
     number: u32,
     path: PathBuf,
-    file: Arc<dyn VfsFile>,
     len: u64,
     header: SegmentHeader,
     seal: Option<(Seal, u64)>,
@@ -82,7 +81,7 @@ pub(super) fn open(
     if segments.is_empty() {
         return fresh(log);
     }
-    check_chain(&segments)?;
+    check_chain(log, &segments)?;
 
     let start = match from.lsn {
         0 => (1, SEGMENT_HEADER_BYTES as u64),
@@ -99,7 +98,7 @@ pub(super) fn open(
     let mut expected_lsn = from.lsn + 1;
     for segment in &segments[start.0 as usize - 1..last_index] {
         let offset = if segment.number == start.0 { start.1 } else { SEGMENT_HEADER_BYTES as u64 };
-        expected_lsn = replay_sealed(segment, offset, expected_lsn, replay)?;
+        expected_lsn = replay_sealed(log, segment, offset, expected_lsn, replay)?;
     }
     let last = segments.pop().expect("at least one segment");
     if last.number != start.0 && last.header.first_lsn != expected_lsn {
@@ -135,6 +134,12 @@ fn is_torn_creation(log: &DiskLog, path: &Path) -> Result<bool> {
     Ok(len <= SEGMENT_HEADER_BYTES as u64 && segment::read_header(&*file, path).is_err())
 }
 
+/// Opens the file of a segment. Files are opened one at a time, as needed: a log may hold far
+/// more segments than the process may have open files.
+fn open_file(log: &DiskLog, path: &Path) -> Result<Arc<dyn VfsFile>> {
+    log.vfs.open(path, OpenMode::Existing).map_err(|e| Error::io("opening", path, e))
+}
+
 fn open_segment(log: &DiskLog, number: u32, path: PathBuf) -> Result<Segment> {
     let file =
         log.vfs.open(&path, OpenMode::Existing).map_err(|e| Error::io("opening", &path, e))?;
@@ -151,11 +156,11 @@ fn open_segment(log: &DiskLog, number: u32, path: PathBuf) -> Result<Segment> {
         ));
     }
     let seal = segment::read_seal(&*file, &path, len).ok();
-    Ok(Segment { number, path, file, len, header, seal })
+    Ok(Segment { number, path, len, header, seal })
 }
 
 /// Every segment but the newest must be sealed, and each seal must match the next header.
-fn check_chain(segments: &[Segment]) -> Result<()> {
+fn check_chain(log: &DiskLog, segments: &[Segment]) -> Result<()> {
     let first = &segments[0];
     if first.header.first_lsn != 1 || first.header.previous != Seal::zero() {
         return Err(Error::corrupt(
@@ -169,7 +174,7 @@ fn check_chain(segments: &[Segment]) -> Result<()> {
         let (seal, seal_lsn) = match &older.seal {
             Some(seal) => *seal,
             // Read again for the precise error.
-            None => segment::read_seal(&*older.file, &older.path, older.len)?,
+            None => segment::read_seal(&*open_file(log, &older.path)?, &older.path, older.len)?,
         };
         if newer.header.previous != seal {
             return Err(Error::corrupt(
@@ -214,13 +219,13 @@ struct Scanned {
 /// (entry and context records number the log `expected, expected + 1, …`; batch and seal
 /// records repeat the LSN before them), and hands each to `each` with its offset.
 fn scan(
-    segment: &Segment,
+    file: &dyn VfsFile,
     from: u64,
     end: u64,
     mut expected: u64,
     each: &mut OnRecord<'_>,
 ) -> Result<Scanned> {
-    let mut scanner = Scanner::new(&*segment.file, from, end);
+    let mut scanner = Scanner::new(file, from, end);
     loop {
         let at = scanner.pos;
         let bad = |reason: String| Ok(Scanned { good_end: at, expected, bad: Some((at, reason)) });
@@ -242,6 +247,7 @@ fn scan(
 /// Replays the records of a sealed segment from `offset`. Any damage is a hard error: a seal
 /// is written only after everything before it was fsynced.
 fn replay_sealed(
+    log: &DiskLog,
     segment: &Segment,
     offset: u64,
     expected_lsn: u64,
@@ -249,7 +255,8 @@ fn replay_sealed(
 ) -> Result<u64> {
     let (seal, _) = segment.seal.expect("checked by check_chain");
     let mut atomic = Atomic::default();
-    let scanned = scan(segment, offset, seal.bytes, expected_lsn, &mut |at, header, record| {
+    let file = open_file(log, &segment.path)?;
+    let scanned = scan(&*file, offset, seal.bytes, expected_lsn, &mut |at, header, record| {
         atomic.push(header, record, segment.number, at, &segment.path, replay)
     })?;
     if let Some((at, reason)) = scanned.bad {
@@ -274,12 +281,13 @@ fn replay_last(
     replay: &mut dyn FnMut(Replayed<'_>) -> Result<()>,
 ) -> Result<(Active, u64)> {
     let end = segment.seal.map_or(segment.len, |(seal, _)| seal.bytes);
+    let file = open_file(log, &segment.path)?;
     let mut digest = Digest::default();
     let mut atomic = Atomic::default();
     // Where the open atomic batch started: its offset, the digest and LSN before it.
     let mut open_batch: Option<(u64, Digest, u64)> = None;
     let scanned = scan(
-        &segment,
+        &*file,
         SEGMENT_HEADER_BYTES as u64,
         end,
         segment.header.first_lsn,
@@ -303,7 +311,7 @@ fn replay_last(
         if segment.seal.is_some() {
             return Err(Error::corrupt(&segment.path, at, reason));
         }
-        check_torn_tail(&segment, at, expected, &reason)?;
+        check_torn_tail(&segment, &*file, at, expected, &reason)?;
     }
     if let Some((at, before, lsn)) = open_batch {
         // An atomic batch whose last record never reached the disk was never acknowledged.
@@ -333,20 +341,17 @@ fn replay_last(
     } else {
         if good_end < segment.len {
             warn!(file = %segment.path.display(), offset = good_end, cut = segment.len - good_end, "truncating a torn tail of the newest segment");
-            segment
-                .file
-                .set_len(good_end)
-                .map_err(|e| Error::io("truncating", &segment.path, e))?;
+            file.set_len(good_end).map_err(|e| Error::io("truncating", &segment.path, e))?;
         }
         // What this scan read may still be only in the page cache (an unsynced write before a
         // crash of the process, not the machine): put it on disk before building on it.
-        segment.file.sync_all().map_err(|e| Error::io("fsyncing", &segment.path, e))?;
+        file.sync_all().map_err(|e| Error::io("fsyncing", &segment.path, e))?;
     }
-    log.register_file(segment.number, Arc::clone(&segment.file));
+    log.register_file(segment.number, Arc::clone(&file));
     let mut active = Active {
         number: segment.number,
         path: segment.path,
-        file: segment.file,
+        file,
         len: good_end,
         last_lsn: expected - 1,
         digest,
@@ -363,13 +368,16 @@ fn replay_last(
 /// it proves it had been durable: a batch record, written later, whose synced LSN reaches
 /// `expected_lsn` (the LSN the bad record should hold). Pages of one unsynced write reach the
 /// disk in any order, so valid records after a hole prove nothing by themselves.
-fn check_torn_tail(segment: &Segment, at: u64, expected_lsn: u64, reason: &str) -> Result<()> {
+fn check_torn_tail(
+    segment: &Segment,
+    file: &dyn VfsFile,
+    at: u64,
+    expected_lsn: u64,
+    reason: &str,
+) -> Result<()> {
     let len = (segment.len - at) as usize;
     let mut rest = vec![0; len];
-    segment
-        .file
-        .read_exact_at(&mut rest, at)
-        .map_err(|e| Error::io("reading", &segment.path, e))?;
+    file.read_exact_at(&mut rest, at).map_err(|e| Error::io("reading", &segment.path, e))?;
     let batch_len = ((record::BATCH_RECORD_BYTES - 8) as u32).to_be_bytes();
     for skip in 1..rest.len().saturating_sub(record::BATCH_RECORD_BYTES - 1) {
         let candidate = &rest[skip..];
