@@ -10,7 +10,7 @@ use converge_storage::{Appended, Completion, NewEntry};
 use tokio::sync::oneshot;
 
 use crate::errors;
-use crate::ledger::{Inner, PERMIT_BYTES};
+use crate::ledger::Inner;
 use crate::request;
 
 pub(crate) async fn append(inner: &Inner, req: AppendRequest) -> Result<Arc<Entry>, LedgerError> {
@@ -26,14 +26,12 @@ pub(crate) async fn append(inner: &Inner, req: AppendRequest) -> Result<Arc<Entr
         ));
     }
 
-    // Admission: bound the payload bytes waiting for their fsync.
-    let permits =
-        u32::try_from(req.payload.len().div_ceil(PERMIT_BYTES).max(1)).unwrap_or(u32::MAX);
-    let _permit = inner
-        .in_flight
-        .acquire_many(permits)
-        .await
-        .map_err(|_| LedgerError::Unavailable("the ledger is shutting down".into()))?;
+    // Admission: bound the bytes waiting for their fsync, held until durable or failed.
+    let bytes = req.payload.len()
+        + key.as_str().len()
+        + metadata.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+        + append_id.as_ref().map_or(0, |id| id.as_str().len());
+    let admitted = inner.admission.admit(bytes).await?;
 
     let prefix = PartialContentHash::new(&context_id, &key, &req.payload);
     let context = inner.store.context(&context_id).map_err(errors::storage)?;
@@ -45,10 +43,16 @@ pub(crate) async fn append(inner: &Inner, req: AppendRequest) -> Result<Arc<Entr
         .map(|id| (id.to_string(), new.key.clone(), new.payload.clone(), new.metadata.clone()));
     // Memory mode completes before `append` returns, so it needs no channel.
     let (completion, rx): (Completion, _) = if inner.store.is_memory() {
-        (Box::new(|_| {}), None)
+        (Box::new(move |_| drop(admitted)), None)
     } else {
         let (tx, rx) = oneshot::channel();
-        (Box::new(move |result| drop(tx.send(result))), Some(rx))
+        (
+            Box::new(move |result| {
+                drop(admitted);
+                drop(tx.send(result));
+            }),
+            Some(rx),
+        )
     };
     let outcome =
         context.append(new, inner.config.clock.now(), completion).map_err(errors::storage)?;

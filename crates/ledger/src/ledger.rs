@@ -9,7 +9,6 @@ use converge_api::{
 };
 use converge_core::Entry;
 use converge_storage::{OpenReport, Store, StoreStats};
-use tokio::sync::Semaphore;
 
 use crate::config::LedgerConfig;
 use crate::watch::Hubs;
@@ -25,15 +24,12 @@ pub(crate) struct Inner {
     pub(crate) store: Store,
     pub(crate) config: LedgerConfig,
     /// Payload KiB of appends in flight.
-    pub(crate) in_flight: Semaphore,
+    pub(crate) admission: crate::admission::Admission,
     pub(crate) hubs: Hubs,
     pub(crate) watchers: AtomicUsize,
     /// Becomes `true` when the ledger starts closing; watch streams end then.
     pub(crate) closing: AtomicBool,
 }
-
-/// Bytes per in-flight permit (appends are admitted in KiB).
-pub(crate) const PERMIT_BYTES: usize = 1024;
 
 impl Ledger {
     /// Opens a ledger: in disk mode, recovers the data directory first. Blocks while it
@@ -47,16 +43,29 @@ impl Ledger {
             )));
         }
         let store = Store::open(config.storage.clone())?;
-        let permits = (config.append_bytes_in_flight_max / PERMIT_BYTES).max(1);
         let inner = Inner {
             store,
-            in_flight: Semaphore::new(permits),
+            admission: crate::admission::Admission::new(config.append_bytes_in_flight_max),
             hubs: Hubs::default(),
             watchers: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
             config,
         };
         Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// Bytes of the append budget (`append_bytes_in_flight_max`) free now: appends and loads
+    /// hold theirs until their entries are durable or have failed.
+    pub fn append_bytes_free(&self) -> usize {
+        self.inner.admission.available_bytes()
+    }
+
+    /// The storage under the ledger, for tools and tests (with [`StoreConfig::manual`], a
+    /// test writes the log with `store().step()`). Writing through it bypasses the ledger.
+    ///
+    /// [`StoreConfig::manual`]: converge_storage::StoreConfig::manual
+    pub fn store(&self) -> &Store {
+        &self.inner.store
     }
 
     /// What opening the storage found (unclean shutdown, records replayed, node identity).

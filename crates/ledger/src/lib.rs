@@ -16,6 +16,7 @@
 //! - `errors`: every error mapped to the API's kinds in one place.
 #![deny(clippy::unwrap_used)]
 
+mod admission;
 mod append;
 mod config;
 mod errors;

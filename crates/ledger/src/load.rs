@@ -26,10 +26,16 @@ pub(crate) async fn load(
             "the ledger is shutting down; retry against a running node".into(),
         ));
     }
+    // The blob is held until the load is durable: it counts against the append budget.
+    let admitted = inner.admission.admit(req.snapshot.len()).await?;
     let inner = Arc::clone(inner);
-    tokio::task::spawn_blocking(move || load_blocking(&inner, &target, &req))
-        .await
-        .map_err(|e| LedgerError::Internal(format!("load panicked: {e}")))?
+    tokio::task::spawn_blocking(move || {
+        let loaded = load_blocking(&inner, &target, &req);
+        drop(admitted);
+        loaded
+    })
+    .await
+    .map_err(|e| LedgerError::Internal(format!("load panicked: {e}")))?
 }
 
 fn load_blocking(
@@ -76,8 +82,14 @@ fn load_blocking(
                     .map_err(errors::storage)?;
                 return Ok(LoadResponse { entries_restored: n - latest.0, latest_sequence: n });
             }
-            // Appends raced with the load: compare again against the new history.
-            Err(StorageError::Moved { .. }) => wait_quiet(&context),
+            // Appends raced with the load: once they settle, compare again.
+            Err(StorageError::Moved { .. }) => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                context.when_settled(Box::new(move || {
+                    let _ = tx.send(());
+                }));
+                let _ = rx.recv();
+            }
             Err(other) => return Err(errors::storage(other)),
         }
     }
@@ -103,16 +115,6 @@ fn in_two<S: Send>((left, right): (S, S), work: impl Fn(S) + Sync) {
         scope.spawn(|| work(left));
         work(right);
     });
-}
-
-/// Waits briefly for appends in flight to become durable.
-fn wait_quiet(context: &Context) {
-    for _ in 0..1000 {
-        if context.latest() == context.latest_assigned() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
 }
 
 /// The context's first `min(latest, n)` entries must be the blob's: equal Merkle roots at that

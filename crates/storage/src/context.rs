@@ -196,6 +196,19 @@ impl Context {
         self.shared.disk().is_some() && st.named && st.recent.positions.is_empty()
     }
 
+    /// Calls `done` once every append in flight now is durable or has failed (at once if
+    /// none is).
+    pub fn when_settled(&self, done: Box<dyn FnOnce() + Send>) {
+        let mut st = self.lock();
+        match st.in_flight.back_mut() {
+            Some(last) => last.done.push(Box::new(move |_| done())),
+            None => {
+                drop(st);
+                done();
+            }
+        }
+    }
+
     /// Whether anything was ever written to this context (or is being written).
     pub(crate) fn is_unwritten(&self) -> bool {
         let st = self.lock();
