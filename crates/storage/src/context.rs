@@ -200,12 +200,11 @@ impl Context {
     /// none is).
     pub fn when_settled(&self, done: Box<dyn FnOnce() + Send>) {
         let mut st = self.lock();
-        match st.in_flight.back_mut() {
-            Some(last) => last.done.push(Box::new(move |_| done())),
-            None => {
-                drop(st);
-                done();
-            }
+        if let Some(last) = st.in_flight.back_mut() {
+            last.done.push(Box::new(move |_| done()));
+        } else {
+            drop(st);
+            done();
         }
     }
 
