@@ -39,3 +39,4 @@ pub use converge_storage::store::{
 };
 pub use converge_storage::{Durability, StorageMode, StoreConfig};
 pub use ledger::Ledger;
+pub use watch::WATCH_WINDOW_BYTES_MAX;

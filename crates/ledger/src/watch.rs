@@ -9,6 +9,11 @@
 //! The writer never waits for a watcher: one that falls behind the window goes back to reading
 //! pages from storage after the last entry it examined, and rejoins the feed. Memory per
 //! watcher is bounded by one page; the window is shared by all watchers of the context.
+//!
+//! The log writer's thread does O(1) work per commit for a watched context, however many
+//! watch it: it pushes the run into the window and wakes one fan-out task, which wakes the
+//! watchers from the async runtime. The window and each watcher's batch are bounded in bytes
+//! as well as entries, so large payloads cannot multiply what is held.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -32,16 +37,35 @@ const PAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Entries a watcher copies out of the live window at a time.
 const LIVE_BATCH: usize = 256;
 
+/// Payload bytes a watcher copies out of the live window at a time (at least one entry).
+const LIVE_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// Payload bytes the live window of one context holds at most (the newest entry always
+/// stays): a watcher further behind catches up from storage.
+pub const WATCH_WINDOW_BYTES_MAX: usize = 16 * 1024 * 1024;
+
 /// The live window of one watched context.
 struct Feed {
-    window: RwLock<VecDeque<Arc<Entry>>>,
+    window: RwLock<Window>,
     capacity: usize,
+    /// Watchers wait on this.
     notify: Notify,
+    /// The fan-out task waits on this; publishing wakes it alone.
+    published: Notify,
+    /// Set when the hub is gone: the fan-out task ends.
+    retired: AtomicBool,
     closed: AtomicBool,
 }
 
+/// The newest entries and the payload bytes they hold.
+#[derive(Default)]
+struct Window {
+    entries: VecDeque<Arc<Entry>>,
+    bytes: usize,
+}
+
 /// What a watcher found in the window.
-enum Window {
+enum Found {
     /// Copied this many entries that follow the watcher's last one.
     Copied(usize),
     /// The entries after the watcher's last one have left the window.
@@ -49,17 +73,52 @@ enum Window {
 }
 
 impl Feed {
-    fn publish(&self, entries: &[Arc<Entry>]) {
+    fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            window: RwLock::new(Window {
+                entries: VecDeque::with_capacity(capacity.clamp(1, 4096)),
+                bytes: 0,
+            }),
+            capacity: capacity.max(1),
+            notify: Notify::new(),
+            published: Notify::new(),
+            retired: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Called on the log writer's thread with each run of durable entries: O(1) per run for
+    /// the watchers, whatever their number.
+    fn publish(&self, entries: &[Arc<Entry>], fan_out: bool) {
         {
             let mut window = self.window.write().unwrap_or_else(PoisonError::into_inner);
             for entry in entries {
-                if window.len() == self.capacity {
-                    window.pop_front();
-                }
-                window.push_back(Arc::clone(entry));
+                window.bytes += entry.payload().len();
+                window.entries.push_back(Arc::clone(entry));
+            }
+            while window.entries.len() > self.capacity
+                || (window.bytes > WATCH_WINDOW_BYTES_MAX && window.entries.len() > 1)
+            {
+                let dropped = window.entries.pop_front().expect("not empty");
+                window.bytes -= dropped.payload().len();
             }
         }
-        self.notify.notify_waiters();
+        if fan_out {
+            self.published.notify_one();
+        } else {
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// Wakes the watchers after each publish, off the writer's thread, until retired.
+    async fn fan_out(feed: Arc<Self>) {
+        loop {
+            feed.published.notified().await;
+            feed.notify.notify_waiters();
+            if feed.retired.load(Ordering::SeqCst) {
+                return;
+            }
+        }
     }
 
     fn close(&self) {
@@ -67,24 +126,38 @@ impl Feed {
         self.notify.notify_waiters();
     }
 
-    /// Copies up to `max` entries after `last` into `out`.
-    fn read_after(&self, last: Seq, max: usize, out: &mut VecDeque<Arc<Entry>>) -> Window {
+    /// Copies up to `max` entries and about `bytes_max` payload bytes (at least one entry)
+    /// after `last` into `out`.
+    fn read_after(
+        &self,
+        last: Seq,
+        max: usize,
+        bytes_max: usize,
+        out: &mut VecDeque<Arc<Entry>>,
+    ) -> Found {
         let window = self.window.read().unwrap_or_else(PoisonError::into_inner);
+        let window = &window.entries;
         let (Some(front), Some(back)) = (window.front(), window.back()) else {
-            return Window::Copied(0);
+            return Found::Copied(0);
         };
         if back.sequence() <= last {
-            return Window::Copied(0);
+            return Found::Copied(0);
         }
         let Some(skip) =
             last.0.checked_add(1).and_then(|next| next.checked_sub(front.sequence().0))
         else {
-            return Window::Lagged;
+            return Found::Lagged;
         };
         let skip = usize::try_from(skip).unwrap_or(usize::MAX);
-        let before = out.len();
-        out.extend(window.iter().skip(skip).take(max).cloned());
-        Window::Copied(out.len() - before)
+        let mut bytes = 0;
+        for entry in window.iter().skip(skip).take(max) {
+            if bytes > 0 && bytes + entry.payload().len() > bytes_max {
+                break;
+            }
+            bytes += entry.payload().len().max(1);
+            out.push_back(Arc::clone(entry));
+        }
+        Found::Copied(out.len())
     }
 }
 
@@ -125,15 +198,15 @@ impl Hubs {
             return Ok(hub);
         }
         let context = store.context(id).map_err(errors::storage)?;
-        let feed = Arc::new(Feed {
-            window: RwLock::new(VecDeque::with_capacity(capacity.clamp(1, 4096))),
-            capacity: capacity.max(1),
-            notify: Notify::new(),
-            closed: AtomicBool::new(false),
-        });
+        let feed = Feed::new(capacity);
+        // Outside a runtime (a caller that never polls) the writer wakes watchers itself.
+        let fan_out = tokio::runtime::Handle::try_current()
+            .map(|runtime| drop(runtime.spawn(Feed::fan_out(Arc::clone(&feed)))))
+            .is_ok();
         let publisher = Arc::clone(&feed);
-        context
-            .set_listener(Some(Arc::new(move |entries: &[Arc<Entry>]| publisher.publish(entries))));
+        context.set_listener(Some(Arc::new(move |entries: &[Arc<Entry>]| {
+            publisher.publish(entries, fan_out);
+        })));
         let hub = Arc::new(Hub {
             id: id.clone(),
             context: Some(context),
@@ -171,6 +244,8 @@ impl Hubs {
 
 impl Drop for Hub {
     fn drop(&mut self) {
+        self.feed.retired.store(true, Ordering::SeqCst);
+        self.feed.published.notify_one();
         let Some(registry) = self.registry.upgrade() else { return };
         let mut hubs = registry.hubs.lock().unwrap_or_else(PoisonError::into_inner);
         // Only if no newer hub replaced this one meanwhile.
@@ -278,14 +353,14 @@ impl Watcher {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let mut run = VecDeque::new();
-            match feed.read_after(self.last, LIVE_BATCH, &mut run) {
-                Window::Lagged => self.fall_behind(),
-                Window::Copied(0) => {
+            match feed.read_after(self.last, LIVE_BATCH, LIVE_BATCH_BYTES, &mut run) {
+                Found::Lagged => self.fall_behind(),
+                Found::Copied(0) => {
                     if !feed.closed.load(Ordering::SeqCst) {
                         notified.await;
                     }
                 }
-                Window::Copied(_) => self.take_run(run),
+                Found::Copied(_) => self.take_run(run),
             }
         }
     }

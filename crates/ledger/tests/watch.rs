@@ -208,3 +208,19 @@ async fn watches_of_unknown_contexts_leave_nothing_behind() {
         assert_eq!(l.stats().contexts, 1, "{mode}: a written context stays");
     }
 }
+
+/// The live window is bounded in bytes: a stalled watcher of large entries falls back to
+/// storage, and still sees every entry once, in order.
+#[tokio::test]
+async fn large_entries_push_a_stalled_watcher_to_storage_without_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = disk(dir.path());
+    let mut stream = watch(&l, "big", 0, None).await;
+    let payload = vec![7u8; 1024 * 1024];
+    let n = converge_ledger::WATCH_WINDOW_BYTES_MAX / payload.len() * 2;
+    for _ in 0..n {
+        l.append(AppendRequest::new("big", "k", payload.clone())).await.unwrap();
+    }
+    let got = take(&mut stream, n).await;
+    assert_eq!(seqs(&got), (1..=n as u64).collect::<Vec<_>>());
+}

@@ -259,16 +259,34 @@ impl Context {
     ) -> Result<Appended> {
         let mut st = self.lock();
         if let Some(id) = &new.append_id {
-            if let Some(i) = st.in_flight_ids.get(id).and_then(|seq| st.in_flight_index(*seq)) {
-                let entry = Arc::clone(&st.in_flight[i].entry);
-                st.in_flight[i].done.push(done);
-                return Ok(Appended::Recorded(entry));
-            }
-            if let Some(seq) = self.recorded_id(&st, id)? {
-                let entry = self.read_locked(&st, seq)?;
-                drop(st);
-                done(Ok(Arc::clone(&entry)));
-                return Ok(Appended::Recorded(entry));
+            // The cold index is read without the lock; `checked` is the checkpoint base it was
+            // read at, so it is read again only if a checkpoint moved ids there meanwhile.
+            let mut checked = None;
+            loop {
+                if let Some(i) = st.in_flight_ids.get(id).and_then(|seq| st.in_flight_index(*seq)) {
+                    let entry = Arc::clone(&st.in_flight[i].entry);
+                    st.in_flight[i].done.push(done);
+                    return Ok(Appended::Recorded(entry));
+                }
+                if let Some(seq) = st.recent.ids.get(id).copied() {
+                    drop(st);
+                    return self.recorded(seq, done);
+                }
+                let base = st.recent.base;
+                match (st.number, self.shared.disk()) {
+                    (Some(number), Some(Disk { cold, .. }))
+                        if base > 0 && checked != Some(base) =>
+                    {
+                        drop(st);
+                        if let Some(seq) = cold.append_id(number, id)? {
+                            return self.recorded(seq, done);
+                        }
+                        checked = Some(base);
+                        // Appends may have come meanwhile: look at memory again.
+                        st = self.lock();
+                    }
+                    _ => break,
+                }
             }
         }
         let stamp = st.next.stamp(now, new.received)?;
@@ -398,39 +416,19 @@ impl Context {
 }
 
 impl Context {
-    /// The sequence an append id was recorded for, among durable entries.
-    fn recorded_id(&self, st: &State, id: &AppendId) -> Result<Option<Seq>> {
-        if let Some(seq) = st.recent.ids.get(id) {
-            return Ok(Some(*seq));
-        }
-        match (self.shared.disk(), st.number) {
-            (Some(Disk { cold, .. }), Some(number)) if st.recent.base > 0 => {
-                cold.append_id(number, id)
-            }
-            _ => Ok(None),
-        }
+    /// The append id was recorded for durable entry `seq`: completes with it.
+    fn recorded(&self, seq: Seq, done: Completion) -> Result<Appended> {
+        let entry = self.read_one(seq)?;
+        done(Ok(Arc::clone(&entry)));
+        Ok(Appended::Recorded(entry))
     }
 
-    /// Reads one durable entry while holding the lock (the rare duplicate-append path).
-    fn read_locked(&self, st: &State, seq: Seq) -> Result<Arc<Entry>> {
-        match self.shared.disk() {
-            None => {
-                let position = st.recent.position(seq).ok_or_else(|| missing(&self.id, seq))?;
-                decode_memory(st, seq, position).map(Arc::new)
-            }
-            Some(Disk { log, cold }) => {
-                let number = st.number.ok_or_else(|| missing(&self.id, seq))?;
-                let position = match st.recent.position(seq) {
-                    Some(p) => p,
-                    None => *cold
-                        .positions(number, seq.0, seq.0)?
-                        .first()
-                        .ok_or_else(|| missing(&self.id, seq))?,
-                };
-                let bytes = log.read(position)?;
-                self.decode_disk(number, seq, &bytes, position).map(Arc::new)
-            }
-        }
+    /// Reads one durable entry (without holding the lock across the disk read).
+    fn read_one(&self, seq: Seq) -> Result<Arc<Entry>> {
+        let query = ReadQuery { after: Seq(seq.0 - 1), limit: 1, key: None, bytes_max: usize::MAX };
+        let found = self.read(&query)?.entries.pop().ok_or_else(|| missing(&self.id, seq))?;
+        debug_assert_eq!(found.sequence(), seq, "a read of one entry returns that entry");
+        Ok(found)
     }
 
     fn decode_disk(
@@ -705,17 +703,30 @@ fn plan_cold(
 ) -> Result<Vec<(Seq, Position)>> {
     /// Positions fetched per index read.
     const PAGE: u64 = 1024;
-    if let Some(key) = &query.key {
-        let seqs: Vec<Seq> = cold
-            .key_seqs(number, key, query.after, query.limit)?
-            .into_iter()
-            .filter(|s| *s <= base)
-            .collect();
-        let positions = cold.positions_of(number, &seqs)?;
-        return Ok(seqs.into_iter().zip(positions).collect());
-    }
     let mut out = Vec::new();
     let mut budget = Budget::new(query.bytes_max);
+    if let Some(key) = &query.key {
+        // Page through the key's sequences, so a filter matching millions of entries costs
+        // what the response budget allows, not a list of all of them.
+        let (mut after, mut left) = (query.after, query.limit);
+        while left > 0 && budget.remaining() {
+            let want = left.min(PAGE as usize);
+            let seqs = cold.key_seqs(number, key, after, want)?;
+            let fetched = seqs.len();
+            let seqs: Vec<Seq> = seqs.into_iter().filter(|s| *s <= base).collect();
+            let positions = cold.positions_of(number, &seqs)?;
+            for (seq, position) in seqs.into_iter().zip(positions) {
+                budget.take(position.len);
+                after = seq;
+                left -= 1;
+                out.push((seq, position));
+            }
+            if fetched < want {
+                break;
+            }
+        }
+        return Ok(out);
+    }
     let mut from = query.after.0 + 1;
     let to = base.0.min(query.after.0.saturating_add(query.limit as u64));
     while from <= to && budget.remaining() {

@@ -89,3 +89,31 @@ fn disk_mode_with_small_segments() {
     let segments = std::fs::read_dir(dir.path().join("log")).unwrap().count();
     assert!(segments > 5, "small segments rotate ({segments} segments)");
 }
+
+/// A key-filtered read of everything is cut by the byte budget page by page, and gives the
+/// same entries as an unbounded one when the budget allows.
+#[test]
+fn key_filtered_reads_are_bounded_by_the_byte_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&disk(dir.path()));
+    let c = store.context(&ctx("c")).unwrap();
+    for i in 0..3000u32 {
+        append(&c, if i % 3 == 0 { "wanted" } else { "other" }, &i.to_be_bytes());
+    }
+    store.checkpoint().unwrap();
+    let key = converge_core::Key::try_new("wanted").unwrap();
+    let query = |bytes_max| converge_storage::ReadQuery {
+        after: converge_core::Seq(0),
+        limit: usize::MAX,
+        key: Some(key.clone()),
+        bytes_max,
+    };
+    let all = c.read(&query(usize::MAX)).unwrap();
+    assert_eq!(all.entries.len(), 1000);
+    assert!(all.entries.iter().all(|e| e.key() == &key));
+    let cut = c.read(&query(10_000)).unwrap();
+    assert!(cut.over_budget);
+    assert!(!cut.entries.is_empty() && cut.entries.len() < 1000);
+    assert_eq!(cut.entries[..], all.entries[..cut.entries.len()]);
+    store.close().unwrap();
+}
