@@ -5,7 +5,10 @@
 //! changing the line that builds its ledger (see `examples/switch.rs`). Statuses come back as
 //! typed [`LedgerError`]s; `watch` resumes after a dropped connection from the last sequence it
 //! delivered, without gap or duplicate; in [verifying mode](ClientConfig::verify) every entry's
-//! content hash is recomputed and every proof is checked against the context's tree head.
+//! content hash is recomputed, every proof is checked, and the client pins the newest tree head
+//! it has seen per context: a newer one is accepted only with a consistency proof from it, and
+//! every root the server shows (tree heads, snapshots, proofs, a Get of a whole prefix) must be
+//! consistent with it, so a server cannot rewrite or fork a history it has shown.
 //!
 //! What it is not: a second implementation of anything. Hashing and proof checks are the
 //! core's; wire conversions are `converge-proto`'s.
@@ -108,6 +111,8 @@ pub struct Client {
     context: ContextServiceClient<Transport>,
     integrity: IntegrityServiceClient<Transport>,
     config: Arc<ClientConfig>,
+    /// The newest tree head seen per context (verifying mode).
+    pins: Arc<verify::Pins>,
 }
 
 impl Client {
@@ -170,6 +175,7 @@ impl Client {
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
             config: Arc::new(config),
+            pins: Arc::default(),
         })
     }
 
@@ -180,6 +186,24 @@ impl Client {
 
     pub(crate) fn context_service(&self) -> ContextServiceClient<Transport> {
         self.context.clone()
+    }
+
+    /// A consistency proof as the server sends it, checked by the caller.
+    pub(crate) async fn fetch_consistency(
+        &self,
+        context_id: &str,
+        from_size: u64,
+        to_size: u64,
+    ) -> Result<ConsistencyProof, LedgerError> {
+        let req = v1::ConsistencyRequest { context_id: context_id.to_string(), from_size, to_size };
+        let proof = self
+            .integrity
+            .clone()
+            .prove_consistency(req)
+            .await
+            .map_err(|s| from_status(&s))?
+            .into_inner();
+        convert::consistency_from_wire(&proof)
     }
 }
 
@@ -210,6 +234,7 @@ impl LedgerApi for Client {
     async fn get(&self, request: GetRequest) -> Result<GetResponse, LedgerError> {
         let context_id = request.context_id.clone();
         let after = request.after_sequence;
+        let filtered = request.key.as_deref().is_some_and(|k| !k.is_empty());
         let resp = self
             .context
             .clone()
@@ -220,6 +245,7 @@ impl LedgerApi for Client {
         let resp = convert::get_response_from_wire(resp)?;
         if self.config.verify {
             verify::entries(&context_id, after, &resp.entries)?;
+            verify::prefix(self, &context_id, after, filtered, &resp.entries).await?;
         }
         Ok(resp)
     }
@@ -231,6 +257,7 @@ impl LedgerApi for Client {
         let resp = convert::snapshot_response_from_wire(resp)?;
         if self.config.verify {
             verify::snapshot(context_id, &resp)?;
+            verify::observe(self, context_id, resp.entry_count, resp.merkle_root).await?;
         }
         Ok(resp)
     }
@@ -259,7 +286,11 @@ impl LedgerApi for Client {
             .await
             .map_err(|s| from_status(&s))?
             .into_inner();
-        convert::tree_head_from_wire(&head)
+        let head = convert::tree_head_from_wire(&head)?;
+        if self.config.verify {
+            verify::observe(self, context_id, head.tree_size, head.root_hash).await?;
+        }
+        Ok(head)
     }
 
     async fn prove_inclusion(
@@ -278,7 +309,7 @@ impl LedgerApi for Client {
             .into_inner();
         let proof = convert::inclusion_from_wire(&proof)?;
         if self.config.verify {
-            verify::inclusion(self, context_id, sequence, tree_size, &proof).await?;
+            verify::inclusion(self, context_id, sequence, &proof).await?;
         }
         Ok(proof)
     }
@@ -289,17 +320,9 @@ impl LedgerApi for Client {
         from_size: u64,
         to_size: u64,
     ) -> Result<ConsistencyProof, LedgerError> {
-        let req = v1::ConsistencyRequest { context_id: context_id.to_string(), from_size, to_size };
-        let proof = self
-            .integrity
-            .clone()
-            .prove_consistency(req)
-            .await
-            .map_err(|s| from_status(&s))?
-            .into_inner();
-        let proof = convert::consistency_from_wire(&proof)?;
+        let proof = self.fetch_consistency(context_id, from_size, to_size).await?;
         if self.config.verify {
-            verify::consistency(self, context_id, to_size, &proof).await?;
+            verify::consistency(self, context_id, &proof).await?;
         }
         Ok(proof)
     }

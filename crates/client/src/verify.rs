@@ -1,13 +1,16 @@
 //! The verifying mode: recompute what the ledger sends, with the core, before trusting it.
 
-use std::sync::Arc;
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use converge_api::{
     AppendRequest, ConsistencyProof, GetRequest, InclusionProof, LedgerApi, LedgerError,
     SnapshotResponse,
 };
 use converge_core::limits::Limits;
-use converge_core::{ContextId, Entry};
+use converge_core::merkle::root_of_leaves;
+use converge_core::{ContextId, EMPTY_ROOT, Entry, Hash};
 
 use crate::Client;
 
@@ -79,23 +82,113 @@ pub(crate) fn snapshot(context_id: &str, resp: &SnapshotResponse) -> Result<(), 
     Ok(())
 }
 
-/// The context's tree head now, and the size a request's 0 stands for.
-async fn head_for(
+/// Most contexts whose tree head a client pins; beyond it the pins start over (a pin only
+/// ever adds protection, so forgetting one is safe, never wrong).
+const PINNED_CONTEXTS_MAX: usize = 100_000;
+
+/// The newest tree head the client has seen per context: what a Certificate Transparency
+/// client keeps. A newer head is accepted only with a consistency proof from the pinned one,
+/// and every root the server shows is checked against it, so a server cannot show this client
+/// two different histories, or rewrite one it has already shown, without being caught.
+#[derive(Debug, Default)]
+pub(crate) struct Pins {
+    heads: Mutex<HashMap<String, (u64, Hash)>>,
+}
+
+impl Pins {
+    fn get(&self, context_id: &str) -> Option<(u64, Hash)> {
+        self.lock().get(context_id).copied()
+    }
+
+    fn advance(&self, context_id: &str, size: u64, root: Hash) {
+        let mut heads = self.lock();
+        if heads.len() >= PINNED_CONTEXTS_MAX && !heads.contains_key(context_id) {
+            heads.clear();
+        }
+        let pin = heads.entry(context_id.to_string()).or_insert((size, root));
+        if size > pin.0 {
+            *pin = (size, root);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Hash)>> {
+        self.heads.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Checks a head `(size, root)` the server showed for `context_id` against the pinned one,
+/// with a consistency proof between them, and pins it if it is newer.
+pub(crate) async fn observe(
     client: &Client,
     context_id: &str,
     size: u64,
-) -> Result<(u64, converge_core::Hash), LedgerError> {
-    let head = client.tree_head(context_id).await?;
-    Ok((if size == 0 { head.tree_size } else { size }, head.root_hash))
+    root: Hash,
+) -> Result<(), LedgerError> {
+    if size == 0 {
+        // The empty tree is a prefix of every tree.
+        return if root == EMPTY_ROOT {
+            Ok(())
+        } else {
+            Err(failed(format!(
+                "context {context_id}: an empty tree with a root other than the empty root"
+            )))
+        };
+    }
+    let Some((pinned, pinned_root)) = client.pins.get(context_id) else {
+        client.pins.advance(context_id, size, root);
+        return Ok(());
+    };
+    let fork = || {
+        failed(format!(
+            "context {context_id}: the ledger showed tree head {size}/{} that is not consistent with tree head {pinned}/{} it showed before: history was rewritten or forked",
+            root.to_hex(),
+            pinned_root.to_hex()
+        ))
+    };
+    match size.cmp(&pinned) {
+        Ordering::Equal if root == pinned_root => Ok(()),
+        Ordering::Equal => Err(fork()),
+        Ordering::Greater => {
+            let proof = client.fetch_consistency(context_id, pinned, size).await?;
+            if proof.from_root != pinned_root || proof.to_root != root || proof.verify().is_err() {
+                return Err(fork());
+            }
+            client.pins.advance(context_id, size, root);
+            Ok(())
+        }
+        // An older head (a replica a little behind) must be a prefix of the pinned one.
+        Ordering::Less => {
+            let proof = client.fetch_consistency(context_id, size, pinned).await?;
+            if proof.from_root != root || proof.to_root != pinned_root || proof.verify().is_err() {
+                return Err(fork());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A Get from the start without a filter shows a prefix of the context: its root is checked
+/// against the pinned head like any other.
+pub(crate) async fn prefix(
+    client: &Client,
+    context_id: &str,
+    request_after: u64,
+    filtered: bool,
+    entries: &[Arc<Entry>],
+) -> Result<(), LedgerError> {
+    if request_after != 0 || filtered || entries.is_empty() {
+        return Ok(());
+    }
+    let hashes: Vec<Hash> = entries.iter().map(|e| e.content_hash()).collect();
+    observe(client, context_id, hashes.len() as u64, root_of_leaves(&hashes)).await
 }
 
 /// An inclusion proof verifies for the entry at that sequence (fetched and checked too), and
-/// its root is the tree head's when it is for the current tree.
+/// its root is consistent with the pinned head.
 pub(crate) async fn inclusion(
     client: &Client,
     context_id: &str,
     sequence: u64,
-    tree_size: u64,
     proof: &InclusionProof,
 ) -> Result<(), LedgerError> {
     let get = GetRequest {
@@ -113,25 +206,16 @@ pub(crate) async fn inclusion(
     proof
         .verify(&leaf.content_hash())
         .map_err(|e| failed(format!("inclusion proof of entry {sequence}: {e}")))?;
-    let (size, root) = head_for(client, context_id, tree_size).await?;
-    if size == proof.tree_size && tree_size == 0 && root != proof.root_hash {
-        return Err(failed("the inclusion proof's root is not the tree head's"));
-    }
-    Ok(())
+    observe(client, context_id, proof.tree_size, proof.root_hash).await
 }
 
-/// A consistency proof verifies, and its newer root is the tree head's when it is for the
-/// current tree.
+/// A consistency proof verifies, and both its roots are consistent with the pinned head.
 pub(crate) async fn consistency(
     client: &Client,
     context_id: &str,
-    to_size: u64,
     proof: &ConsistencyProof,
 ) -> Result<(), LedgerError> {
     proof.verify().map_err(|e| failed(format!("consistency proof: {e}")))?;
-    let (size, root) = head_for(client, context_id, to_size).await?;
-    if to_size == 0 && size == proof.to_size && root != proof.to_root {
-        return Err(failed("the consistency proof's newer root is not the tree head's"));
-    }
-    Ok(())
+    observe(client, context_id, proof.from_size, proof.from_root).await?;
+    observe(client, context_id, proof.to_size, proof.to_root).await
 }

@@ -6,6 +6,7 @@
 mod cli;
 mod hardening;
 mod lifecycle;
+mod lying;
 mod node;
 mod rpc;
 mod security;
