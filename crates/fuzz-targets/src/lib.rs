@@ -3,6 +3,10 @@
 //! they reserve by the input), and, where the input parses, that encoding it again gives the
 //! same bytes. `fuzz/` runs them under libFuzzer; `tests/corpus.rs` replays the committed
 //! corpus and every past finding, plus bounded mutations, in the normal test suite.
+//!
+//! A mutated input almost always fails its checksum first, so the decoders behind the
+//! checksum would only ever see valid seeds. Each target therefore also runs on a copy whose
+//! checksum (and, for records, length) is recomputed: the body decoders see hostile bytes.
 
 use bytes::Bytes;
 use converge_core::limits::Limits;
@@ -24,8 +28,18 @@ pub const TARGETS: [(&str, Target); 4] = [
 ];
 
 /// The snapshot decoder: any bytes decode and verify, or are refused; a snapshot that verifies
-/// encodes back to exactly the same bytes.
+/// encodes back to exactly the same bytes. Also with the trailing CRC-32C made right.
 pub fn snapshot(data: &[u8]) {
+    snapshot_as_is(data);
+    if let Some(body) = data.len().checked_sub(4) {
+        let mut fixed = data.to_vec();
+        let crc = crc32c::crc32c(&fixed[..body]);
+        fixed[body..].copy_from_slice(&crc.to_be_bytes());
+        snapshot_as_is(&fixed);
+    }
+}
+
+fn snapshot_as_is(data: &[u8]) {
     let blob = Bytes::copy_from_slice(data);
     if let Ok(snap) = converge_core::snapshot::decode(&blob, &Limits::default()) {
         let again = converge_core::snapshot::encode(snap.context(), snap.entries());
@@ -34,8 +48,20 @@ pub fn snapshot(data: &[u8]) {
 }
 
 /// A log record: the checksum, header and body decoders; an entry record that decodes
-/// encodes back to the same bytes.
+/// encodes back to the same bytes. Also with the length and checksum made right.
 pub fn log_record(data: &[u8]) {
+    log_record_as_is(data);
+    if data.len() >= record::HEADER_BYTES {
+        let mut fixed = data.to_vec();
+        let len = u32::try_from(fixed.len() - 8).unwrap_or(u32::MAX);
+        fixed[4..8].copy_from_slice(&len.to_be_bytes());
+        let crc = crc32c::crc32c(&fixed[4..]);
+        fixed[..4].copy_from_slice(&crc.to_be_bytes());
+        log_record_as_is(&fixed);
+    }
+}
+
+fn log_record_as_is(data: &[u8]) {
     let Ok((header, body, len)) = record::decode(data) else { return };
     assert!(len <= data.len());
     match header.kind {
@@ -61,8 +87,18 @@ pub fn log_record(data: &[u8]) {
     }
 }
 
-/// A segment header.
+/// A segment header. Also with its checksum made right.
 pub fn segment_header(data: &[u8]) {
+    segment_header_as_is(data);
+    if data.len() >= 128 {
+        let mut fixed = data[..128].to_vec();
+        let crc = crc32c::crc32c(&fixed[..124]);
+        fixed[124..].copy_from_slice(&crc.to_be_bytes());
+        segment_header_as_is(&fixed);
+    }
+}
+
+fn segment_header_as_is(data: &[u8]) {
     if let Ok(header) = SegmentHeader::decode(data, std::path::Path::new("fuzz")) {
         assert_eq!(header.encode()[..], data[..128], "a valid header has one encoding");
     }
