@@ -186,6 +186,18 @@ impl Metrics {
             "Contexts held in memory.",
             stats.contexts as u64,
         );
+        gauge(
+            &mut out,
+            "converge_open_segments",
+            "Log segment files held open for reads.",
+            stats.open_segments as u64,
+        );
+        gauge(
+            &mut out,
+            "converge_append_bytes_free",
+            "Bytes of the append budget free now (appends and loads hold theirs until durable).",
+            ledger.append_bytes_free() as u64,
+        );
         counter(
             &mut out,
             "converge_checkpoints_total",

@@ -326,14 +326,16 @@ impl Store {
         Ok(Arc::clone(context))
     }
 
-    /// The context `id` if the store has ever seen it (without creating it).
+    /// The context `id` if anything was ever written to it (without creating it). A context
+    /// that is only watched is not handed to readers: it has nothing to read, and a reader
+    /// holding it would keep it from being released when its watch ends.
     pub fn find(&self, id: &ContextId) -> Result<Option<Arc<Context>>> {
         if let Some(context) = self.inner.resident(id) {
-            return Ok(Some(context));
+            return Ok((!context.is_unwritten()).then_some(context));
         }
         let (loaded, mut contexts) = self.inner.load_and_lock(id)?;
         if let Some(context) = contexts.get(id) {
-            return Ok(Some(Arc::clone(context)));
+            return Ok((!context.is_unwritten()).then(|| Arc::clone(context)));
         }
         let Some(loaded) = loaded else { return Ok(None) };
         let context = contexts.entry(id.clone()).or_insert(loaded);

@@ -3,6 +3,7 @@
 #![allow(clippy::cast_possible_truncation, reason = "test sizes and indices are small")]
 #![allow(missing_docs, unreachable_pub, reason = "test helpers")]
 
+mod bounds;
 mod cli;
 mod hardening;
 mod lifecycle;
