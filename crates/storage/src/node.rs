@@ -72,18 +72,19 @@ impl NodeIdentity {
     }
 }
 
-/// A fresh random id: SHA-256 of the time, the process id and some addresses, which differ
-/// between any two nodes created anywhere (no randomness crate needed for 128 unique bits).
+/// A fresh random id: SHA-256 over keys the standard library draws from the operating
+/// system's randomness (`RandomState`), the process id and the directory. No clock is read
+/// (the ledger's `Clock` is the only reader of time) and no randomness crate is needed.
 fn fresh_id(dir: &Path) -> [u8; 16] {
+    use std::hash::{BuildHasher as _, Hasher as _};
     let mut h = Sha256::new();
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    h.update(now.as_nanos().to_be_bytes());
+    for round in 0..4u64 {
+        let mut random = std::collections::hash_map::RandomState::new().build_hasher();
+        random.write_u64(round);
+        h.update(random.finish().to_be_bytes());
+    }
     h.update(std::process::id().to_be_bytes());
     h.update(dir.as_os_str().as_encoded_bytes());
-    let local = 0u8;
-    h.update((std::ptr::from_ref(&local) as usize).to_be_bytes());
-    h.update(format!("{:?}", std::thread::current().id()).as_bytes());
     let digest = h.finalize();
     let mut id = [0; 16];
     id.copy_from_slice(&digest[..16]);

@@ -80,10 +80,19 @@ async fn touch(client: &ContextServiceClient<Channel>, prefix: &str, n: usize) {
             let prefix = prefix.to_string();
             tokio::spawn(async move {
                 for i in (t..n).step_by(16) {
-                    let watch = WatchRequest { context_id: id(&prefix, i), key: String::new(), from_sequence: 0 };
+                    let watch = WatchRequest {
+                        context_id: id(&prefix, i),
+                        key: String::new(),
+                        from_sequence: 0,
+                    };
                     let stream = client.watch(watch).await.expect("watch opens");
                     drop(stream);
-                    let get = GetRequest { context_id: id(&prefix, i), key: String::new(), after_sequence: 0, limit: 0 };
+                    let get = GetRequest {
+                        context_id: id(&prefix, i),
+                        key: String::new(),
+                        after_sequence: 0,
+                        limit: 0,
+                    };
                     let resp = client.get(get).await.expect("get answers").into_inner();
                     assert_eq!(resp.latest_sequence, 0);
                 }
@@ -117,8 +126,22 @@ async fn undecodable_requests_are_invalid_argument() {
     let channel =
         tonic::transport::Endpoint::from_shared(node.url()).unwrap().connect().await.unwrap();
     let cases = [
-        ("context_id", RawAppend { context_id: Bytes::from_static(b"\xff\xfe"), key: "k".into(), payload: "p".into() }),
-        ("key", RawAppend { context_id: "ctx".into(), key: Bytes::from_static(b"k\xc3"), payload: "p".into() }),
+        (
+            "context_id",
+            RawAppend {
+                context_id: Bytes::from_static(b"\xff\xfe"),
+                key: "k".into(),
+                payload: "p".into(),
+            },
+        ),
+        (
+            "key",
+            RawAppend {
+                context_id: "ctx".into(),
+                key: Bytes::from_static(b"k\xc3"),
+                payload: "p".into(),
+            },
+        ),
     ];
     for (field, request) in cases {
         let mut grpc = Grpc::new(channel.clone());
@@ -148,13 +171,21 @@ async fn undecodable_requests_are_invalid_argument() {
             context_id: u64,
         }
         let result = if rpc == "Watch" {
-            grpc.server_streaming(tonic::Request::new(Wrong { context_id: 7 }), path, ProstCodec::<Wrong, Anything>::default())
-                .await
-                .map(|_| ())
+            grpc.server_streaming(
+                tonic::Request::new(Wrong { context_id: 7 }),
+                path,
+                ProstCodec::<Wrong, Anything>::default(),
+            )
+            .await
+            .map(|_| ())
         } else {
-            grpc.unary(tonic::Request::new(Wrong { context_id: 7 }), path, ProstCodec::<Wrong, Anything>::default())
-                .await
-                .map(|_| ())
+            grpc.unary(
+                tonic::Request::new(Wrong { context_id: 7 }),
+                path,
+                ProstCodec::<Wrong, Anything>::default(),
+            )
+            .await
+            .map(|_| ())
         };
         let status = result.unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{rpc}: {status:?}");
