@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use converge_api::{AppendRequest, GetRequest, LedgerApi, LoadRequest, WatchRequest};
+use converge_api::{AppendRequest, GetRequest, LedgerApi, LedgerError, LoadRequest, WatchRequest};
 use converge_client::{Client, ClientConfig, ClientTls};
 use converge_core::merkle::CompactTree;
 use converge_core::{ContextId, Hash};
@@ -283,9 +283,29 @@ fn report_verified(args: &VerifyArgs, head: &converge_api::TreeHead, result: &Ve
 }
 
 pub async fn proof(args: ProofArgs) -> anyhow::Result<ExitCode> {
-    let id = ContextId::try_new(args.context.as_str()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let client = connect(&args.client).await?;
-    let proof = client.prove_inclusion(&args.context, args.sequence, args.tree_size).await?;
+    ContextId::try_new(args.context.as_str()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The verifying client does every check (the entry's hash, the proof, its root against the
+    // tree head): one implementation of them, the client's.
+    let client = Client::connect_with(client_config(&args.client)?.verifying()).await?;
+    let proof = match client.prove_inclusion(&args.context, args.sequence, args.tree_size).await {
+        Ok(proof) => proof,
+        Err(LedgerError::Verification(problem)) => {
+            let problem = format!("the inclusion proof does not check out: {problem}");
+            if args.client.json {
+                output::line(
+                    &serde_json::json!({
+                        "context_id": args.context, "sequence": args.sequence, "ok": false,
+                        "problems": [problem],
+                    })
+                    .to_string(),
+                );
+            } else {
+                output::line(&format!("MISMATCH: {problem}"));
+            }
+            return Ok(ExitCode::from(VERIFICATION_FAILED));
+        }
+        Err(other) => return Err(other.into()),
+    };
     let page = client
         .get(GetRequest {
             context_id: args.context.clone(),
@@ -299,30 +319,17 @@ pub async fn proof(args: ProofArgs) -> anyhow::Result<ExitCode> {
         .first()
         .filter(|e| e.sequence().0 == args.sequence)
         .context("the entry cannot be read")?;
-    let mut problems = Vec::new();
-    if let Err(err) = entry.verify(&id) {
-        problems.push(err.to_string());
-    }
-    if let Err(err) = proof.verify(&entry.content_hash()) {
-        problems.push(format!("the inclusion proof does not check out: {err}"));
-    }
-    if args.tree_size == 0 {
-        let head = client.tree_head(&args.context).await?;
-        if head.tree_size == proof.tree_size && head.root_hash != proof.root_hash {
-            problems.push("the proof's root is not the server's tree head".into());
-        }
-    }
     if args.client.json {
         output::line(
             &serde_json::json!({
-                "context_id": args.context, "sequence": args.sequence, "ok": problems.is_empty(),
+                "context_id": args.context, "sequence": args.sequence, "ok": true,
                 "tree_size": proof.tree_size, "root_hash": proof.root_hash.to_hex(),
                 "hashes": proof.hashes.iter().map(Hash::to_hex).collect::<Vec<_>>(),
-                "content_hash": entry.content_hash().to_hex(), "problems": problems,
+                "content_hash": entry.content_hash().to_hex(), "problems": [],
             })
             .to_string(),
         );
-    } else if problems.is_empty() {
+    } else {
         output::line(&format!(
             "ok: entry {} ({}) is in {} at tree size {}: {} proof hashes lead to root {}",
             args.sequence,
@@ -332,10 +339,6 @@ pub async fn proof(args: ProofArgs) -> anyhow::Result<ExitCode> {
             proof.hashes.len(),
             proof.root_hash
         ));
-    } else {
-        for problem in &problems {
-            output::line(&format!("MISMATCH: {problem}"));
-        }
     }
-    Ok(if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(VERIFICATION_FAILED) })
+    Ok(ExitCode::SUCCESS)
 }
