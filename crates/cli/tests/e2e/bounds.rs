@@ -104,9 +104,9 @@ async fn touch(client: &ContextServiceClient<Channel>, prefix: &str, n: usize) {
     }
 }
 
-/// A request whose context_id is not UTF-8 (sent as raw bytes, as a client in a language that
-/// does not check would), or that does not decode at all: INVALID_ARGUMENT naming the field,
-/// not INTERNAL.
+/// A request whose `context_id` is not UTF-8 (sent as raw bytes, as a client in a language
+/// that does not check would), or that does not decode at all: `INVALID_ARGUMENT` naming the
+/// field, not `INTERNAL`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecodable_requests_are_invalid_argument() {
     #[derive(Clone, PartialEq, prost::Message)]
@@ -120,6 +120,12 @@ async fn undecodable_requests_are_invalid_argument() {
     }
     #[derive(Clone, PartialEq, prost::Message)]
     struct Anything {}
+    /// Field 1 as a varint where a string belongs: not decodable as any request.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Wrong {
+        #[prost(uint64, tag = "1")]
+        context_id: u64,
+    }
 
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), &[]);
@@ -164,12 +170,6 @@ async fn undecodable_requests_are_invalid_argument() {
             "/converge.context.v1.ContextService/{rpc}"
         ))
         .unwrap();
-        // Field 1 as a varint where a string belongs: not decodable as the request.
-        #[derive(Clone, PartialEq, prost::Message)]
-        struct Wrong {
-            #[prost(uint64, tag = "1")]
-            context_id: u64,
-        }
         let result = if rpc == "Watch" {
             grpc.server_streaming(
                 tonic::Request::new(Wrong { context_id: 7 }),
