@@ -95,10 +95,12 @@ impl RecordSink<'_> {
             q.buf.resize(record::BATCH_RECORD_BYTES, 0);
         }
         let lsn = q.next_lsn;
+        assert!(q.items.last().is_none_or(|last| last.lsn + 1 == lsn), "queued LSNs have no gaps");
         q.next_lsn += 1;
         let start = q.buf.len();
         let header = Header { kind, flags, group: 0, term: 0, lsn };
         let len = record::encode(&mut q.buf, &header, body);
+        assert_eq!(start + len, q.buf.len(), "a record is exactly the bytes it added");
         q.items.push(Item { start, len, lsn, sink });
         lsn
     }

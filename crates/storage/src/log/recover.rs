@@ -313,7 +313,9 @@ fn replay_last(
         }
         check_torn_tail(&segment, &*file, at, expected, &reason)?;
     }
+    assert!(good_end <= segment.len, "a scan ends within the file");
     if let Some((at, before, lsn)) = open_batch {
+        assert!(at <= good_end && lsn <= expected, "an open batch started before the scan's end");
         // An atomic batch whose last record never reached the disk was never acknowledged.
         warn!(file = %segment.path.display(), offset = at, "discarding an incomplete atomic batch at the tail");
         good_end = at;
@@ -347,6 +349,7 @@ fn replay_last(
         // crash of the process, not the machine): put it on disk before building on it.
         file.sync_all().map_err(|e| Error::io("fsyncing", &segment.path, e))?;
     }
+    assert!(expected >= segment.header.first_lsn, "LSNs only grow along a segment");
     log.register_file(segment.number, Arc::clone(&file));
     let mut active = Active {
         number: segment.number,

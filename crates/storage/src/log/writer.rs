@@ -118,8 +118,12 @@ fn write_batch(log: &DiskLog, active: &mut Active, buf: &mut [u8], items: &[Item
         rotate(log, active)?;
     }
     let synced = log.synced_lsn();
+    assert!(synced <= active.last_lsn, "nothing past the log's end is synced");
     record::encode_batch(&mut buf[..record::BATCH_RECORD_BYTES], active.last_lsn, synced);
     let offset = active.len;
+    assert!(offset >= super::segment::SEGMENT_HEADER_BYTES as u64, "records follow the header");
+    let end = items.last().map_or(0, |i| i.start + i.len);
+    assert_eq!(end, buf.len(), "the batch is exactly its records");
     log.faults.before_write().map_err(|e| Error::io("writing", &active.path, e))?;
     active.file.write_all_at(buf, offset).map_err(|e| Error::io("writing", &active.path, e))?;
     active.digest.add(&buf[..record::BATCH_RECORD_BYTES]);
@@ -322,6 +326,7 @@ fn complete(log: &DiskLog, active: &Active, offset: u64, items: &[Item], reporte
     }
     // Published after every sink has run, so whoever reads the durable point knows those
     // records are in the in-memory index.
+    assert!(log.durable().lsn <= active.last_lsn, "the durable point only moves forward");
     let end = u32::try_from(active.len).expect("segment offsets fit u32");
     log.set_durable(LogPoint { lsn: active.last_lsn, segment: active.number, offset: end });
 }
