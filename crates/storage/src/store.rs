@@ -153,6 +153,16 @@ impl StoreConfig {
     }
 }
 
+/// Whether a context is in memory, for a lookup.
+enum Resident {
+    /// It is, and here it is.
+    Yes(Arc<Context>),
+    /// It is, but not what the caller wants.
+    Refused,
+    /// It is not.
+    No,
+}
+
 /// What opening found.
 #[derive(Debug, Clone, Default)]
 pub struct OpenReport {
@@ -313,7 +323,7 @@ impl Store {
     /// The context `id`, created in memory if it does not exist yet (nothing is written until
     /// its first append).
     pub fn context(&self, id: &ContextId) -> Result<Arc<Context>> {
-        if let Some(context) = self.inner.resident(id) {
+        if let Resident::Yes(context) = self.inner.resident_if(id, |_| true) {
             return Ok(context);
         }
         let (loaded, mut contexts) = self.inner.load_and_lock(id)?;
@@ -330,8 +340,10 @@ impl Store {
     /// that is only watched is not handed to readers: it has nothing to read, and a reader
     /// holding it would keep it from being released when its watch ends.
     pub fn find(&self, id: &ContextId) -> Result<Option<Arc<Context>>> {
-        if let Some(context) = self.inner.resident(id) {
-            return Ok((!context.is_unwritten()).then_some(context));
+        match self.inner.resident_if(id, |c| !c.is_unwritten()) {
+            Resident::Yes(context) => return Ok(Some(context)),
+            Resident::Refused => return Ok(None),
+            Resident::No => {}
         }
         let (loaded, mut contexts) = self.inner.load_and_lock(id)?;
         if let Some(context) = contexts.get(id) {
@@ -433,12 +445,17 @@ impl Inner {
         Ok((self.load(id)?, contexts))
     }
 
-    /// The context `id` if it is in memory now.
-    fn resident(&self, id: &ContextId) -> Option<Arc<Context>> {
+    /// The context `id` if it is in memory now and `wanted` accepts it. It is looked at
+    /// before a reference is taken: a reference taken only to be dropped would make a
+    /// concurrent [`Store::release`] see a second holder and keep the context forever.
+    fn resident_if(&self, id: &ContextId, wanted: impl Fn(&Context) -> bool) -> Resident {
         let contexts = self.read_contexts();
-        let context = contexts.get(id)?;
+        let Some(context) = contexts.get(id) else { return Resident::No };
+        if !wanted(context) {
+            return Resident::Refused;
+        }
         context.touch(self.uses.fetch_add(1, Ordering::Relaxed));
-        Some(Arc::clone(context))
+        Resident::Yes(Arc::clone(context))
     }
 
     fn enforce_memory_budget(&self) -> bool {
@@ -489,7 +506,10 @@ impl Inner {
         let point = log.durable();
         // The index must never name log records a power cut could take away.
         log.sync_through(point)?;
-        let contexts: Vec<Arc<Context>> = self.read_contexts().values().cloned().collect();
+        // Only written contexts have anything to checkpoint; taking no reference to the others
+        // lets a concurrent release of a context only watched go through.
+        let contexts: Vec<Arc<Context>> =
+            self.read_contexts().values().filter(|c| !c.is_unwritten()).cloned().collect();
         let snapshots: Vec<_> = contexts
             .iter()
             .filter_map(|c| c.checkpoint_snapshot().map(|s| (Arc::clone(c), s)))
