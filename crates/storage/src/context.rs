@@ -134,6 +134,11 @@ impl State {
         Ok(())
     }
 
+    /// Nothing was ever written to the context, nor is being written.
+    fn unwritten(&self) -> bool {
+        self.number.is_none() && self.next.latest().0 == 0 && self.in_flight.is_empty()
+    }
+
     fn in_flight_index(&self, seq: Seq) -> Option<usize> {
         let front = self.in_flight.front()?.entry.sequence();
         usize::try_from(seq.0.checked_sub(front.0)?).ok().filter(|i| *i < self.in_flight.len())
@@ -190,7 +195,7 @@ impl Context {
         if !st.in_flight.is_empty() || st.listener.is_some() {
             return false;
         }
-        if st.number.is_none() && st.durable.latest().0 == 0 {
+        if st.unwritten() {
             return true;
         }
         self.shared.disk().is_some() && st.named && st.recent.positions.is_empty()
@@ -210,8 +215,7 @@ impl Context {
 
     /// Whether anything was ever written to this context (or is being written).
     pub(crate) fn is_unwritten(&self) -> bool {
-        let st = self.lock();
-        st.number.is_none() && st.next.latest().0 == 0 && st.in_flight.is_empty()
+        self.lock().unwritten()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -332,8 +332,7 @@ impl Store {
                 Arc::new(Context::new(id.clone(), Arc::clone(&self.inner.shared)))
             })
         });
-        context.touch(self.inner.uses.fetch_add(1, Ordering::Relaxed));
-        Ok(Arc::clone(context))
+        Ok(self.inner.used(context))
     }
 
     /// The context `id` if anything was ever written to it (without creating it). A context
@@ -350,9 +349,7 @@ impl Store {
             return Ok((!context.is_unwritten()).then(|| Arc::clone(context)));
         }
         let Some(loaded) = loaded else { return Ok(None) };
-        let context = contexts.entry(id.clone()).or_insert(loaded);
-        context.touch(self.inner.uses.fetch_add(1, Ordering::Relaxed));
-        Ok(Some(Arc::clone(context)))
+        Ok(Some(self.inner.used(contexts.entry(id.clone()).or_insert(loaded))))
     }
 
     /// Forgets context `id` if nothing was ever written to it and nobody else holds it (a watch
@@ -454,8 +451,13 @@ impl Inner {
         if !wanted(context) {
             return Resident::Refused;
         }
+        Resident::Yes(self.used(context))
+    }
+
+    /// A reference to `context` for a caller that uses it, marked used now (for eviction).
+    fn used(&self, context: &Arc<Context>) -> Arc<Context> {
         context.touch(self.uses.fetch_add(1, Ordering::Relaxed));
-        Resident::Yes(Arc::clone(context))
+        Arc::clone(context)
     }
 
     fn enforce_memory_budget(&self) -> bool {

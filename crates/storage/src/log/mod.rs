@@ -167,19 +167,24 @@ impl DiskLog {
             return Ok(());
         }
         let file = self.file(point.segment)?;
-        let path = self.segment_path(point.segment);
-        let synced = self
-            .faults
-            .before_sync()
-            .and_then(|()| file.sync_data())
-            .map_err(|e| Error::io("fsyncing", &path, e));
-        match synced {
-            Ok(()) => {
-                self.set_synced_lsn(point.lsn);
-                Ok(())
-            }
-            Err(err) => Err(self.poison(err)),
-        }
+        self.fsync(&*file, &self.segment_path(point.segment), point.lsn)
+            .map_err(|err| self.poison(err))
+    }
+
+    /// Fsyncs the segment `file` at `path` and records that every LSN up to `through` is on
+    /// disk. The one place the log fsyncs records (injected failures included).
+    fn fsync(&self, file: &dyn VfsFile, path: &Path, through: u64) -> Result<()> {
+        self.faults.before_sync().map_err(|e| Error::io("fsyncing", path, e))?;
+        file.sync_data().map_err(|e| Error::io("fsyncing", path, e))?;
+        self.set_synced_lsn(through);
+        Ok(())
+    }
+
+    /// Opens the existing segment file at `path`.
+    fn open_file(&self, path: &Path) -> Result<Arc<dyn VfsFile>> {
+        self.vfs
+            .open(path, crate::vfs::OpenMode::Existing)
+            .map_err(|e| Error::io("opening", path, e))
     }
 
     /// Poisons the log: nothing more is acknowledged, and (for a failed write or fsync) no
@@ -286,11 +291,7 @@ impl DiskLog {
         if let Some(file) = self.files.get(segment) {
             return Ok(file);
         }
-        let path = self.segment_path(segment);
-        let file = self
-            .vfs
-            .open(&path, crate::vfs::OpenMode::Existing)
-            .map_err(|e| Error::io("opening", &path, e))?;
+        let file = self.open_file(&self.segment_path(segment))?;
         self.register_file(segment, Arc::clone(&file));
         Ok(file)
     }
@@ -315,7 +316,9 @@ impl DiskLog {
     }
 
     fn set_durable(&self, point: LogPoint) {
-        *self.durable.lock().unwrap_or_else(PoisonError::into_inner) = point;
+        let mut durable = self.durable.lock().unwrap_or_else(PoisonError::into_inner);
+        assert!(durable.lsn <= point.lsn, "the durable point only moves forward");
+        *durable = point;
     }
 
     /// Whether a write or fsync has failed.

@@ -12,7 +12,7 @@ use super::writer::{self, Active};
 use super::{DiskLog, LogPoint};
 use crate::error::{Error, Result};
 use crate::record::{self, FLAG_BATCH_CONTINUES, Header, RecordError, RecordKind, Seal};
-use crate::vfs::{OpenMode, VfsFile};
+use crate::vfs::VfsFile;
 
 /// A record handed to the replay callback.
 #[derive(Debug)]
@@ -129,20 +129,15 @@ fn fresh(log: &DiskLog) -> Result<(Active, LogPoint)> {
 /// not check out (a power cut kept its size but not its bytes, or nothing at all). Records are
 /// written only after the header is fsynced, so such a segment holds nothing acknowledged.
 fn is_torn_creation(log: &DiskLog, path: &Path) -> Result<bool> {
-    let file = log.vfs.open(path, OpenMode::Existing).map_err(|e| Error::io("opening", path, e))?;
+    let file = log.open_file(path)?;
     let len = file.len().map_err(|e| Error::io("reading metadata of", path, e))?;
     Ok(len <= SEGMENT_HEADER_BYTES as u64 && segment::read_header(&*file, path).is_err())
 }
 
-/// Opens the file of a segment. Files are opened one at a time, as needed: a log may hold far
-/// more segments than the process may have open files.
-fn open_file(log: &DiskLog, path: &Path) -> Result<Arc<dyn VfsFile>> {
-    log.vfs.open(path, OpenMode::Existing).map_err(|e| Error::io("opening", path, e))
-}
-
 fn open_segment(log: &DiskLog, number: u32, path: PathBuf) -> Result<Segment> {
-    let file =
-        log.vfs.open(&path, OpenMode::Existing).map_err(|e| Error::io("opening", &path, e))?;
+    // Opened only to read the header and seal: segments are opened one at a time, as needed,
+    // since a log may hold far more of them than the process may have open files.
+    let file = log.open_file(&path)?;
     let len = file.len().map_err(|e| Error::io("reading metadata of", &path, e))?;
     let header = segment::read_header(&*file, &path)?;
     if header.number != number {
@@ -174,7 +169,7 @@ fn check_chain(log: &DiskLog, segments: &[Segment]) -> Result<()> {
         let (seal, seal_lsn) = match &older.seal {
             Some(seal) => *seal,
             // Read again for the precise error.
-            None => segment::read_seal(&*open_file(log, &older.path)?, &older.path, older.len)?,
+            None => segment::read_seal(&*log.open_file(&older.path)?, &older.path, older.len)?,
         };
         if newer.header.previous != seal {
             return Err(Error::corrupt(
@@ -255,7 +250,7 @@ fn replay_sealed(
 ) -> Result<u64> {
     let (seal, _) = segment.seal.expect("checked by check_chain");
     let mut atomic = Atomic::default();
-    let file = open_file(log, &segment.path)?;
+    let file = log.open_file(&segment.path)?;
     let scanned = scan(&*file, offset, seal.bytes, expected_lsn, &mut |at, header, record| {
         atomic.push(header, record, segment.number, at, &segment.path, replay)
     })?;
@@ -281,7 +276,7 @@ fn replay_last(
     replay: &mut dyn FnMut(Replayed<'_>) -> Result<()>,
 ) -> Result<(Active, u64)> {
     let end = segment.seal.map_or(segment.len, |(seal, _)| seal.bytes);
-    let file = open_file(log, &segment.path)?;
+    let file = log.open_file(&segment.path)?;
     let mut digest = Digest::default();
     let mut atomic = Atomic::default();
     // Where the open atomic batch started: its offset, the digest and LSN before it.

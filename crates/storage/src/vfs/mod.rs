@@ -9,7 +9,7 @@
 
 pub mod sim;
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -114,7 +114,16 @@ pub trait Vfs: Send + Sync + std::fmt::Debug + 'static {
 pub struct RealFs;
 
 /// Data directories whose fsync failed in this process (see [`Vfs::mark_sync_failed`]).
-static SYNC_FAILED: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+static SYNC_FAILED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+fn sync_failed_dirs() -> std::sync::MutexGuard<'static, BTreeSet<PathBuf>> {
+    SYNC_FAILED.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One key per directory, however it is spelled (relative, through links).
+fn canonical(dir: &Path) -> PathBuf {
+    dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf())
+}
 
 impl RealFs {
     /// The shared real file system.
@@ -204,20 +213,10 @@ impl Vfs for RealFs {
     }
 
     fn mark_sync_failed(&self, dir: &Path) {
-        let key = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-        SYNC_FAILED
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_or_insert_default()
-            .insert(key);
+        sync_failed_dirs().insert(canonical(dir));
     }
 
     fn sync_failed(&self, dir: &Path) -> bool {
-        let key = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-        SYNC_FAILED
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .is_some_and(|set| set.contains(&key))
+        sync_failed_dirs().contains(&canonical(dir))
     }
 }
