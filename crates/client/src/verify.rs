@@ -149,8 +149,7 @@ pub(crate) async fn observe(
         Ordering::Equal if root == pinned_root => Ok(()),
         Ordering::Equal => Err(fork()),
         Ordering::Greater => {
-            let proof = client.fetch_consistency(context_id, pinned, size).await?;
-            if proof.from_root != pinned_root || proof.to_root != root || proof.verify().is_err() {
+            if !consistent(client, context_id, (pinned, pinned_root), (size, root)).await? {
                 return Err(fork());
             }
             client.pins.advance(context_id, size, root);
@@ -158,13 +157,24 @@ pub(crate) async fn observe(
         }
         // An older head (a replica a little behind) must be a prefix of the pinned one.
         Ordering::Less => {
-            let proof = client.fetch_consistency(context_id, size, pinned).await?;
-            if proof.from_root != root || proof.to_root != pinned_root || proof.verify().is_err() {
-                return Err(fork());
+            if consistent(client, context_id, (size, root), (pinned, pinned_root)).await? {
+                Ok(())
+            } else {
+                Err(fork())
             }
-            Ok(())
         }
     }
+}
+
+/// Whether the server proves the tree `older` (size, root) a prefix of the tree `newer`.
+async fn consistent(
+    client: &Client,
+    context_id: &str,
+    (older_size, older_root): (u64, Hash),
+    (newer_size, newer_root): (u64, Hash),
+) -> Result<bool, LedgerError> {
+    let proof = client.fetch_consistency(context_id, older_size, newer_size).await?;
+    Ok(proof.from_root == older_root && proof.to_root == newer_root && proof.verify().is_ok())
 }
 
 /// A Get from the start without a filter shows a prefix of the context: its root is checked
