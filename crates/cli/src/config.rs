@@ -21,8 +21,10 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     storage: Option<StorageArg>,
     durability: Option<DurabilityArg>,
-    sync_interval: Option<String>,
-    memory_budget: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    sync_interval: Option<std::time::Duration>,
+    #[serde(default, deserialize_with = "bytes")]
+    memory_budget: Option<usize>,
     payload_bytes_max: Option<usize>,
     response_bytes_max: Option<usize>,
     watchers_max: Option<usize>,
@@ -33,6 +35,28 @@ struct FileConfig {
     client_ca: Option<PathBuf>,
     tokens: Option<PathBuf>,
     insecure: Option<bool>,
+}
+
+/// A setting the file writes as text, read with its flag's own parser (`250ms`, `128MiB`).
+fn parsed<'de, D, T>(
+    deserializer: D,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let text = String::deserialize(deserializer)?;
+    parse(&text).map(Some).map_err(serde::de::Error::custom)
+}
+
+fn duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<std::time::Duration>, D::Error> {
+    parsed(deserializer, crate::cli::parse_duration)
+}
+
+fn bytes<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<usize>, D::Error> {
+    parsed(deserializer, crate::cli::parse_bytes)
 }
 
 /// The resolved configuration of `serve`.
@@ -97,16 +121,8 @@ pub fn resolve(args: ServeArgs, matches: &ArgMatches) -> anyhow::Result<ServeCon
         data_dir: layered!(data_dir),
         storage: layered!(storage),
         durability: layered!(durability),
-        sync_interval: match (&file.sync_interval, pick("sync_interval")) {
-            (Some(text), false) => crate::cli::parse_duration(text)
-                .map_err(|e| anyhow::anyhow!("sync_interval in the config file: {e}"))?,
-            _ => args.sync_interval,
-        },
-        memory_budget: match (&file.memory_budget, pick("memory_budget")) {
-            (Some(text), false) => crate::cli::parse_bytes(text)
-                .map_err(|e| anyhow::anyhow!("memory_budget in the config file: {e}"))?,
-            _ => args.memory_budget,
-        },
+        sync_interval: layered!(sync_interval),
+        memory_budget: layered!(memory_budget),
         limits: Limits {
             payload_bytes_max: layered!(payload_bytes_max),
             response_bytes_max: layered!(response_bytes_max),
