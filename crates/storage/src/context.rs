@@ -112,7 +112,7 @@ pub struct Context {
     id: ContextId,
     shared: Arc<Shared>,
     state: Mutex<State>,
-    /// The store's use counter when this context was last looked up (for eviction).
+    /// The store's eviction epoch when this context was last looked up.
     last_used: AtomicU64,
 }
 
@@ -177,12 +177,12 @@ impl Context {
         Self { id, shared, state: Mutex::new(state), last_used: AtomicU64::new(0) }
     }
 
-    /// Marks the context used at `tick` of the store's use counter.
-    pub(crate) fn touch(&self, tick: u64) {
-        self.last_used.store(tick, Ordering::Relaxed);
+    /// Marks the context used in the store's eviction `epoch`.
+    pub(crate) fn touch(&self, epoch: u64) {
+        self.last_used.store(epoch, Ordering::Relaxed);
     }
 
-    /// The store's use counter when the context was last looked up.
+    /// The store's eviction epoch when the context was last looked up.
     pub(crate) fn last_used(&self) -> u64 {
         self.last_used.load(Ordering::Relaxed)
     }

@@ -250,8 +250,9 @@ struct Inner {
     report: OpenReport,
     checkpoint_lock: Mutex<()>,
     checkpoints: AtomicU64,
-    /// Counts lookups; each context remembers the count at its last one (for eviction).
-    uses: AtomicU64,
+    /// Advanced by each memory-budget pass; a lookup stamps its context with it, so eviction
+    /// knows which contexts were used since which pass (a read per lookup, not a write).
+    epoch: AtomicU64,
     /// Counts contexts removed from memory (see `load_and_lock`).
     evictions: AtomicU64,
     stop: Mutex<bool>,
@@ -291,7 +292,7 @@ impl Store {
             report,
             checkpoint_lock: Mutex::new(()),
             checkpoints: AtomicU64::new(0),
-            uses: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
             stop: Mutex::new(false),
             stop_signal: Condvar::new(),
@@ -456,11 +457,13 @@ impl Inner {
 
     /// A reference to `context` for a caller that uses it, marked used now (for eviction).
     fn used(&self, context: &Arc<Context>) -> Arc<Context> {
-        context.touch(self.uses.fetch_add(1, Ordering::Relaxed));
+        context.touch(self.epoch.load(Ordering::Relaxed));
         Arc::clone(context)
     }
 
     fn enforce_memory_budget(&self) -> bool {
+        // Contexts looked up from now on count as newer than all used before this pass.
+        self.epoch.fetch_add(1, Ordering::Relaxed);
         let max = (self.config.memory_budget / CONTEXT_RESIDENT_BYTES).max(1);
         if self.read_contexts().len() <= max {
             return true;
