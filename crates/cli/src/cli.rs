@@ -38,6 +38,32 @@ pub enum Command {
     /// Manage the tokens a node accepts.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// See and change a cluster's membership.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// The nodes (id, address, voter or learner, reachable) and each shard's leader, term,
+    /// committed index and how far this node has applied.
+    Status(ClusterStatusArgs),
+    /// Remove a node from every shard; it then refuses client calls.
+    Remove(ClusterRemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterStatusArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterRemoveArgs {
+    /// The node's id, as `cluster status` prints it (16 hex digits).
+    pub node: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,7 +75,8 @@ pub enum TokenCommand {
 
 #[derive(Debug, Args)]
 pub struct TokenCreateArgs {
-    /// The role: reader (Get, Watch, Snapshot, proofs), writer (also Append, Load), admin.
+    /// The role: reader (Get, Watch, Snapshot, proofs), writer (also Append, Load), admin,
+    /// or peer (another cluster node: the internal service only).
     #[arg(long)]
     pub role: String,
     /// The token file to add it to (created if missing, readable only by its owner).
@@ -147,6 +174,35 @@ pub struct ServeArgs {
     /// Listen on a non-loopback address without TLS and tokens anyway.
     #[arg(long, env = "CONVERGE_LEDGER_INSECURE")]
     pub insecure: bool,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Cluster flags (CONTRACT §5). Without --bootstrap or --join, and without a data directory
+/// that already belongs to a cluster, the node runs alone.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ClusterArgs {
+    /// Create a cluster whose only voter is this node (once, on one node).
+    #[arg(long, env = "CONVERGE_LEDGER_BOOTSTRAP", conflicts_with = "join")]
+    pub bootstrap: bool,
+    /// Join the cluster of any of these members (`host:port`, comma-separated; a name may
+    /// resolve to several nodes). Needed only the first time.
+    #[arg(long, env = "CONVERGE_LEDGER_JOIN", value_delimiter = ',', value_name = "ADDR")]
+    pub join: Vec<String>,
+    /// The address peers and clients use to reach this node (default: --listen).
+    #[arg(long, env = "CONVERGE_LEDGER_ADVERTISE", value_name = "ADDR")]
+    pub advertise: Option<String>,
+    /// With --bootstrap: shards (Raft groups) contexts are spread over, fixed for the
+    /// cluster's life.
+    #[arg(long, env = "CONVERGE_LEDGER_SHARDS", default_value_t = 8)]
+    pub shards: u32,
+    /// With --bootstrap: how many voters the cluster aims for (joining nodes become voters
+    /// until there are this many).
+    #[arg(long, env = "CONVERGE_LEDGER_VOTERS", default_value_t = 3)]
+    pub voters: u32,
+    /// The token this node presents to its peers (role `peer`), when they require tokens.
+    #[arg(long, env = "CONVERGE_LEDGER_PEER_TOKEN", hide_env_values = true)]
+    pub peer_token: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]

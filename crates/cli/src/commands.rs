@@ -43,7 +43,7 @@ pub fn client_config(args: &ClientArgs) -> anyhow::Result<ClientConfig> {
     Ok(config)
 }
 
-async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
+pub async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
     Ok(Client::connect_with(client_config(args)?).await?)
 }
 

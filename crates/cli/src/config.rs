@@ -78,6 +78,7 @@ pub struct ServeConfig {
     pub client_ca: Option<PathBuf>,
     pub tokens: Option<PathBuf>,
     pub insecure: bool,
+    pub cluster: crate::cli::ClusterArgs,
 }
 
 /// Whether `name` was given on the command line or in the environment (not defaulted).
@@ -135,6 +136,7 @@ pub fn resolve(args: ServeArgs, matches: &ArgMatches) -> anyhow::Result<ServeCon
         client_ca: args.client_ca.or(file.client_ca),
         tokens: args.tokens.or(file.tokens),
         insecure: args.insecure || file.insecure.unwrap_or(false),
+        cluster: args.cluster,
     };
     validate(&config)?;
     Ok(config)
@@ -159,6 +161,13 @@ fn validate(config: &ServeConfig) -> anyhow::Result<()> {
     }
     if config.client_ca.is_some() && config.tls_cert.is_none() {
         bail!("--client-ca (client certificates) needs TLS: add --tls-cert and --tls-key");
+    }
+    if config.cluster.shards == 0 || config.cluster.voters == 0 {
+        bail!("--shards and --voters must be at least 1");
+    }
+    let clustered = config.cluster.bootstrap || !config.cluster.join.is_empty();
+    if clustered && config.storage == StorageArg::Memory {
+        bail!("a cluster node keeps its Raft log on disk: --bootstrap and --join need --storage disk");
     }
     let secured = config.tls_cert.is_some() && config.tokens.is_some();
     if !config.listen.ip().is_loopback() && !secured && !config.insecure {

@@ -10,6 +10,7 @@
 
 mod bench;
 mod cli;
+mod cluster;
 mod commands;
 mod config;
 mod output;
@@ -24,7 +25,14 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::{Cli, Command, LogFormat};
 
 fn init_logging(format: LogFormat, filter: &str) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    // openraft narrates every vote and replication step at info; its warnings are what an
+    // operator needs unless the filter asks for more.
+    let filter = if filter.contains("openraft") {
+        filter.to_string()
+    } else {
+        format!("{filter},openraft=warn")
+    };
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -64,6 +72,12 @@ fn run() -> anyhow::Result<ExitCode> {
                     Command::Proof(args) => commands::proof(args).await,
                     Command::Bench(args) => bench::bench(args).await,
                     Command::Token(cli::TokenCommand::Create(args)) => token::create(&args),
+                    Command::Cluster(cli::ClusterCommand::Status(args)) => {
+                        cluster::status(args).await
+                    }
+                    Command::Cluster(cli::ClusterCommand::Remove(args)) => {
+                        cluster::remove(args).await
+                    }
                     Command::Serve(_) => unreachable!("handled above"),
                 }
             })

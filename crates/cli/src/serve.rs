@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use converge_server::auth::TokenStore;
 use converge_server::limits::HANDSHAKE_TIMEOUT;
+use converge_cluster::{Cluster, ClusterConfig, Start, Timing};
+use converge_server::run::Replication;
 use converge_server::{Listeners, Security};
 use tokio::net::TcpListener;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
@@ -73,9 +75,69 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
     let _ = writeln!(out, "listening on {grpc_addr}");
     let _ = out.flush();
-    converge_server::run(ledger, listeners, security, shutdown_signal()).await?;
+    match start_of(&config) {
+        None => converge_server::run(ledger, listeners, security, shutdown_signal()).await?,
+        Some(start) => {
+            let cluster = Cluster::start(
+                ledger.clone(),
+                ClusterConfig {
+                    data_dir: config.data_dir.clone(),
+                    advertise: config.cluster.advertise.clone().unwrap_or(grpc_addr.to_string()),
+                    start,
+                    peer_token: config.cluster.peer_token.clone(),
+                    timing: Timing::default(),
+                },
+            )
+            .await
+            .context("cannot start the cluster node")?;
+            let replication = Replication {
+                services: Box::new({
+                    let cluster = cluster.clone();
+                    move |routes: &mut tonic::service::RoutesBuilder| {
+                        routes.add_service(cluster.peer_service()).add_service(cluster.admin_service());
+                    }
+                }),
+                ready: Arc::new({
+                    let cluster = cluster.clone();
+                    move || cluster.ready()
+                }),
+                metrics: Arc::new({
+                    let cluster = cluster.clone();
+                    move |out: &mut String| cluster.render_metrics(out)
+                }),
+                stop: Box::pin({
+                    let cluster = cluster.clone();
+                    async move { cluster.shutdown().await }
+                }),
+            };
+            converge_server::run_node(
+                ledger,
+                cluster,
+                Some(replication),
+                listeners,
+                security,
+                shutdown_signal(),
+            )
+            .await?;
+        }
+    }
     info!("stopped");
     Ok(())
+}
+
+/// How the node starts: alone (`None`), or as a cluster node bootstrapping, joining, or
+/// restarting (its data directory records the cluster it belongs to).
+fn start_of(config: &ServeConfig) -> Option<Start> {
+    let cluster = &config.cluster;
+    if cluster.bootstrap {
+        Some(Start::Bootstrap { shards: cluster.shards, voters: cluster.voters })
+    } else if !cluster.join.is_empty() {
+        Some(Start::Join(cluster.join.clone()))
+    } else if config.storage == StorageArg::Disk && config.data_dir.join("cluster").exists() {
+        Some(Start::Restart)
+    } else {
+        None
+    }
 }
 
 /// TLS and tokens from the configured files; a task re-reads the tokens on SIGHUP.

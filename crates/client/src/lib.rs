@@ -26,9 +26,10 @@ use converge_api::{
 };
 use converge_core::Entry;
 use converge_proto::status::describe;
+use converge_proto::cluster::admin_client::AdminClient;
 use converge_proto::v1::context_service_client::ContextServiceClient;
 use converge_proto::v1::integrity_service_client::IntegrityServiceClient;
-use converge_proto::{convert, status, v1};
+use converge_proto::{cluster, convert, status, v1};
 use tonic::transport::{Channel, Endpoint};
 
 /// Largest message the client sends or accepts by default: a snapshot of up to 256 MiB. A
@@ -109,6 +110,7 @@ type Transport = tonic::service::interceptor::InterceptedService<Channel, TokenI
 #[derive(Clone)]
 pub struct Client {
     context: ContextServiceClient<Transport>,
+    admin: AdminClient<Transport>,
     integrity: IntegrityServiceClient<Transport>,
     config: Arc<ClientConfig>,
     /// The newest tree head seen per context (verifying mode).
@@ -168,6 +170,7 @@ impl Client {
         };
         let interceptor = TokenInterceptor(token);
         Ok(Self {
+            admin: AdminClient::with_interceptor(channel.clone(), interceptor.clone()),
             context: ContextServiceClient::with_interceptor(channel.clone(), interceptor.clone())
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
@@ -177,6 +180,28 @@ impl Client {
             config: Arc::new(config),
             pins: Arc::default(),
         })
+    }
+
+    /// The cluster as the node sees it (CONTRACT §5, `cluster status`). A node that runs
+    /// alone answers `UNIMPLEMENTED`.
+    pub async fn cluster_status(&self) -> Result<cluster::StatusResponse, LedgerError> {
+        let response = self
+            .admin
+            .clone()
+            .status(cluster::StatusRequest {})
+            .await
+            .map_err(|s| status::from_status(&s))?;
+        Ok(response.into_inner())
+    }
+
+    /// Removes node `node` from the cluster (CONTRACT §5, `cluster remove`; role admin).
+    pub async fn cluster_remove(&self, node: u64) -> Result<(), LedgerError> {
+        self.admin
+            .clone()
+            .remove(cluster::RemoveRequest { node, shard: None, you_are_removed: false })
+            .await
+            .map_err(|s| status::from_status(&s))?;
+        Ok(())
     }
 
     /// The settings this client was made with.

@@ -1,41 +1,88 @@
 //! Append: validate, hash the bulk of the entry outside any lock, hand it to the context's
 //! single owner in storage, wait until durable.
 
+use std::future::Future;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use converge_api::{AppendRequest, LedgerError};
 use converge_core::validate::check_payload;
-use converge_core::{Entry, PartialContentHash};
+use converge_core::{
+    AppendId, ContextId, Entry, Key, LamportTime, Metadata, PartialContentHash, Timestamp,
+};
 use converge_storage::{Appended, Completion, NewEntry};
 use tokio::sync::oneshot;
 
+use crate::admission::Admitted;
 use crate::errors;
 use crate::ledger::Inner;
 use crate::request;
 
 pub(crate) async fn append(inner: &Inner, req: AppendRequest) -> Result<Arc<Entry>, LedgerError> {
-    let context_id = request::owned_context_id(req.context_id)?;
-    let key = request::key(req.key)?;
-    let metadata = request::metadata(req.metadata)?;
-    let append_id = request::append_id(req.append_id)?;
-    let received = request::received(req.received_lamport_clock)?;
-    check_payload(req.payload.len(), &inner.config.limits).map_err(|e| errors::payload(&e))?;
+    let checked = Checked::new(inner, req)?;
     if inner.closing.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(LedgerError::Unavailable(
             "the ledger is shutting down; retry against a running node".into(),
         ));
     }
-
     // Admission: bound the bytes waiting for their fsync, held until durable or failed.
-    let bytes = req.payload.len()
-        + key.as_str().len()
-        + metadata.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
-        + append_id.as_ref().map_or(0, |id| id.as_str().len());
-    let admitted = inner.admission.admit(bytes).await?;
+    let admitted = inner.admission.admit(checked.bytes).await?;
+    enqueue(inner, checked, inner.config.clock.now(), Some(admitted))?.await
+}
 
-    let prefix = PartialContentHash::new(&context_id, &key, &req.payload);
+/// Validates `req` and queues it, stamped at `now`, before returning: appends queued one after
+/// another are stamped in that order. The future resolves once the entry is durable. No
+/// admission and no closing check: a replicated ledger applies what its log already holds.
+pub(crate) fn apply(
+    inner: &Inner,
+    req: AppendRequest,
+    now: Timestamp,
+) -> Result<impl Future<Output = Result<Arc<Entry>, LedgerError>> + Send + 'static, LedgerError> {
+    let checked = Checked::new(inner, req)?;
+    enqueue(inner, checked, now, None)
+}
+
+/// An append request whose fields passed validation.
+struct Checked {
+    context_id: ContextId,
+    key: Key,
+    payload: Bytes,
+    metadata: Metadata,
+    append_id: Option<AppendId>,
+    received: Option<LamportTime>,
+    /// What it holds against the append budget.
+    bytes: usize,
+}
+
+impl Checked {
+    fn new(inner: &Inner, req: AppendRequest) -> Result<Self, LedgerError> {
+        let context_id = request::owned_context_id(req.context_id)?;
+        let key = request::key(req.key)?;
+        let metadata = request::metadata(req.metadata)?;
+        let append_id = request::append_id(req.append_id)?;
+        let received = request::received(req.received_lamport_clock)?;
+        check_payload(req.payload.len(), &inner.config.limits)
+            .map_err(|e| errors::payload(&e))?;
+        let bytes = req.payload.len()
+            + key.as_str().len()
+            + metadata.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            + append_id.as_ref().map_or(0, |id| id.as_str().len());
+        Ok(Self { context_id, key, payload: req.payload, metadata, append_id, received, bytes })
+    }
+}
+
+/// Hands the entry to its context (which stamps it at `now`) and returns the wait for its
+/// durability; `admitted` is released when it is durable or has failed.
+fn enqueue(
+    inner: &Inner,
+    checked: Checked,
+    now: Timestamp,
+    admitted: Option<Admitted>,
+) -> Result<impl Future<Output = Result<Arc<Entry>, LedgerError>> + Send + 'static, LedgerError> {
+    let Checked { context_id, key, payload, metadata, append_id, received, .. } = checked;
+    let prefix = PartialContentHash::new(&context_id, &key, &payload);
     let context = inner.store.context(&context_id).map_err(errors::storage)?;
-    let new = NewEntry { key, payload: req.payload, metadata, received, append_id, prefix };
+    let new = NewEntry { key, payload, metadata, received, append_id, prefix };
     // What to compare a recorded entry with, if this append may be a retry.
     let requested = new
         .append_id
@@ -54,22 +101,29 @@ pub(crate) async fn append(inner: &Inner, req: AppendRequest) -> Result<Arc<Entr
             Some(rx),
         )
     };
-    let outcome =
-        context.append(new, inner.config.clock.now(), completion).map_err(errors::storage)?;
-    if let (Appended::Recorded(entry), Some((id, key, payload, metadata))) = (&outcome, requested)
-        && (entry.key() != &key || entry.payload() != &payload || entry.metadata() != &metadata)
-    {
-        return Err(LedgerError::AlreadyExists(format!(
-            "append_id {id:?} was already used for entry {} of context {context_id} with a different key, payload or metadata; use a new append_id for a new entry",
-            entry.sequence()
-        )));
-    }
-    let Some(rx) = rx else {
-        let (Appended::New(entry) | Appended::Recorded(entry)) = outcome;
-        return Ok(entry);
+    let outcome = context.append(new, now, completion).map_err(errors::storage)?;
+    let refused = match (&outcome, requested) {
+        (Appended::Recorded(entry), Some((id, key, payload, metadata)))
+            if entry.key() != &key || entry.payload() != &payload || entry.metadata() != &metadata =>
+        {
+            Some(LedgerError::AlreadyExists(format!(
+                "append_id {id:?} was already used for entry {} of context {context_id} with a different key, payload or metadata; use a new append_id for a new entry",
+                entry.sequence()
+            )))
+        }
+        _ => None,
     };
-    match rx.await {
-        Ok(result) => result.map_err(errors::storage),
-        Err(_) => Err(LedgerError::Internal("the append's completion was dropped".into())),
-    }
+    let (Appended::New(entry) | Appended::Recorded(entry)) = outcome;
+    Ok(async move {
+        if let Some(refused) = refused {
+            return Err(refused);
+        }
+        let Some(rx) = rx else {
+            return Ok(entry);
+        };
+        match rx.await {
+            Ok(result) => result.map_err(errors::storage),
+            Err(_) => Err(LedgerError::Internal("the append's completion was dropped".into())),
+        }
+    })
 }

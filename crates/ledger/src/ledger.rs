@@ -129,6 +129,30 @@ impl Ledger {
         self.inner.closing.load(Ordering::SeqCst)
     }
 
+    /// Applies an append that a replicated log already holds: validates it and queues it,
+    /// stamped at `now` (its time is `max(now, previous + 1)`), before returning, so appends
+    /// applied one after another are stamped in that order and every replica that applies the
+    /// same appends at the same times holds the same entries. The future resolves once the
+    /// entry is durable. No admission and no closing check: refusing here would make this
+    /// replica differ from the others.
+    pub fn apply_append(
+        &self,
+        request: AppendRequest,
+        now: converge_core::Timestamp,
+    ) -> Result<
+        impl std::future::Future<Output = Result<Arc<Entry>, LedgerError>> + Send + 'static,
+        LedgerError,
+    > {
+        append::apply(&self.inner, request, now)
+    }
+
+    /// Applies a load that a replicated log already holds (see [`apply_append`]).
+    ///
+    /// [`apply_append`]: Self::apply_append
+    pub async fn apply_load(&self, request: LoadRequest) -> Result<LoadResponse, LedgerError> {
+        load::apply(&self.inner, request).await
+    }
+
     /// Writes an index checkpoint now (normally the ledger does this on its own).
     pub fn checkpoint(&self) -> Result<(), LedgerError> {
         self.inner.store.checkpoint().map_err(crate::errors::storage)

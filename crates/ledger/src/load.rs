@@ -38,6 +38,19 @@ pub(crate) async fn load(
     .map_err(|e| LedgerError::Internal(format!("load panicked: {e}")))?
 }
 
+/// Load for a replicated ledger's apply: no admission and no closing check (the log already
+/// holds the request; refusing it here would make this replica differ from the others).
+pub(crate) async fn apply(
+    inner: &Arc<crate::ledger::Inner>,
+    req: LoadRequest,
+) -> Result<LoadResponse, LedgerError> {
+    let target = request::context_id(&req.context_id)?;
+    let inner = Arc::clone(inner);
+    tokio::task::spawn_blocking(move || load_blocking(&inner, &target, &req))
+        .await
+        .map_err(|e| LedgerError::Internal(format!("load panicked: {e}")))?
+}
+
 fn load_blocking(
     inner: &Inner,
     target: &ContextId,

@@ -4,7 +4,9 @@
 //! and an optional name (`#` starts a comment). The tokens themselves are never stored, never
 //! logged, and compared in constant time (by their hashes, against every entry). Roles nest:
 //! `admin` may do everything, `writer` what a reader may plus Append and Load, `reader` Get,
-//! Watch, Snapshot and the integrity queries. Every RPC the server answers has an entry in
+//! Watch, Snapshot and the integrity queries. `peer` stands apart: another cluster node, which
+//! may call the internal service (`converge.cluster.v1.Peer`) and nothing else, and no other
+//! role may call that service. Every RPC the server answers has an entry in
 //! [`POLICY`]; one without an entry is denied, so a new RPC starts closed. The file is re-read
 //! on SIGHUP ([`TokenStore::reload`]); a file that does not parse leaves the old tokens in place.
 
@@ -18,9 +20,12 @@ use sha2::{Digest as _, Sha256};
 use tonic::Status;
 use tonic::codegen::http;
 
-/// A role, from least to most privileged.
+/// A role: `reader`, `writer` and `admin` from least to most privileged, and `peer` apart
+/// (another node of the cluster: the internal service and nothing else).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
+    /// Another cluster node: the internal service (`converge.cluster.v1.Peer`) only.
+    Peer,
     /// Reads: Get, Watch, Snapshot, tree heads and proofs, reflection.
     Reader,
     /// Reads, Append and Load.
@@ -36,6 +41,7 @@ impl Role {
             "reader" => Some(Self::Reader),
             "writer" => Some(Self::Writer),
             "admin" => Some(Self::Admin),
+            "peer" => Some(Self::Peer),
             _ => None,
         }
     }
@@ -46,6 +52,7 @@ impl Role {
             Self::Reader => "reader",
             Self::Writer => "writer",
             Self::Admin => "admin",
+            Self::Peer => "peer",
         }
     }
 }
@@ -55,8 +62,10 @@ impl Role {
 pub enum Requirement {
     /// Anyone (health checks, so load balancers need no credentials).
     Public,
-    /// At least this role.
+    /// At least this role (never `peer`).
     Role(Role),
+    /// The `peer` role and no other.
+    Peer,
 }
 
 /// Every RPC the server answers, by HTTP/2 path, and what it needs.
@@ -69,6 +78,14 @@ pub const POLICY: &[(&str, Requirement)] = &[
     ("/converge.context.v1.IntegrityService/GetTreeHead", Requirement::Role(Role::Reader)),
     ("/converge.context.v1.IntegrityService/ProveInclusion", Requirement::Role(Role::Reader)),
     ("/converge.context.v1.IntegrityService/ProveConsistency", Requirement::Role(Role::Reader)),
+    ("/converge.cluster.v1.Admin/Status", Requirement::Role(Role::Reader)),
+    ("/converge.cluster.v1.Admin/Remove", Requirement::Role(Role::Admin)),
+    ("/converge.cluster.v1.Peer/AppendEntries", Requirement::Peer),
+    ("/converge.cluster.v1.Peer/Vote", Requirement::Peer),
+    ("/converge.cluster.v1.Peer/Forward", Requirement::Peer),
+    ("/converge.cluster.v1.Peer/Join", Requirement::Peer),
+    ("/converge.cluster.v1.Peer/Remove", Requirement::Peer),
+    ("/converge.cluster.v1.Peer/Status", Requirement::Peer),
     ("/grpc.health.v1.Health/Check", Requirement::Public),
     ("/grpc.health.v1.Health/Watch", Requirement::Public),
     ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", Requirement::Role(Role::Reader)),
@@ -201,7 +218,9 @@ pub fn check(tokens: &TokenStore, path: &str, authorization: Option<&[u8]>) -> R
             "{path} has no access policy on this server, so it is denied"
         )));
     };
-    let Requirement::Role(needed) = requirement else { return Ok(()) };
+    if requirement == Requirement::Public {
+        return Ok(());
+    }
     let Some(header) = authorization else {
         return Err(Status::unauthenticated(
             "this server requires a token: send `authorization: Bearer <token>`",
@@ -217,7 +236,18 @@ pub fn check(tokens: &TokenStore, path: &str, authorization: Option<&[u8]>) -> R
     let role = tokens
         .role_of(token)
         .ok_or_else(|| Status::unauthenticated("the token is not valid on this server"))?;
-    if role >= needed {
+    let needed = match requirement {
+        Requirement::Public => return Ok(()),
+        Requirement::Peer => Role::Peer,
+        Requirement::Role(needed) => needed,
+    };
+    // A peer token opens the internal service only, and only a peer token opens it.
+    let allowed = if needed == Role::Peer || role == Role::Peer {
+        role == needed
+    } else {
+        role >= needed
+    };
+    if allowed {
         Ok(())
     } else {
         Err(Status::permission_denied(format!(

@@ -16,18 +16,31 @@ use crate::metrics::Metrics;
 struct HttpState {
     ledger: Ledger,
     metrics: Arc<Metrics>,
+    extra: Extra,
+}
+
+/// What a cluster node adds: its readiness and its replication metrics.
+#[derive(Clone, Default)]
+pub struct Extra {
+    /// Whether the node has joined and caught up (`/healthz` is 503 until then).
+    pub ready: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
+    /// Appends replication metrics.
+    pub metrics: Option<Arc<dyn Fn(&mut String) + Send + Sync>>,
 }
 
 /// The routes of the HTTP port.
-pub fn router(ledger: Ledger, metrics: Arc<Metrics>) -> Router {
+pub fn router(ledger: Ledger, metrics: Arc<Metrics>, extra: Extra) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(healthz))
-        .with_state(HttpState { ledger, metrics })
+        .with_state(HttpState { ledger, metrics, extra })
 }
 
 async fn metrics_handler(State(state): State<HttpState>) -> impl IntoResponse {
-    let body = state.metrics.render(&state.ledger);
+    let mut body = state.metrics.render(&state.ledger);
+    if let Some(extra) = &state.extra.metrics {
+        extra(&mut body);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }
 
@@ -36,6 +49,8 @@ async fn healthz(State(state): State<HttpState>) -> impl IntoResponse {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".to_string())
     } else if let Some(err) = state.ledger.storage_poisoned() {
         (StatusCode::SERVICE_UNAVAILABLE, format!("storage unavailable: {err}\n"))
+    } else if state.extra.ready.as_ref().is_some_and(|ready| !ready()) {
+        (StatusCode::SERVICE_UNAVAILABLE, "not yet a caught-up cluster member\n".to_string())
     } else {
         (StatusCode::OK, "ok\n".to_string())
     }

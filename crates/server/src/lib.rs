@@ -19,4 +19,4 @@ pub mod metrics;
 pub mod run;
 pub mod service;
 
-pub use run::{Listeners, Security, ServeError, run};
+pub use run::{Listeners, Replication, Security, ServeError, run, run_node};

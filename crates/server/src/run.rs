@@ -3,8 +3,10 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
+use converge_api::LedgerApi;
 use converge_ledger::Ledger;
 use converge_proto::v1::context_service_server::ContextServiceServer;
 use converge_proto::v1::integrity_service_server::IntegrityServiceServer;
@@ -68,6 +70,22 @@ impl Listeners {
     }
 }
 
+/// What a cluster node adds to serving: the server decides nothing about replication, it only
+/// serves what it is given.
+pub struct Replication {
+    /// Adds more gRPC services on the same port (the cluster's internal and admin services).
+    pub services: Box<dyn FnOnce(&mut tonic::service::RoutesBuilder) + Send>,
+    /// Whether the node has joined and caught up: health is `NOT_SERVING` until it has.
+    pub ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// Appends the node's replication metrics to `/metrics`.
+    pub metrics: Arc<dyn Fn(&mut String) + Send + Sync>,
+    /// Stops replication; awaited after requests drain and before the ledger closes.
+    pub stop: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+/// How often health follows a cluster node's readiness.
+const READINESS_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Serves `ledger` until `shutdown` resolves, then shuts down gracefully: health turns
 /// `NOT_SERVING`, new requests are refused, watch streams end with `UNAVAILABLE`, requests in
 /// flight finish, the ledger flushes and closes. Returns when everything is closed.
@@ -77,16 +95,39 @@ pub async fn run(
     security: Security,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    run_node(ledger.clone(), ledger, None, listeners, security, shutdown).await
+}
+
+/// Serves a node: clients are answered by `api` (the embedded `ledger` itself, or a cluster
+/// node's replicated ledger over it), with `replication`'s services beside. Shuts down as
+/// [`run`] does, stopping replication before the ledger closes.
+pub async fn run_node<L: LedgerApi + Clone + 'static>(
+    ledger: Ledger,
+    api: L,
+    replication: Option<Replication>,
+    listeners: Listeners,
+    security: Security,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::default());
-    let service = LedgerService::new(ledger.clone(), Arc::clone(&metrics));
+    let service = LedgerService::new(api, Arc::clone(&metrics));
     let limits = ledger.config().limits;
     let decode_max = limits.payload_bytes_max.max(limits.response_bytes_max) + ENVELOPE_BYTES;
     let encode_max = limits.response_bytes_max + ENVELOPE_BYTES;
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<ContextServiceServer<LedgerService>>().await;
-    health.set_serving::<IntegrityServiceServer<LedgerService>>().await;
-    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let (ready, replication_metrics, stop_replication, extra_services) = match replication {
+        Some(r) => (Some(r.ready), Some(r.metrics), Some(r.stop), Some(r.services)),
+        None => (None, None, None, None),
+    };
+    let (closing_tx, closing_rx) = watch::channel(false);
+    match &ready {
+        None => set_health(&health, true).await,
+        Some(ready) => {
+            set_health(&health, false).await;
+            tokio::spawn(follow_readiness(health.clone(), Arc::clone(ready), closing_rx));
+        }
+    }
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(converge_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -94,7 +135,11 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let http = listeners.http.map(|listener| {
-        let router = crate::http::router(ledger.clone(), Arc::clone(&metrics));
+        let router = crate::http::router(
+            ledger.clone(),
+            Arc::clone(&metrics),
+            crate::http::Extra { ready: ready.clone(), metrics: replication_metrics.clone() },
+        );
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             axum::serve(listener, router)
@@ -113,13 +158,30 @@ pub async fn run(
             info!(
                 "shutting down: refusing new requests, ending watch streams, finishing appends in flight"
             );
-            health.set_not_serving::<ContextServiceServer<LedgerService>>().await;
-            health.set_not_serving::<IntegrityServiceServer<LedgerService>>().await;
-            health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            let _ = closing_tx.send(true);
+            set_health(&health, false).await;
             ledger.begin_close();
             let _ = stop_tx.send(true);
         }
     };
+    let mut routes = tonic::service::RoutesBuilder::default();
+    routes
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            ContextServiceServer::new(service.clone())
+                .max_decoding_message_size(decode_max)
+                .max_encoding_message_size(encode_max),
+        )
+        .add_service(
+            IntegrityServiceServer::new(service)
+                .max_decoding_message_size(decode_max)
+                .max_encoding_message_size(encode_max),
+        );
+    if let Some(add) = extra_services {
+        add(&mut routes);
+    }
+    let routes = routes.routes();
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = security.tls {
         builder = builder.tls_config(tls)?;
@@ -135,18 +197,7 @@ pub async fn run(
         .tcp_nodelay(true)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(
-            ContextServiceServer::new(service.clone())
-                .max_decoding_message_size(decode_max)
-                .max_encoding_message_size(encode_max),
-        )
-        .add_service(
-            IntegrityServiceServer::new(service)
-                .max_decoding_message_size(decode_max)
-                .max_encoding_message_size(encode_max),
-        )
+        .add_routes(routes)
         .serve_with_incoming_shutdown(
             // Accepted sockets get TCP_NODELAY and keepalive here: the builder's settings only
             // apply to listeners tonic binds itself. Without NODELAY, a lone request waits out
@@ -166,7 +217,45 @@ pub async fn run(
     {
         result.map_err(ServeError::Http)?;
     }
+    if let Some(stop) = stop_replication {
+        stop.await;
+    }
     ledger.close().await.map_err(ServeError::Close)?;
     info!("ledger closed cleanly");
     Ok(())
+}
+
+/// Sets every service's health (and the server's, `""`).
+async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+    let status = if serving {
+        tonic_health::ServingStatus::Serving
+    } else {
+        tonic_health::ServingStatus::NotServing
+    };
+    for service in converge_proto::SERVICES.iter().chain(&[""]) {
+        health.set_service_status(*service, status).await;
+    }
+}
+
+/// Keeps health in step with a cluster node's readiness until the server starts closing.
+async fn follow_readiness(
+    health: tonic_health::server::HealthReporter,
+    ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    mut closing: watch::Receiver<bool>,
+) {
+    let mut serving = false;
+    loop {
+        if *closing.borrow() {
+            return;
+        }
+        let now = ready();
+        if now != serving {
+            set_health(&health, now).await;
+            serving = now;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(READINESS_POLL) => {}
+            _ = closing.changed() => return,
+        }
+    }
 }

@@ -23,16 +23,16 @@ use crate::metrics::{Method, Metrics};
 /// The message a client gets when a handler panicked. The panic itself is logged.
 const PANIC_MESSAGE: &str = "the server failed internally while handling this request (logged); it was not applied unless a later read shows it";
 
-/// Both services over one embedded ledger.
+/// Both services over one ledger: the embedded one, or a cluster node's replicated one.
 #[derive(Clone)]
-pub struct LedgerService {
-    ledger: Ledger,
+pub struct LedgerService<L = Ledger> {
+    ledger: L,
     metrics: Arc<Metrics>,
 }
 
-impl LedgerService {
+impl<L: LedgerApi + Clone + 'static> LedgerService<L> {
     /// The services of `ledger`, counting into `metrics`.
-    pub fn new(ledger: Ledger, metrics: Arc<Metrics>) -> Self {
+    pub fn new(ledger: L, metrics: Arc<Metrics>) -> Self {
         Self { ledger, metrics }
     }
 
@@ -70,7 +70,7 @@ pub type WatchEvents =
     Pin<Box<dyn futures_core::Stream<Item = Result<v1::WatchEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl ContextService for LedgerService {
+impl<L: LedgerApi + Clone + 'static> ContextService for LedgerService<L> {
     async fn append(
         &self,
         request: Request<v1::AppendRequest>,
@@ -175,7 +175,7 @@ impl futures_core::Stream for WatchEventStream {
 }
 
 #[tonic::async_trait]
-impl IntegrityService for LedgerService {
+impl<L: LedgerApi + Clone + 'static> IntegrityService for LedgerService<L> {
     async fn get_tree_head(
         &self,
         request: Request<v1::TreeHeadRequest>,

@@ -1,0 +1,86 @@
+//! `cluster status` and `cluster remove`.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use converge_proto::cluster::StatusResponse;
+use serde_json::json;
+
+use crate::cli::{ClusterRemoveArgs, ClusterStatusArgs};
+use crate::commands::connect;
+use crate::output;
+
+/// A node id as status prints it.
+fn name(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+pub async fn status(args: ClusterStatusArgs) -> anyhow::Result<ExitCode> {
+    let client = connect(&args.client).await?;
+    let status = client.cluster_status().await.context(
+        "cannot read the cluster's status (a node that runs alone has none)",
+    )?;
+    if args.client.json {
+        output::line(&status_json(&status).to_string());
+    } else {
+        output::line(&status_text(&status));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status_json(status: &StatusResponse) -> serde_json::Value {
+    json!({
+        "node": name(status.node),
+        "nodes": status.nodes.iter().map(|n| json!({
+            "id": name(n.id),
+            "address": n.address,
+            "role": if n.voter { "voter" } else { "learner" },
+            "reachable": n.reachable,
+        })).collect::<Vec<_>>(),
+        "shards": status.shards.iter().map(|s| json!({
+            "shard": s.shard,
+            "leader": s.leader.map(name),
+            "term": s.term,
+            "committed": s.committed,
+            "applied": s.applied,
+            "role": s.role,
+        })).collect::<Vec<_>>(),
+        "voters_wanted": status.voters_wanted,
+    })
+}
+
+fn status_text(status: &StatusResponse) -> String {
+    let mut out = format!("node {} ({})\n\nnodes:\n", name(status.node), status.address);
+    for n in &status.nodes {
+        out.push_str(&format!(
+            "  {}  {:<21}  {:<7}  {}\n",
+            name(n.id),
+            n.address,
+            if n.voter { "voter" } else { "learner" },
+            if n.reachable { "reachable" } else { "UNREACHABLE" }
+        ));
+    }
+    out.push_str("\nshards:\n  shard  leader            term  committed  applied here  role here\n");
+    for s in &status.shards {
+        out.push_str(&format!(
+            "  {:>5}  {:<16}  {:>4}  {:>9}  {:>12}  {}\n",
+            s.shard,
+            s.leader.map_or_else(|| "none".into(), name),
+            s.term,
+            s.committed,
+            s.applied,
+            s.role
+        ));
+    }
+    out.trim_end().to_string()
+}
+
+pub async fn remove(args: ClusterRemoveArgs) -> anyhow::Result<ExitCode> {
+    let node = u64::from_str_radix(args.node.trim(), 16).with_context(|| {
+        format!("{:?} is not a node id (16 hex digits, as `cluster status` prints)", args.node)
+    })?;
+    let client = connect(&args.client).await?;
+    client.cluster_remove(node).await?;
+    output::line(&format!("removed node {}", name(node)));
+    Ok(ExitCode::SUCCESS)
+}

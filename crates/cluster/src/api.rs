@@ -1,0 +1,114 @@
+//! The replicated ledger behind the same [`LedgerApi`] as the embedded one: writes go through
+//! the shard's Raft, reads come from this node's applied state (CONTRACT §5).
+
+use std::sync::Arc;
+
+use converge_api::{
+    AppendRequest, ConsistencyProof, GetRequest, GetResponse, InclusionProof, LedgerApi,
+    LedgerError, LoadRequest, LoadResponse, SnapshotResponse, TreeHead, WatchRequest, WatchStream,
+};
+use converge_core::Entry;
+use converge_proto::cluster as pb;
+use converge_proto::{convert, status};
+
+use crate::node::Cluster;
+use crate::state_machine::RESERVED_APPEND_ID_PREFIX;
+use crate::types::shard_of;
+
+/// What a write's outcome says, as the API answers it.
+fn outcome_failure(outcome: &pb::Outcome) -> Option<LedgerError> {
+    match &outcome.result {
+        Some(pb::outcome::Result::Failure(f)) => Some(status::from_status(&tonic::Status::new(
+            tonic::Code::from_i32(f.code),
+            f.message.clone(),
+        ))),
+        None => Some(LedgerError::Internal("a write's outcome was empty".into())),
+        _ => None,
+    }
+}
+
+impl LedgerApi for Cluster {
+    async fn append(&self, mut request: AppendRequest) -> Result<Arc<Entry>, LedgerError> {
+        match request.append_id.as_deref() {
+            Some(id) if id.starts_with(RESERVED_APPEND_ID_PREFIX) => {
+                return Err(LedgerError::InvalidArgument(format!(
+                    "append_id {id:?} begins with {RESERVED_APPEND_ID_PREFIX:?}, which a cluster reserves for its own ids; choose another append_id"
+                )));
+            }
+            None | Some("") => request.append_id = Some(self.fresh_append_id()),
+            Some(_) => {}
+        }
+        let command = pb::Command {
+            shard: shard_of(&request.context_id, self.shard_count()),
+            op: Some(pb::command::Op::Append(pb::AppendCommand {
+                request: Some(convert::append_request_to_wire(request)),
+                now_ns: 0,
+            })),
+        };
+        let outcome = self.write(command).await?;
+        if let Some(failure) = outcome_failure(&outcome) {
+            return Err(failure);
+        }
+        match outcome.result {
+            Some(pb::outcome::Result::Entry(entry)) => convert::entry_from_wire(entry).map(Arc::new),
+            _ => Err(LedgerError::Internal("an append's outcome held no entry".into())),
+        }
+    }
+
+    async fn get(&self, request: GetRequest) -> Result<GetResponse, LedgerError> {
+        self.check_member()?;
+        self.ledger().get(request).await
+    }
+
+    async fn snapshot(&self, context_id: &str) -> Result<SnapshotResponse, LedgerError> {
+        self.check_member()?;
+        self.ledger().snapshot(context_id).await
+    }
+
+    async fn load(&self, request: LoadRequest) -> Result<LoadResponse, LedgerError> {
+        let command = pb::Command {
+            shard: shard_of(&request.context_id, self.shard_count()),
+            op: Some(pb::command::Op::Load(convert::load_request_to_wire(request))),
+        };
+        let outcome = self.write(command).await?;
+        if let Some(failure) = outcome_failure(&outcome) {
+            return Err(failure);
+        }
+        match outcome.result {
+            Some(pb::outcome::Result::Load(response)) => {
+                Ok(convert::load_response_from_wire(&response))
+            }
+            _ => Err(LedgerError::Internal("a load's outcome held no load response".into())),
+        }
+    }
+
+    async fn watch(&self, request: WatchRequest) -> Result<WatchStream, LedgerError> {
+        self.check_member()?;
+        self.ledger().watch(request).await
+    }
+
+    async fn tree_head(&self, context_id: &str) -> Result<TreeHead, LedgerError> {
+        self.check_member()?;
+        self.ledger().tree_head(context_id).await
+    }
+
+    async fn prove_inclusion(
+        &self,
+        context_id: &str,
+        sequence: u64,
+        tree_size: u64,
+    ) -> Result<InclusionProof, LedgerError> {
+        self.check_member()?;
+        self.ledger().prove_inclusion(context_id, sequence, tree_size).await
+    }
+
+    async fn prove_consistency(
+        &self,
+        context_id: &str,
+        from_size: u64,
+        to_size: u64,
+    ) -> Result<ConsistencyProof, LedgerError> {
+        self.check_member()?;
+        self.ledger().prove_consistency(context_id, from_size, to_size).await
+    }
+}

@@ -1,0 +1,179 @@
+//! Writes: proposed on the shard's leader, forwarded there from any other node, answered only
+//! once the node that answers has applied them (CONTRACT §5).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use converge_api::LedgerError;
+use converge_proto::cluster as pb;
+use converge_proto::status;
+use openraft::error::{ClientWriteError, RaftError};
+
+use crate::node::Cluster;
+use crate::types::{NodeId, node_name};
+
+/// How long a write may look for a leader (an election takes about a second) before it
+/// fails with `UNAVAILABLE`.
+const LEADER_WAIT_MAX: Duration = Duration::from_secs(5);
+/// How long the answering node waits to apply what the leader committed.
+const APPLY_WAIT_MAX: Duration = Duration::from_secs(30);
+/// A forwarded write's deadline.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between looks for a leader.
+const RETRY_PAUSE: Duration = Duration::from_millis(25);
+
+/// Numbers the `append_id`s this node gives appends that came without one.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// A status for a Raft error on a membership change or a forwarded call.
+pub(crate) fn raft_status<E: std::fmt::Display>(e: &E) -> tonic::Status {
+    tonic::Status::unavailable(e.to_string())
+}
+
+impl Cluster {
+    /// An `append_id` unique in the cluster for an append that came without one, so that the
+    /// node may send it again after a failover without appending it twice: this node's id,
+    /// its incarnation, and a counter.
+    pub(crate) fn fresh_append_id(&self) -> String {
+        let incarnation = self.inner.ledger.open_report().node.map_or(0, |n| n.incarnation);
+        format!(
+            "{}{}:{incarnation}:{}",
+            crate::state_machine::RESERVED_APPEND_ID_PREFIX,
+            node_name(self.inner.id),
+            NEXT_ID.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// Writes `command` to its shard, wherever the leader is, and returns its outcome once
+    /// this node has applied it.
+    pub(crate) async fn write(&self, command: pb::Command) -> Result<pb::Outcome, LedgerError> {
+        self.check_member()?;
+        let shard = command.shard;
+        let raft = self.raft(shard).map_err(|s| status::from_status(&s))?;
+        let started = Instant::now();
+        loop {
+            let leader = raft.metrics().borrow().current_leader;
+            let attempt = match leader {
+                Some(leader) if leader == self.inner.id => {
+                    self.propose(command.clone()).await.map_err(|s| status::from_status(&s))
+                }
+                Some(leader) => self.forward(leader, command.clone()).await,
+                None => Err(LedgerError::Unavailable(String::new())),
+            };
+            match attempt {
+                Ok(outcome) => {
+                    raft.wait(Some(APPLY_WAIT_MAX))
+                        .applied_index_at_least(Some(outcome.log_index), "apply a forwarded write")
+                        .await
+                        .map_err(|e| {
+                            LedgerError::Unavailable(format!(
+                                "the write was committed but this node has not applied it yet ({e}); read it from another node or retry with the same append_id"
+                            ))
+                        })?;
+                    return Ok(outcome);
+                }
+                // Definitely not written: no leader, or the node asked is not (or no longer) it.
+                Err(LedgerError::Unavailable(why)) if started.elapsed() < LEADER_WAIT_MAX => {
+                    tracing::debug!(shard, why, "no leader to write to yet; retrying");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(LedgerError::Unavailable(_)) => return Err(self.no_leader(shard).await),
+                Err(other) => return Err(other),
+            }
+        }
+    }
+
+    /// Proposes `command` on this node, which must lead its shard; the leader stamps the time.
+    pub(crate) async fn propose(&self, mut command: pb::Command) -> Result<pb::Outcome, tonic::Status> {
+        if let Some(pb::command::Op::Append(append)) = &mut command.op {
+            append.now_ns = now_ns();
+        }
+        let raft = self.raft(command.shard)?;
+        match raft.client_write(command).await {
+            Ok(response) => {
+                let mut outcome = response.data;
+                outcome.log_index = response.log_id.index;
+                Ok(outcome)
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(tonic::Status::unavailable(format!(
+                    "this node does not lead the shard (leader: {})",
+                    f.leader_id.map_or_else(|| "unknown".into(), node_name)
+                )))
+            }
+            Err(e) => Err(raft_status(&e)),
+        }
+    }
+
+    /// Sends `command` to `leader`. `UNAVAILABLE` only when it was certainly not written (the
+    /// peer refused it as not the leader, or could not be reached); every append carries an
+    /// `append_id`, so sending it again is safe in any case.
+    async fn forward(&self, leader: NodeId, command: pb::Command) -> Result<pb::Outcome, LedgerError> {
+        let address = self.address_of(command.shard, leader).ok_or_else(|| {
+            LedgerError::Unavailable(format!("the leader {} has no known address", node_name(leader)))
+        })?;
+        let mut client = self.inner.peers.client(&address).map_err(|s| status::from_status(&s))?;
+        let outcome = client
+            .forward(self.inner.peers.request(command, FORWARD_TIMEOUT))
+            .await
+            .map_err(|s| status::from_status(&s))?;
+        Ok(outcome.into_inner())
+    }
+
+    pub(crate) fn address_of(&self, shard: u32, node: NodeId) -> Option<String> {
+        let raft = self.raft(shard).ok()?;
+        let metrics = raft.metrics().borrow().clone();
+        metrics.membership_config.membership().get_node(&node).map(|n| n.addr.clone())
+    }
+
+    /// Fails a client call on a node that was removed from the cluster.
+    pub(crate) fn check_member(&self) -> Result<(), LedgerError> {
+        if self.is_removed() {
+            return Err(LedgerError::FailedPrecondition(
+                "not a member of the cluster: this node was removed; use another node".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The error for a shard without a leader: how many of its voters this node can reach.
+    async fn no_leader(&self, shard: u32) -> LedgerError {
+        let Ok(raft) = self.raft(shard) else {
+            return LedgerError::Unavailable(format!("shard {shard} does not exist"));
+        };
+        let membership = raft.metrics().borrow().membership_config.membership().clone();
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let mut reachable = 0;
+        for voter in &voters {
+            if *voter == self.inner.id {
+                reachable += 1;
+                continue;
+            }
+            let Some(address) = membership.get_node(voter).map(|n| n.addr.clone()) else {
+                continue;
+            };
+            if self.probe(&address).await {
+                reachable += 1;
+            }
+        }
+        LedgerError::Unavailable(format!(
+            "shard {shard} has no leader: {reachable} of {} voters reachable from this node, a majority is needed; retry with the same append_id",
+            voters.len()
+        ))
+    }
+
+    /// Whether the peer at `address` answers within a short time.
+    pub(crate) async fn probe(&self, address: &str) -> bool {
+        let Ok(mut client) = self.inner.peers.client(address) else { return false };
+        client
+            .status(self.inner.peers.request(pb::StatusRequest {}, Duration::from_millis(300)))
+            .await
+            .is_ok()
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}

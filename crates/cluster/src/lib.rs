@@ -1,0 +1,28 @@
+//! Replicated contexts (CONTRACT §5): each shard of contexts is one Raft group, run by
+//! openraft, with this node's ledger as its state machine. The only crate that names openraft.
+//!
+//! - [`types`]: openraft's type configuration and the context-to-shard mapping.
+//! - [`log_store`]: one shard's Raft log and vote on disk.
+//! - [`state_machine`]: applying committed commands to the ledger, deterministically.
+//! - [`network`] and `peer`: the internal gRPC service between nodes, both ends.
+//! - [`Cluster`]: a node's shards, started, joined, serving the same [`LedgerApi`] as the
+//!   embedded ledger (writes through Raft, forwarded to the leader; reads from applied state).
+//!
+//! What it is not: storage and the ledger know nothing of Raft; this crate decides nothing
+//! about entries either (the ledger's rules apply on every replica alike).
+//!
+//! [`LedgerApi`]: converge_api::LedgerApi
+
+mod api;
+mod forward;
+pub mod log_store;
+mod metrics;
+pub mod network;
+mod node;
+mod peer;
+pub mod state_machine;
+pub mod types;
+mod wire;
+
+pub use node::{Cluster, ClusterConfig, ClusterError, Start, Timing, node_id};
+pub use types::{NodeId, node_name, shard_of};

@@ -1,0 +1,169 @@
+//! The way out to other nodes: one HTTP/2 connection per peer address, shared by every shard's
+//! Raft and by forwarding, and openraft's network over it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use converge_proto::cluster::peer_client::PeerClient;
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
+    InstallSnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::types::{NodeId, TypeConfig};
+use crate::wire;
+
+/// How long a peer connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Connections to peers, by address, and the token peers present.
+#[derive(Clone, Default)]
+pub struct Peers {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    token: Option<Arc<str>>,
+}
+
+impl Peers {
+    /// Connections that present `token` (role `peer`) if the cluster uses tokens.
+    pub fn new(token: Option<String>) -> Self {
+        Self { channels: Arc::default(), token: token.map(Arc::from) }
+    }
+
+    /// A client for the peer at `address` (`host:port`); connects lazily, once per address.
+    pub fn client(&self, address: &str) -> Result<PeerClient<Channel>, tonic::Status> {
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        let channel = match channels.get(address) {
+            Some(channel) => channel.clone(),
+            None => {
+                let channel = Endpoint::from_shared(format!("http://{address}"))
+                    .map_err(|e| {
+                        tonic::Status::invalid_argument(format!(
+                            "{address:?} is not a peer address: {e}"
+                        ))
+                    })?
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(1))
+                    .keep_alive_timeout(Duration::from_secs(2))
+                    .connect_lazy();
+                channels.insert(address.to_string(), channel.clone());
+                channel
+            }
+        };
+        Ok(PeerClient::new(channel)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX))
+    }
+
+    /// `message` as a request with the peer token and a deadline.
+    pub fn request<T>(&self, message: T, timeout: Duration) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(timeout);
+        if let Some(token) = &self.token
+            && let Ok(value) = MetadataValue::try_from(format!("Bearer {token}"))
+        {
+            request.metadata_mut().insert("authorization", value);
+        }
+        request
+    }
+}
+
+/// openraft's view of the peers of one shard.
+pub struct Network {
+    shard: u32,
+    peers: Peers,
+}
+
+impl Network {
+    /// The network of `shard`.
+    pub fn new(shard: u32, peers: Peers) -> Self {
+        Self { shard, peers }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
+        Connection {
+            shard: self.shard,
+            target,
+            address: node.addr.clone(),
+            peers: self.peers.clone(),
+        }
+    }
+}
+
+/// A shard's connection to one peer.
+pub struct Connection {
+    shard: u32,
+    target: NodeId,
+    address: String,
+    peers: Peers,
+}
+
+type RpcError<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
+
+fn rpc_error<E: std::error::Error>(status: &tonic::Status) -> RpcError<E> {
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct Failed(String);
+    let failed = Failed(format!("{}: {}", status.code(), status.message()));
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            RPCError::Unreachable(Unreachable::new(&failed))
+        }
+        _ => RPCError::Network(NetworkError::new(&failed)),
+    }
+}
+
+fn malformed<E: std::error::Error>(e: &wire::Malformed) -> RpcError<E> {
+    RPCError::Network(NetworkError::new(e))
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+        let request = wire::append_entries_to(self.shard, &rpc);
+        let mut client = self.peers.client(&self.address).map_err(|s| rpc_error(&s))?;
+        let response = client
+            .append_entries(self.peers.request(request, option.hard_ttl()))
+            .await
+            .map_err(|s| rpc_error(&s))?;
+        wire::append_response_from(response.into_inner()).map_err(|e| malformed(&e))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        _rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcError<InstallSnapshotError>> {
+        #[derive(Debug, thiserror::Error)]
+        #[error("snapshots are not used: the Raft log is never purged (peer {0:016x})")]
+        struct NoSnapshots(NodeId);
+        Err(RPCError::Network(NetworkError::new(&NoSnapshots(self.target))))
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcError> {
+        let request = wire::vote_request_to(self.shard, &rpc);
+        let mut client = self.peers.client(&self.address).map_err(|s| rpc_error(&s))?;
+        let response = client
+            .vote(self.peers.request(request, option.hard_ttl()))
+            .await
+            .map_err(|s| rpc_error(&s))?;
+        wire::vote_response_from(&response.into_inner()).map_err(|e| malformed(&e))
+    }
+}

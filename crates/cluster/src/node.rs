@@ -1,0 +1,398 @@
+//! A cluster node: one Raft per shard over the node's ledger, started, joined and stopped.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use converge_ledger::Ledger;
+use converge_proto::cluster as pb;
+use converge_storage::vfs::{RealFs, Vfs};
+use openraft::{BasicNode, ChangeMembers, Config, ServerState, SnapshotPolicy};
+use tracing::{info, warn};
+
+use crate::log_store::LogStore;
+use crate::network::{Network, Peers};
+use crate::state_machine::StateMachine;
+use crate::types::{NodeId, Raft, node_name};
+
+/// How a node starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// Create a cluster whose only voter is this node (once, on one node).
+    Bootstrap {
+        /// Shards, fixed for the cluster's life.
+        shards: u32,
+        /// How many voters the cluster aims for.
+        voters: u32,
+    },
+    /// Ask a member (any of these addresses) to add this node.
+    Join(Vec<String>),
+    /// Restart as the member this data directory already is.
+    Restart,
+}
+
+/// What a cluster node needs beyond its ledger.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The data directory (the ledger's): the Raft logs live under `raft/` in it.
+    pub data_dir: PathBuf,
+    /// The address peers and clients use to reach this node (`host:port`).
+    pub advertise: String,
+    /// How it starts.
+    pub start: Start,
+    /// The token this node presents to peers (role `peer`), if the cluster uses tokens.
+    pub peer_token: Option<String>,
+    /// Raft timing.
+    pub timing: Timing,
+}
+
+/// Raft's clocks.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// A leader's heartbeat interval.
+    pub heartbeat: Duration,
+    /// A follower waits between these before it stands for election.
+    pub election_min: Duration,
+    /// See `election_min`.
+    pub election_max: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_millis(100),
+            election_min: Duration::from_millis(500),
+            election_max: Duration::from_millis(1000),
+        }
+    }
+}
+
+/// Starting or running the cluster failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A file of the node's could not be used.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The configuration cannot work.
+    #[error("{0}")]
+    Config(String),
+    /// Raft refused.
+    #[error("Raft: {0}")]
+    Raft(String),
+}
+
+/// What the data directory records about the cluster: written when the node first joins or
+/// bootstraps, read on every restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Membership {
+    pub(crate) shards: u32,
+    pub(crate) voters: u32,
+}
+
+impl Membership {
+    const FILE: &'static str = "cluster";
+
+    fn read(vfs: &dyn Vfs, dir: &Path) -> Result<Option<Self>, ClusterError> {
+        let path = dir.join(Self::FILE);
+        if !vfs.exists(&path)? {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path)?;
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.trim().parse::<u32>().ok())
+                .ok_or_else(|| {
+                    ClusterError::Config(format!("{}: no valid `{name}` line", path.display()))
+                })
+        };
+        Ok(Some(Self { shards: field("shards ")?, voters: field("voters ")? }))
+    }
+
+    fn write(self, vfs: &dyn Vfs, dir: &Path) -> Result<(), ClusterError> {
+        let tmp = dir.join("cluster.tmp");
+        let file = vfs.open(&tmp, converge_storage::vfs::OpenMode::CreateTruncate)?;
+        file.write_all_at(format!("shards {}\nvoters {}\n", self.shards, self.voters).as_bytes(), 0)?;
+        file.sync_all()?;
+        vfs.rename(&tmp, &dir.join(Self::FILE))?;
+        vfs.sync_dir(dir)?;
+        Ok(())
+    }
+}
+
+/// A running cluster node. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) id: NodeId,
+    pub(crate) address: String,
+    pub(crate) ledger: Ledger,
+    pub(crate) shards: Vec<Raft>,
+    pub(crate) voters_wanted: u32,
+    pub(crate) peers: Peers,
+    /// Set when this node learns it was removed from the cluster.
+    pub(crate) removed: AtomicBool,
+}
+
+/// The Raft id of the node whose identity is `identity`: its first eight bytes.
+pub fn node_id(identity: &[u8; 16]) -> NodeId {
+    let mut first = [0; 8];
+    first.copy_from_slice(&identity[..8]);
+    u64::from_be_bytes(first)
+}
+
+impl Cluster {
+    /// Starts this node's shards over `ledger` (opened on `config.data_dir`), bootstrapping or
+    /// joining as `config.start` says.
+    pub async fn start(ledger: Ledger, config: ClusterConfig) -> Result<Self, ClusterError> {
+        let identity = ledger.open_report().node.ok_or_else(|| {
+            ClusterError::Config("a cluster node needs a data directory (disk mode)".into())
+        })?;
+        let id = node_id(&identity.id);
+        let vfs = RealFs::shared();
+        let peers = Peers::new(config.peer_token.clone());
+        let recorded = Membership::read(vfs.as_ref(), &config.data_dir)?;
+        let membership = match (&config.start, recorded) {
+            (_, Some(recorded)) => recorded,
+            (Start::Bootstrap { shards, voters }, None) => {
+                Membership { shards: *shards, voters: *voters }
+            }
+            (Start::Join(seeds), None) => ask_membership(&peers, seeds).await?,
+            (Start::Restart, None) => {
+                return Err(ClusterError::Config(format!(
+                    "{} is not a cluster node's data directory: start it with --bootstrap (a new cluster) or --join ADDR (an existing one)",
+                    config.data_dir.display()
+                )));
+            }
+        };
+        if membership.shards == 0 || membership.voters == 0 {
+            return Err(ClusterError::Config("shards and voters must be at least 1".into()));
+        }
+        let raft_config = Arc::new(
+            Config {
+                cluster_name: "converge".into(),
+                heartbeat_interval: millis(config.timing.heartbeat),
+                election_timeout_min: millis(config.timing.election_min),
+                election_timeout_max: millis(config.timing.election_max),
+                // Never snapshot, never purge: a ledger keeps everything, and a new member
+                // catches up by replaying the log.
+                snapshot_policy: SnapshotPolicy::Never,
+                replication_lag_threshold: u64::MAX,
+                max_in_snapshot_log_to_keep: u64::MAX,
+                max_payload_entries: 512,
+                ..Config::default()
+            }
+            .validate()
+            .map_err(|e| ClusterError::Config(e.to_string()))?,
+        );
+        let mut shards = Vec::new();
+        for shard in 0..membership.shards {
+            let dir = config.data_dir.join("raft").join(format!("shard-{shard}"));
+            let log = LogStore::open(Arc::clone(&vfs), &dir, id)?;
+            let sm = StateMachine::open(shard, ledger.clone(), Arc::clone(&vfs), &dir)?;
+            let raft = Raft::new(
+                id,
+                Arc::clone(&raft_config),
+                Network::new(shard, peers.clone()),
+                log,
+                sm,
+            )
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+            shards.push(raft);
+        }
+        let inner = Arc::new(Inner {
+            id,
+            address: config.advertise.clone(),
+            ledger,
+            shards,
+            voters_wanted: membership.voters,
+            peers,
+            removed: AtomicBool::new(false),
+        });
+        let cluster = Self { inner };
+        if let Start::Bootstrap { .. } = config.start {
+            cluster.bootstrap().await?;
+        }
+        membership.write(vfs.as_ref(), &config.data_dir)?;
+        if let Start::Join(seeds) = &config.start {
+            let cluster = cluster.clone();
+            let seeds = seeds.clone();
+            tokio::spawn(async move { cluster.join(&seeds).await });
+        }
+        info!(node = %node_name(id), shards = membership.shards, voters = membership.voters, "cluster node started");
+        Ok(cluster)
+    }
+
+    async fn bootstrap(&self) -> Result<(), ClusterError> {
+        let node = BasicNode { addr: self.inner.address.clone() };
+        for raft in &self.inner.shards {
+            if raft.is_initialized().await.map_err(|e| ClusterError::Raft(e.to_string()))? {
+                continue;
+            }
+            raft.initialize(BTreeMap::from([(self.inner.id, node.clone())]))
+                .await
+                .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Asks the seeds, in turn and again until one answers, to add this node.
+    async fn join(&self, seeds: &[String]) {
+        let request = pb::JoinRequest {
+            node: self.inner.id,
+            address: self.inner.address.clone(),
+            shard: None,
+        };
+        loop {
+            for seed in seeds {
+                let Ok(mut client) = self.inner.peers.client(seed) else { continue };
+                match client
+                    .join(self.inner.peers.request(request.clone(), Duration::from_secs(600)))
+                    .await
+                {
+                    Ok(_) => {
+                        info!(seed, "joined the cluster");
+                        return;
+                    }
+                    Err(status) => warn!(seed, %status, "join failed; trying again"),
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// The number of shards.
+    pub fn shard_count(&self) -> u32 {
+        u32::try_from(self.inner.shards.len()).expect("the shard count came from a u32")
+    }
+
+    /// The node's ledger (its applied state).
+    pub fn ledger(&self) -> &Ledger {
+        &self.inner.ledger
+    }
+
+    pub(crate) fn raft(&self, shard: u32) -> Result<&Raft, tonic::Status> {
+        usize::try_from(shard).ok().and_then(|s| self.inner.shards.get(s)).ok_or_else(|| {
+            tonic::Status::invalid_argument(format!(
+                "shard {shard} does not exist (the cluster has {})",
+                self.inner.shards.len()
+            ))
+        })
+    }
+
+    /// Whether this node is a member that has caught up: it is in every shard's membership,
+    /// every shard has a leader, and it has applied what it holds. Health says `SERVING` then.
+    pub fn ready(&self) -> bool {
+        !self.inner.removed.load(Ordering::SeqCst)
+            && self.inner.shards.iter().all(|raft| {
+                let m = raft.metrics().borrow().clone();
+                let member = m.membership_config.membership().get_node(&self.inner.id).is_some();
+                let applied = m.last_applied.map(|l| l.index);
+                member && m.current_leader.is_some() && applied >= m.last_log_index
+            })
+    }
+
+    /// Whether this node was removed from the cluster.
+    pub fn is_removed(&self) -> bool {
+        if self.inner.removed.load(Ordering::SeqCst) {
+            return true;
+        }
+        // Removed = some shard's membership was once ours and no longer names us.
+        let removed = self.inner.shards.iter().any(|raft| {
+            let m = raft.metrics().borrow().clone();
+            m.membership_config.log_id().is_some()
+                && m.membership_config.membership().get_node(&self.inner.id).is_none()
+                && m.state != ServerState::Learner
+        });
+        if removed {
+            self.inner.removed.store(true, Ordering::SeqCst);
+        }
+        removed
+    }
+
+    /// Adds `node` to `shard` (this node must lead it): as a learner, caught up, then as a
+    /// voter while the shard has fewer voters than wanted.
+    pub(crate) async fn add_to_shard(
+        &self,
+        shard: u32,
+        node: NodeId,
+        address: String,
+    ) -> Result<(), tonic::Status> {
+        let raft = self.raft(shard)?;
+        raft.add_learner(node, BasicNode { addr: address }, true)
+            .await
+            .map_err(|e| crate::forward::raft_status(&e))?;
+        let voters: BTreeSet<NodeId> =
+            raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+        if !voters.contains(&node) && voters.len() < self.inner.voters_wanted as usize {
+            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node])), true)
+                .await
+                .map_err(|e| crate::forward::raft_status(&e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes `node` from `shard` (this node must lead it).
+    pub(crate) async fn remove_from_shard(&self, shard: u32, node: NodeId) -> Result<(), tonic::Status> {
+        let raft = self.raft(shard)?;
+        let membership = raft.metrics().borrow().membership_config.membership().clone();
+        if membership.voter_ids().any(|v| v == node) {
+            raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([node])), true)
+                .await
+                .map_err(|e| crate::forward::raft_status(&e))?;
+        }
+        if membership.get_node(&node).is_some() {
+            raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([node])), false)
+                .await
+                .map_err(|e| crate::forward::raft_status(&e))?;
+        }
+        Ok(())
+    }
+
+    /// Stops every shard's Raft (the ledger is closed by its owner afterwards).
+    pub async fn shutdown(&self) {
+        for raft in &self.inner.shards {
+            if let Err(e) = raft.shutdown().await {
+                warn!(error = %e, "a shard's Raft did not shut down cleanly");
+            }
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The shard and voter counts of the cluster the seeds belong to.
+async fn ask_membership(peers: &Peers, seeds: &[String]) -> Result<Membership, ClusterError> {
+    let mut last_error = String::from("no seed address given");
+    for attempt in 0..30 {
+        for seed in seeds {
+            let Ok(mut client) = peers.client(seed) else { continue };
+            match client.status(peers.request(pb::StatusRequest {}, Duration::from_secs(2))).await
+            {
+                Ok(response) => {
+                    let status = response.into_inner();
+                    let shards = u32::try_from(status.shards.len())
+                        .map_err(|_| ClusterError::Config("too many shards".into()))?;
+                    return Ok(Membership { shards, voters: status.voters_wanted });
+                }
+                Err(e) => last_error = format!("{seed}: {}", e.message()),
+            }
+        }
+        if attempt < 29 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    Err(ClusterError::Config(format!("no member of the cluster answered: {last_error}")))
+}
