@@ -17,9 +17,10 @@ fn name(id: u64) -> String {
 
 pub async fn status(args: ClusterStatusArgs) -> anyhow::Result<ExitCode> {
     let client = connect(&args.client).await?;
-    let status = client.cluster_status().await.context(
-        "cannot read the cluster's status (a node that runs alone has none)",
-    )?;
+    let status = client
+        .cluster_status()
+        .await
+        .context("cannot read the cluster's status (a node that runs alone has none)")?;
     if args.client.json {
         output::line(&status_json(&status).to_string());
     } else {
@@ -60,7 +61,9 @@ fn status_text(status: &StatusResponse) -> String {
             if n.reachable { "reachable" } else { "UNREACHABLE" }
         ));
     }
-    out.push_str("\nshards:\n  shard  leader            term  committed  applied here  role here\n");
+    out.push_str(
+        "\nshards:\n  shard  leader            term  committed  applied here  role here\n",
+    );
     for s in &status.shards {
         out.push_str(&format!(
             "  {:>5}  {:<16}  {:>4}  {:>9}  {:>12}  {}\n",

@@ -167,7 +167,9 @@ fn validate(config: &ServeConfig) -> anyhow::Result<()> {
     }
     let clustered = config.cluster.bootstrap || !config.cluster.join.is_empty();
     if clustered && config.storage == StorageArg::Memory {
-        bail!("a cluster node keeps its Raft log on disk: --bootstrap and --join need --storage disk");
+        bail!(
+            "a cluster node keeps its Raft log on disk: --bootstrap and --join need --storage disk"
+        );
     }
     let secured = config.tls_cert.is_some() && config.tokens.is_some();
     if !config.listen.ip().is_loopback() && !secured && !config.insecure {

@@ -6,9 +6,9 @@ use anyhow::Context as _;
 use converge_ledger::{Durability, Ledger, LedgerConfig, StoreConfig};
 use std::sync::Arc;
 
+use converge_cluster::{Cluster, ClusterConfig, Start, Timing};
 use converge_server::auth::TokenStore;
 use converge_server::limits::HANDSHAKE_TIMEOUT;
-use converge_cluster::{Cluster, ClusterConfig, Start, Timing};
 use converge_server::run::Replication;
 use converge_server::{Listeners, Security};
 use tokio::net::TcpListener;
@@ -94,7 +94,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
                 services: Box::new({
                     let cluster = cluster.clone();
                     move |routes: &mut tonic::service::RoutesBuilder| {
-                        routes.add_service(cluster.peer_service()).add_service(cluster.admin_service());
+                        routes
+                            .add_service(cluster.peer_service())
+                            .add_service(cluster.admin_service());
                     }
                 }),
                 ready: Arc::new({

@@ -25,8 +25,8 @@ use converge_api::{
     LedgerError, LoadRequest, LoadResponse, SnapshotResponse, TreeHead, WatchRequest, WatchStream,
 };
 use converge_core::Entry;
-use converge_proto::status::describe;
 use converge_proto::cluster::admin_client::AdminClient;
+use converge_proto::status::describe;
 use converge_proto::v1::context_service_client::ContextServiceClient;
 use converge_proto::v1::integrity_service_client::IntegrityServiceClient;
 use converge_proto::{cluster, convert, status, v1};

@@ -50,7 +50,9 @@ impl LedgerApi for Cluster {
             return Err(failure);
         }
         match outcome.result {
-            Some(pb::outcome::Result::Entry(entry)) => convert::entry_from_wire(entry).map(Arc::new),
+            Some(pb::outcome::Result::Entry(entry)) => {
+                convert::entry_from_wire(entry).map(Arc::new)
+            }
             _ => Err(LedgerError::Internal("an append's outcome held no entry".into())),
         }
     }

@@ -84,7 +84,10 @@ impl Cluster {
     }
 
     /// Proposes `command` on this node, which must lead its shard; the leader stamps the time.
-    pub(crate) async fn propose(&self, mut command: pb::Command) -> Result<pb::Outcome, tonic::Status> {
+    pub(crate) async fn propose(
+        &self,
+        mut command: pb::Command,
+    ) -> Result<pb::Outcome, tonic::Status> {
         if let Some(pb::command::Op::Append(append)) = &mut command.op {
             append.now_ns = now_ns();
         }
@@ -108,9 +111,16 @@ impl Cluster {
     /// Sends `command` to `leader`. `UNAVAILABLE` only when it was certainly not written (the
     /// peer refused it as not the leader, or could not be reached); every append carries an
     /// `append_id`, so sending it again is safe in any case.
-    async fn forward(&self, leader: NodeId, command: pb::Command) -> Result<pb::Outcome, LedgerError> {
+    async fn forward(
+        &self,
+        leader: NodeId,
+        command: pb::Command,
+    ) -> Result<pb::Outcome, LedgerError> {
         let address = self.address_of(command.shard, leader).ok_or_else(|| {
-            LedgerError::Unavailable(format!("the leader {} has no known address", node_name(leader)))
+            LedgerError::Unavailable(format!(
+                "the leader {} has no known address",
+                node_name(leader)
+            ))
         })?;
         let mut client = self.inner.peers.client(&address).map_err(|s| status::from_status(&s))?;
         let outcome = client

@@ -76,7 +76,8 @@ impl LogStore {
         vfs.create_dir_all(dir)?;
         let path = dir.join("log");
         let created = !vfs.exists(&path)?;
-        let file = vfs.open(&path, if created { OpenMode::CreateNew } else { OpenMode::Existing })?;
+        let file =
+            vfs.open(&path, if created { OpenMode::CreateNew } else { OpenMode::Existing })?;
         if created {
             file.sync_all()?;
             vfs.sync_dir(dir)?;
@@ -122,7 +123,10 @@ impl LogStore {
                 return Ok(Vec::new());
             }
             let at = |i: u64| usize::try_from(i - st.first).expect("an index in memory fits usize");
-            (st.offsets[at(start)..at(end)].to_vec(), st.offsets.get(at(end)).copied().unwrap_or(st.end))
+            (
+                st.offsets[at(start)..at(end)].to_vec(),
+                st.offsets.get(at(end)).copied().unwrap_or(st.end),
+            )
         };
         let from = offsets[0];
         let len = usize::try_from(file_end - from).map_err(|e| read_error(&e))?;
@@ -185,9 +189,10 @@ fn recover(file: &dyn VfsFile, path: &Path) -> io::Result<Recovered> {
     let (mut at, mut offsets, mut first, mut last) = (0usize, Vec::new(), 0, None);
     while at < buf.len() {
         let Some((body, record_len)) = decode_record(&buf[at..]) else { break };
-        let Ok(entry) = pb::LogEntry::decode(body).map_err(io::Error::other).and_then(|e| {
-            wire::entry_from(e).map_err(io::Error::other)
-        }) else {
+        let Ok(entry) = pb::LogEntry::decode(body)
+            .map_err(io::Error::other)
+            .and_then(|e| wire::entry_from(e).map_err(io::Error::other))
+        else {
             break;
         };
         let index = entry.log_id.index;

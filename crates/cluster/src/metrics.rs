@@ -12,13 +12,17 @@ impl Cluster {
     /// Appends the metrics to `out`.
     pub fn render_metrics(&self, out: &mut String) {
         let status = self.status_local();
-        let _ = writeln!(out, "# HELP converge_raft_leader 1 if this node leads the shard, else 0.");
+        let _ =
+            writeln!(out, "# HELP converge_raft_leader 1 if this node leads the shard, else 0.");
         let _ = writeln!(out, "# TYPE converge_raft_leader gauge");
         for shard in &status.shards {
             let leads = u8::from(shard.role == "leader");
             let _ = writeln!(out, "converge_raft_leader{{shard=\"{}\"}} {leads}", shard.shard);
         }
-        let _ = writeln!(out, "# HELP converge_raft_role This node's role in the shard (the label), always 1.");
+        let _ = writeln!(
+            out,
+            "# HELP converge_raft_role This node's role in the shard (the label), always 1."
+        );
         let _ = writeln!(out, "# TYPE converge_raft_role gauge");
         for shard in &status.shards {
             let _ = writeln!(
@@ -28,9 +32,19 @@ impl Cluster {
             );
         }
         for (name, help, value) in [
-            ("converge_raft_term", "The shard's current term.", (|s: &converge_proto::cluster::ShardStatus| s.term) as fn(&_) -> u64),
-            ("converge_raft_committed_index", "The shard's committed log index as this node knows it.", |s| s.committed),
-            ("converge_raft_applied_index", "The shard's log index this node has applied.", |s| s.applied),
+            (
+                "converge_raft_term",
+                "The shard's current term.",
+                (|s: &converge_proto::cluster::ShardStatus| s.term) as fn(&_) -> u64,
+            ),
+            (
+                "converge_raft_committed_index",
+                "The shard's committed log index as this node knows it.",
+                |s| s.committed,
+            ),
+            ("converge_raft_applied_index", "The shard's log index this node has applied.", |s| {
+                s.applied
+            }),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} gauge");
@@ -38,7 +52,10 @@ impl Cluster {
                 let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", shard.shard, value(shard));
             }
         }
-        let _ = writeln!(out, "# HELP converge_raft_peer_lag Entries a peer lacks of the leader's log (on the shard's leader only).");
+        let _ = writeln!(
+            out,
+            "# HELP converge_raft_peer_lag Entries a peer lacks of the leader's log (on the shard's leader only)."
+        );
         let _ = writeln!(out, "# TYPE converge_raft_peer_lag gauge");
         for (shard, raft) in status.shards.iter().zip(&self.inner.shards) {
             let m = raft.metrics().borrow().clone();

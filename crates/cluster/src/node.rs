@@ -113,7 +113,10 @@ impl Membership {
     fn write(self, vfs: &dyn Vfs, dir: &Path) -> Result<(), ClusterError> {
         let tmp = dir.join("cluster.tmp");
         let file = vfs.open(&tmp, converge_storage::vfs::OpenMode::CreateTruncate)?;
-        file.write_all_at(format!("shards {}\nvoters {}\n", self.shards, self.voters).as_bytes(), 0)?;
+        file.write_all_at(
+            format!("shards {}\nvoters {}\n", self.shards, self.voters).as_bytes(),
+            0,
+        )?;
         file.sync_all()?;
         vfs.rename(&tmp, &dir.join(Self::FILE))?;
         vfs.sync_dir(dir)?;
@@ -343,7 +346,11 @@ impl Cluster {
     }
 
     /// Removes `node` from `shard` (this node must lead it).
-    pub(crate) async fn remove_from_shard(&self, shard: u32, node: NodeId) -> Result<(), tonic::Status> {
+    pub(crate) async fn remove_from_shard(
+        &self,
+        shard: u32,
+        node: NodeId,
+    ) -> Result<(), tonic::Status> {
         let raft = self.raft(shard)?;
         let membership = raft.metrics().borrow().membership_config.membership().clone();
         if membership.voter_ids().any(|v| v == node) {
@@ -379,8 +386,7 @@ async fn ask_membership(peers: &Peers, seeds: &[String]) -> Result<Membership, C
     for attempt in 0..30 {
         for seed in seeds {
             let Ok(mut client) = peers.client(seed) else { continue };
-            match client.status(peers.request(pb::StatusRequest {}, Duration::from_secs(2))).await
-            {
+            match client.status(peers.request(pb::StatusRequest {}, Duration::from_secs(2))).await {
                 Ok(response) => {
                     let status = response.into_inner();
                     let shards = u32::try_from(status.shards.len())

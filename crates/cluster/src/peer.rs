@@ -76,8 +76,10 @@ impl Cluster {
                 .replication
                 .as_ref()
                 .and_then(|r| {
-                    let mut matched: Vec<u64> =
-                        membership.voter_ids().map(|v| r.get(&v).copied().flatten().map_or(0, |l| l.index)).collect();
+                    let mut matched: Vec<u64> = membership
+                        .voter_ids()
+                        .map(|v| r.get(&v).copied().flatten().map_or(0, |l| l.index))
+                        .collect();
                     matched.sort_unstable();
                     matched.get((matched.len().saturating_sub(1)) / 2).copied()
                 })
@@ -174,7 +176,8 @@ impl Peer for Cluster {
         let raft = self.raft(request.shard)?;
         let rpc = wire::append_entries_from(request)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let response = raft.append_entries(rpc).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let response =
+            raft.append_entries(rpc).await.map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(wire::append_response_to(&response)))
     }
 
@@ -246,7 +249,13 @@ impl Peer for Cluster {
         let node = request.node;
         self.on_leader(
             shard,
-            |shard| Change::Remove(pb::RemoveRequest { node, shard: Some(shard), you_are_removed: false }),
+            |shard| {
+                Change::Remove(pb::RemoveRequest {
+                    node,
+                    shard: Some(shard),
+                    you_are_removed: false,
+                })
+            },
             || self.remove_from_shard(shard, node),
         )
         .await?;
@@ -289,7 +298,13 @@ impl Admin for Cluster {
         for shard in 0..self.shard_count() {
             self.on_leader(
                 shard,
-                |shard| Change::Remove(pb::RemoveRequest { node, shard: Some(shard), you_are_removed: false }),
+                |shard| {
+                    Change::Remove(pb::RemoveRequest {
+                        node,
+                        shard: Some(shard),
+                        you_are_removed: false,
+                    })
+                },
                 || self.remove_from_shard(shard, node),
             )
             .await?;

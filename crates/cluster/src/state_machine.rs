@@ -92,11 +92,7 @@ impl StateMachine {
     }
 
     /// Applies one command; `Err` is this node's own failure, `Ok(failure)` an answer.
-    fn start(
-        &self,
-        index: u64,
-        command: pb::Command,
-    ) -> Result<Applying, StorageError> {
+    fn start(&self, index: u64, command: pb::Command) -> Result<Applying, StorageError> {
         match command.op {
             Some(pb::command::Op::Append(append)) => {
                 let mut request =

@@ -27,11 +27,7 @@ fn opt_log_id_from(id: Option<&pb::LogId>) -> Option<LogId<NodeId>> {
 }
 
 pub(crate) fn vote_to(vote: &Vote<NodeId>) -> pb::Vote {
-    pb::Vote {
-        term: vote.leader_id.term,
-        node: vote.leader_id.node_id,
-        committed: vote.committed,
-    }
+    pb::Vote { term: vote.leader_id.term, node: vote.leader_id.node_id, committed: vote.committed }
 }
 
 pub(crate) fn vote_from(vote: Option<&pb::Vote>) -> Result<Vote<NodeId>, Malformed> {
@@ -84,7 +80,10 @@ pub(crate) fn entry_from(entry: pb::LogEntry) -> Result<Entry, Malformed> {
     Ok(Entry { log_id, payload })
 }
 
-pub(crate) fn append_entries_to(shard: u32, rpc: &AppendEntriesRequest<TypeConfig>) -> pb::AppendEntriesRequest {
+pub(crate) fn append_entries_to(
+    shard: u32,
+    rpc: &AppendEntriesRequest<TypeConfig>,
+) -> pb::AppendEntriesRequest {
     pb::AppendEntriesRequest {
         shard,
         vote: Some(vote_to(&rpc.vote)),
@@ -105,13 +104,15 @@ pub(crate) fn append_entries_from(
     })
 }
 
-pub(crate) fn append_response_to(resp: &AppendEntriesResponse<NodeId>) -> pb::AppendEntriesResponse {
+pub(crate) fn append_response_to(
+    resp: &AppendEntriesResponse<NodeId>,
+) -> pb::AppendEntriesResponse {
     use pb::append_entries_response::Result as R;
     let result = match resp {
         AppendEntriesResponse::Success => R::Success(true),
-        AppendEntriesResponse::PartialSuccess(matching) => R::PartialSuccess(pb::PartialSuccess {
-            matching: matching.as_ref().map(log_id_to),
-        }),
+        AppendEntriesResponse::PartialSuccess(matching) => {
+            R::PartialSuccess(pb::PartialSuccess { matching: matching.as_ref().map(log_id_to) })
+        }
         AppendEntriesResponse::Conflict => R::Conflict(true),
         AppendEntriesResponse::HigherVote(vote) => R::HigherVote(vote_to(vote)),
     };
@@ -155,7 +156,9 @@ pub(crate) fn vote_response_to(resp: &VoteResponse<NodeId>) -> pb::VoteResponse 
     }
 }
 
-pub(crate) fn vote_response_from(resp: &pb::VoteResponse) -> Result<VoteResponse<NodeId>, Malformed> {
+pub(crate) fn vote_response_from(
+    resp: &pb::VoteResponse,
+) -> Result<VoteResponse<NodeId>, Malformed> {
     Ok(VoteResponse {
         vote: vote_from(resp.vote.as_ref())?,
         vote_granted: resp.vote_granted,

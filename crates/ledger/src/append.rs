@@ -61,8 +61,7 @@ impl Checked {
         let metadata = request::metadata(req.metadata)?;
         let append_id = request::append_id(req.append_id)?;
         let received = request::received(req.received_lamport_clock)?;
-        check_payload(req.payload.len(), &inner.config.limits)
-            .map_err(|e| errors::payload(&e))?;
+        check_payload(req.payload.len(), &inner.config.limits).map_err(|e| errors::payload(&e))?;
         let bytes = req.payload.len()
             + key.as_str().len()
             + metadata.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
@@ -104,7 +103,9 @@ fn enqueue(
     let outcome = context.append(new, now, completion).map_err(errors::storage)?;
     let refused = match (&outcome, requested) {
         (Appended::Recorded(entry), Some((id, key, payload, metadata)))
-            if entry.key() != &key || entry.payload() != &payload || entry.metadata() != &metadata =>
+            if entry.key() != &key
+                || entry.payload() != &payload
+                || entry.metadata() != &metadata =>
         {
             Some(LedgerError::AlreadyExists(format!(
                 "append_id {id:?} was already used for entry {} of context {context_id} with a different key, payload or metadata; use a new append_id for a new entry",

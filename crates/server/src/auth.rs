@@ -242,11 +242,8 @@ pub fn check(tokens: &TokenStore, path: &str, authorization: Option<&[u8]>) -> R
         Requirement::Role(needed) => needed,
     };
     // A peer token opens the internal service only, and only a peer token opens it.
-    let allowed = if needed == Role::Peer || role == Role::Peer {
-        role == needed
-    } else {
-        role >= needed
-    };
+    let allowed =
+        if needed == Role::Peer || role == Role::Peer { role == needed } else { role >= needed };
     if allowed {
         Ok(())
     } else {
