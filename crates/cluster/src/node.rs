@@ -227,6 +227,7 @@ impl Cluster {
             let seeds = seeds.clone();
             tokio::spawn(async move { cluster.join(&seeds).await });
         }
+        tokio::spawn(promote_learners(Arc::downgrade(&cluster.inner)));
         info!(node = %node_name(id), shards = membership.shards, voters = membership.voters, "cluster node started");
         Ok(cluster)
     }
@@ -371,6 +372,47 @@ impl Cluster {
         for raft in &self.inner.shards {
             if let Err(e) = raft.shutdown().await {
                 warn!(error = %e, "a shard's Raft did not shut down cleanly");
+            }
+        }
+    }
+}
+
+/// How often a leader looks for learners to promote.
+const PROMOTE_INTERVAL: Duration = Duration::from_secs(1);
+/// A learner this close to the leader's log counts as caught up.
+const CAUGHT_UP_ENTRIES: u64 = 64;
+
+/// On every shard this node leads, while the shard has fewer voters than wanted, makes a
+/// caught-up learner a voter (a node that joined while there were enough voters, once one is
+/// removed). Ends with the node.
+async fn promote_learners(inner: std::sync::Weak<Inner>) {
+    loop {
+        tokio::time::sleep(PROMOTE_INTERVAL).await;
+        let Some(inner) = inner.upgrade() else { return };
+        for raft in &inner.shards {
+            let m = raft.metrics().borrow().clone();
+            if m.state != ServerState::Leader {
+                continue;
+            }
+            let membership = m.membership_config.membership();
+            let voters = membership.voter_ids().count();
+            if voters >= inner.voters_wanted as usize || membership.get_joint_config().len() > 1 {
+                continue;
+            }
+            let last = m.last_log_index.unwrap_or(0);
+            let caught_up = membership.learner_ids().find(|learner| {
+                m.replication.as_ref().and_then(|r| r.get(learner)).copied().flatten().is_some_and(
+                    |matched| matched.index + CAUGHT_UP_ENTRIES >= last,
+                )
+            });
+            if let Some(learner) = caught_up {
+                info!(node = %node_name(learner), "promoting a caught-up learner to voter");
+                if let Err(e) = raft
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([learner])), true)
+                    .await
+                {
+                    warn!(error = %e, "promoting a learner failed; trying again later");
+                }
             }
         }
     }

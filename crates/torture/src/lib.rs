@@ -5,8 +5,12 @@
 //! it is killed; the tests kill it with SIGKILL at random moments and check what survived.
 //! [`power`] cuts power on a simulated disk at every fsync and between, and checks every
 //! state a cut can leave; the `power-cut` binary runs it for as long as asked.
+//! [`cluster`] is the cluster fault suite: real node processes in network namespaces,
+//! partitions, kills and pauses under load, and a checker over the recorded history; the
+//! `cluster-faults` binary runs it for as long as asked.
 //! What it is not: part of the product. Nothing depends on it.
 
+pub mod cluster;
 pub mod power;
 
 /// The line the writer prints for an acknowledged append.

@@ -1,0 +1,198 @@
+//! The checker: what the recorded history and the cluster's final state must satisfy.
+//!
+//! - every node holds byte-identical entries (equal content hashes, which cover every field)
+//!   and equal tree heads;
+//! - sequences are gap-free and every tree head's root recomputes from the entries;
+//! - no acknowledged append is lost or moved (it is at its acknowledged sequence, with its
+//!   acknowledged hash);
+//! - each `append_id` is in the history at most once, and every entry was submitted;
+//! - no append refused as failed was written;
+//! - every tree head seen during the run is the root of a prefix of the final history (so a
+//!   consistency proof from it to the final head verifies: nothing was rewritten across
+//!   failovers), and a consistency proof fetched from a node verifies for each context;
+//! - every watcher received a gap-free, duplicate-free prefix of the final history;
+//! - every entry any read returned is in the final history, unchanged (nothing seen was later
+//!   gone).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use converge_core::Hash;
+use converge_core::merkle::{CompactTree, RootHash, TreeSize, verify_consistency};
+
+use super::workload::{History, Outcome};
+
+/// One context as a node holds it at the end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Final {
+    /// Content hash of entry `i + 1`.
+    pub hashes: Vec<Hash>,
+    /// Payload of entry `i + 1` (the append id that made it).
+    pub payloads: Vec<String>,
+    /// The node's tree head root.
+    pub root: Hash,
+}
+
+/// What the checker found: empty means the run is correct.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    /// Each violation, described.
+    pub violations: Vec<String>,
+    /// Acknowledged appends checked.
+    pub acked: usize,
+    /// Appends whose outcome was unknown, and how many of them were written.
+    pub unknown: (usize, usize),
+    /// Tree heads checked against the final history.
+    pub heads: usize,
+    /// Entries checked across all watchers.
+    pub watched: usize,
+}
+
+impl Verdict {
+    fn violate(&mut self, what: String) {
+        if self.violations.len() < 50 {
+            self.violations.push(what);
+        }
+    }
+}
+
+/// Checks `history` against the final state of every node (`nodes[node][context]`), and the
+/// consistency proofs fetched at the end (`proofs[context] = (from size, from root, proof)`).
+pub(super) fn check(
+    history: &Arc<History>,
+    nodes: &[(String, BTreeMap<String, Final>)],
+    proofs: &BTreeMap<String, (u64, Hash, Vec<Hash>)>,
+) -> Verdict {
+    let mut verdict = Verdict::default();
+    let Some((first_name, reference)) = nodes.first() else {
+        verdict.violate("no node could be read at the end".into());
+        return verdict;
+    };
+    // Every node holds the same.
+    for (name, state) in &nodes[1..] {
+        for (context, expected) in reference {
+            match state.get(context) {
+                Some(got) if got == expected => {}
+                Some(got) => verdict.violate(format!(
+                    "{context}: node {name} holds {} entries (root {}), node {first_name} {} (root {}), or they differ",
+                    got.hashes.len(),
+                    got.root.to_hex(),
+                    expected.hashes.len(),
+                    expected.root.to_hex()
+                )),
+                None => verdict.violate(format!("{context}: node {name} could not be read")),
+            }
+        }
+    }
+    // Trees recompute; append ids at most once.
+    let mut written: HashMap<&str, (&str, u64)> = HashMap::new();
+    for (context, state) in reference {
+        let root = CompactTree::from_leaves(&state.hashes).root();
+        if root != state.root {
+            verdict.violate(format!("{context}: the tree head's root does not recompute from the entries"));
+        }
+        for (i, payload) in state.payloads.iter().enumerate() {
+            if let Some((other, seq)) = written.insert(payload.as_str(), (context.as_str(), i as u64 + 1)) {
+                verdict.violate(format!(
+                    "append id {payload} is in the history twice: {other} #{seq} and {context} #{}",
+                    i + 1
+                ));
+            }
+        }
+    }
+    let ops = history.ops.lock().expect("history").clone();
+    let submitted: HashMap<&str, &str> =
+        ops.iter().map(|op| (op.append_id.as_str(), op.context.as_str())).collect();
+    for (payload, (context, seq)) in &written {
+        match submitted.get(payload) {
+            Some(c) if c == context => {}
+            Some(c) => verdict.violate(format!("{payload} was submitted to {c} but is in {context} #{seq}")),
+            // Appends still in flight when the run stopped are not in the history.
+            None if payload.starts_with("op-") => {}
+            None => verdict.violate(format!("{context} #{seq} holds {payload:?}, which nobody submitted")),
+        }
+    }
+    // Acknowledged appends are where they were acknowledged; failed ones are absent.
+    for op in &ops {
+        let found = written.get(op.append_id.as_str());
+        match &op.outcome {
+            Outcome::Ok(seq, hash) => {
+                verdict.acked += 1;
+                let at = reference
+                    .get(&op.context)
+                    .and_then(|s| usize::try_from(*seq).ok().and_then(|q| s.hashes.get(q.wrapping_sub(1))));
+                if at != Some(hash) {
+                    verdict.violate(format!(
+                        "acknowledged {} ({} #{seq}) is lost or moved (found at {found:?})",
+                        op.append_id, op.context
+                    ));
+                }
+            }
+            Outcome::Failed(why) => {
+                if found.is_some() {
+                    verdict.violate(format!("{} failed ({why}) yet was written at {found:?}", op.append_id));
+                }
+            }
+            Outcome::Unknown(_) => {
+                verdict.unknown.0 += 1;
+                verdict.unknown.1 += usize::from(found.is_some());
+            }
+        }
+    }
+    // Heads seen during the run are roots of prefixes of the final history.
+    let heads = history.heads.lock().expect("history").clone();
+    for (context, size, root) in heads {
+        verdict.heads += 1;
+        let Some(state) = reference.get(&context) else {
+            verdict.violate(format!("{context}: a head of size {size} was seen, but the context is gone"));
+            continue;
+        };
+        let Some(prefix) = usize::try_from(size).ok().and_then(|s| state.hashes.get(..s)) else {
+            verdict.violate(format!("{context}: a head of size {size} was seen; the final history has only {}", state.hashes.len()));
+            continue;
+        };
+        if CompactTree::from_leaves(prefix).root() != root {
+            verdict.violate(format!("{context}: the head of size {size} seen during the run is not a prefix of the final history (history was rewritten)"));
+        }
+    }
+    for (context, (from, from_root, proof)) in proofs {
+        let Some(state) = reference.get(context) else { continue };
+        let to = state.hashes.len() as u64;
+        let ok = verify_consistency(
+            &RootHash { size: TreeSize(*from), hash: *from_root },
+            &RootHash { size: TreeSize(to), hash: state.root },
+            proof,
+        )
+        .is_ok();
+        if !ok {
+            verdict.violate(format!("{context}: the consistency proof from size {from} to {to} does not verify"));
+        }
+    }
+    // Reads and watches saw only what stays.
+    for (context, seq, hash) in history.seen.lock().expect("history").iter() {
+        let at = reference.get(context).and_then(|s| usize::try_from(*seq).ok().and_then(|q| s.hashes.get(q.wrapping_sub(1))));
+        if at != Some(hash) {
+            verdict.violate(format!("{context} #{seq} was read during the run but is not in the final history"));
+        }
+    }
+    for log in history.watches.lock().expect("history").iter() {
+        let Some(state) = reference.get(&log.context) else { continue };
+        for (i, (seq, hash)) in log.entries.iter().enumerate() {
+            verdict.watched += 1;
+            if *seq != i as u64 + 1 {
+                verdict.violate(format!(
+                    "a watcher of {} received #{seq} as its entry {} (a gap or a duplicate, after {} resumes)",
+                    log.context,
+                    i + 1,
+                    log.resumes
+                ));
+                break;
+            }
+            if state.hashes.get(i) != Some(hash) {
+                verdict.violate(format!("a watcher of {} received #{seq} unlike the final history's", log.context));
+                break;
+            }
+        }
+    }
+    verdict
+}
