@@ -1,5 +1,6 @@
 //! `cluster status` and `cluster remove`.
 
+use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -53,27 +54,29 @@ fn status_json(status: &StatusResponse) -> serde_json::Value {
 fn status_text(status: &StatusResponse) -> String {
     let mut out = format!("node {} ({})\n\nnodes:\n", name(status.node), status.address);
     for n in &status.nodes {
-        out.push_str(&format!(
-            "  {}  {:<21}  {:<7}  {}\n",
+        let _ = writeln!(
+            out,
+            "  {}  {:<21}  {:<7}  {}",
             name(n.id),
             n.address,
             if n.voter { "voter" } else { "learner" },
             if n.reachable { "reachable" } else { "UNREACHABLE" }
-        ));
+        );
     }
     out.push_str(
         "\nshards:\n  shard  leader            term  committed  applied here  role here\n",
     );
     for s in &status.shards {
-        out.push_str(&format!(
-            "  {:>5}  {:<16}  {:>4}  {:>9}  {:>12}  {}\n",
+        let _ = writeln!(
+            out,
+            "  {:>5}  {:<16}  {:>4}  {:>9}  {:>12}  {}",
             s.shard,
             s.leader.map_or_else(|| "none".into(), name),
             s.term,
             s.committed,
             s.applied,
             s.role
-        ));
+        );
     }
     out.trim_end().to_string()
 }

@@ -78,52 +78,65 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     match start_of(&config) {
         None => converge_server::run(ledger, listeners, security, shutdown_signal()).await?,
         Some(start) => {
-            let cluster = Cluster::start(
-                ledger.clone(),
-                ClusterConfig {
-                    data_dir: config.data_dir.clone(),
-                    advertise: config.cluster.advertise.clone().unwrap_or(grpc_addr.to_string()),
-                    start,
-                    peer_token: config.cluster.peer_token.clone(),
-                    timing: Timing::default(),
-                },
-            )
-            .await
-            .context("cannot start the cluster node")?;
-            let replication = Replication {
-                services: Box::new({
-                    let cluster = cluster.clone();
-                    move |routes: &mut tonic::service::RoutesBuilder| {
-                        routes
-                            .add_service(cluster.peer_service())
-                            .add_service(cluster.admin_service());
-                    }
-                }),
-                ready: Arc::new({
-                    let cluster = cluster.clone();
-                    move || cluster.ready()
-                }),
-                metrics: Arc::new({
-                    let cluster = cluster.clone();
-                    move |out: &mut String| cluster.render_metrics(out)
-                }),
-                stop: Box::pin({
-                    let cluster = cluster.clone();
-                    async move { cluster.shutdown().await }
-                }),
-            };
-            converge_server::run_node(
-                ledger,
-                cluster,
-                Some(replication),
-                listeners,
-                security,
-                shutdown_signal(),
-            )
-            .await?;
+            let advertise = config.cluster.advertise.clone().unwrap_or(grpc_addr.to_string());
+            serve_cluster(&config, start, advertise, ledger, listeners, security).await?;
         }
     }
     info!("stopped");
+    Ok(())
+}
+
+/// Serves a cluster node: its shards' Raft over `ledger`, the peer and admin services beside
+/// the ledger's, health following its readiness.
+async fn serve_cluster(
+    config: &ServeConfig,
+    start: Start,
+    advertise: String,
+    ledger: Ledger,
+    listeners: Listeners,
+    security: Security,
+) -> anyhow::Result<()> {
+    let cluster = Cluster::start(
+        ledger.clone(),
+        ClusterConfig {
+            data_dir: config.data_dir.clone(),
+            advertise,
+            start,
+            peer_token: config.cluster.peer_token.clone(),
+            timing: Timing::default(),
+        },
+    )
+    .await
+    .context("cannot start the cluster node")?;
+    let replication = Replication {
+        services: Box::new({
+            let cluster = cluster.clone();
+            move |routes: &mut tonic::service::RoutesBuilder| {
+                routes.add_service(cluster.peer_service()).add_service(cluster.admin_service());
+            }
+        }),
+        ready: Arc::new({
+            let cluster = cluster.clone();
+            move || cluster.ready()
+        }),
+        metrics: Arc::new({
+            let cluster = cluster.clone();
+            move |out: &mut String| cluster.render_metrics(out)
+        }),
+        stop: Box::pin({
+            let cluster = cluster.clone();
+            async move { cluster.shutdown().await }
+        }),
+    };
+    converge_server::run_node(
+        ledger,
+        cluster,
+        Some(replication),
+        listeners,
+        security,
+        shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }
 

@@ -13,6 +13,11 @@
 //!
 //! [`LedgerApi`]: converge_api::LedgerApi
 
+#![allow(
+    clippy::result_large_err,
+    reason = "openraft's StorageError is what its storage traits return; our helpers return it as is"
+)]
+
 mod api;
 mod forward;
 pub mod log_store;

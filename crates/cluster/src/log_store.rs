@@ -271,7 +271,7 @@ fn sync_loop(inner: &std::sync::Weak<Inner>, rx: &mpsc::Receiver<LogFlushed<Type
         });
         for flushed in waiting {
             flushed.log_io_completed(
-                result.as_ref().map(|()| ()).map_err(|e| io::Error::new(e.kind(), e.to_string())),
+                result.as_ref().copied().map_err(|e| io::Error::new(e.kind(), e.to_string())),
             );
         }
     }

@@ -38,9 +38,10 @@ impl Peers {
     /// A client for the peer at `address` (`host:port`); connects lazily, once per address.
     pub fn client(&self, address: &str) -> Result<PeerClient<Channel>, tonic::Status> {
         let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        let channel = match channels.get(address) {
-            Some(channel) => channel.clone(),
-            None => {
+        let channel = if let Some(channel) = channels.get(address) {
+            channel.clone()
+        } else {
+            {
                 let channel = Endpoint::from_shared(format!("http://{address}"))
                     .map_err(|e| {
                         tonic::Status::invalid_argument(format!(

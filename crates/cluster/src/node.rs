@@ -64,7 +64,7 @@ impl Default for Timing {
         Self {
             heartbeat: Duration::from_millis(100),
             election_min: Duration::from_millis(500),
-            election_max: Duration::from_millis(1000),
+            election_max: Duration::from_secs(1),
         }
     }
 }
@@ -401,9 +401,12 @@ async fn promote_learners(inner: std::sync::Weak<Inner>) {
             }
             let last = m.last_log_index.unwrap_or(0);
             let caught_up = membership.learner_ids().find(|learner| {
-                m.replication.as_ref().and_then(|r| r.get(learner)).copied().flatten().is_some_and(
-                    |matched| matched.index + CAUGHT_UP_ENTRIES >= last,
-                )
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(learner))
+                    .copied()
+                    .flatten()
+                    .is_some_and(|matched| matched.index + CAUGHT_UP_ENTRIES >= last)
             });
             if let Some(learner) = caught_up {
                 info!(node = %node_name(learner), "promoting a caught-up learner to voter");

@@ -43,7 +43,7 @@ impl Cluster {
     /// The status without asking anyone: only this node counts as reachable.
     pub(crate) fn status_local(&self) -> pb::StatusResponse {
         let mut shards = Vec::new();
-        let mut members: std::collections::BTreeMap<NodeId, (String, bool)> = Default::default();
+        let mut members = std::collections::BTreeMap::<NodeId, (String, bool)>::new();
         for (shard, raft) in self.inner.shards.iter().enumerate() {
             let m = raft.metrics().borrow().clone();
             let membership = m.membership_config.membership();

@@ -9,6 +9,8 @@
 //!   rebuilds a snapshot; our node refuses to start instead);
 //! - `snapshot_meta`, `transfer_snapshot`: snapshots.
 
+#![allow(clippy::result_large_err, reason = "the suite's cases return openraft's StorageError")]
+
 use std::sync::Arc;
 
 use converge_cluster::log_store::LogStore;

@@ -19,13 +19,18 @@ struct HttpState {
     extra: Extra,
 }
 
+/// Whether a cluster node has joined and caught up.
+pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
+/// Appends a cluster node's replication metrics to a Prometheus text body.
+pub type MetricsWriter = Arc<dyn Fn(&mut String) + Send + Sync>;
+
 /// What a cluster node adds: its readiness and its replication metrics.
 #[derive(Clone, Default)]
 pub struct Extra {
     /// Whether the node has joined and caught up (`/healthz` is 503 until then).
-    pub ready: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
+    pub ready: Option<Readiness>,
     /// Appends replication metrics.
-    pub metrics: Option<Arc<dyn Fn(&mut String) + Send + Sync>>,
+    pub metrics: Option<MetricsWriter>,
 }
 
 /// The routes of the HTTP port.

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
 use tracing::info;
 
+use crate::http::{MetricsWriter, Readiness};
 use crate::limits::{
     CONCURRENT_STREAMS_MAX, CONNECTION_WINDOW_BYTES, ENVELOPE_BYTES, HEADER_LIST_BYTES_MAX,
     KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, LOCAL_ERROR_RESETS_MAX, PENDING_ACCEPT_RESETS_MAX,
@@ -74,11 +75,11 @@ impl Listeners {
 /// serves what it is given.
 pub struct Replication {
     /// Adds more gRPC services on the same port (the cluster's internal and admin services).
-    pub services: Box<dyn FnOnce(&mut tonic::service::RoutesBuilder) + Send>,
+    pub services: AddServices,
     /// Whether the node has joined and caught up: health is `NOT_SERVING` until it has.
-    pub ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    pub ready: Readiness,
     /// Appends the node's replication metrics to `/metrics`.
-    pub metrics: Arc<dyn Fn(&mut String) + Send + Sync>,
+    pub metrics: MetricsWriter,
     /// Stops replication; awaited after requests drain and before the ledger closes.
     pub stop: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
@@ -164,24 +165,8 @@ pub async fn run_node<L: LedgerApi + Clone + 'static>(
             let _ = stop_tx.send(true);
         }
     };
-    let mut routes = tonic::service::RoutesBuilder::default();
-    routes
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(
-            ContextServiceServer::new(service.clone())
-                .max_decoding_message_size(decode_max)
-                .max_encoding_message_size(encode_max),
-        )
-        .add_service(
-            IntegrityServiceServer::new(service)
-                .max_decoding_message_size(decode_max)
-                .max_encoding_message_size(encode_max),
-        );
-    if let Some(add) = extra_services {
-        add(&mut routes);
-    }
-    let routes = routes.routes();
+    let routes =
+        routes(service, health_service, reflection, (decode_max, encode_max), extra_services);
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = security.tls {
         builder = builder.tls_config(tls)?;
@@ -240,7 +225,7 @@ async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool
 /// Keeps health in step with a cluster node's readiness until the server starts closing.
 async fn follow_readiness(
     health: tonic_health::server::HealthReporter,
-    ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    ready: Readiness,
     mut closing: watch::Receiver<bool>,
 ) {
     let mut serving = false;
@@ -258,4 +243,38 @@ async fn follow_readiness(
             _ = closing.changed() => return,
         }
     }
+}
+
+type AddServices = Box<dyn FnOnce(&mut tonic::service::RoutesBuilder) + Send>;
+
+/// The gRPC services: health, reflection, the ledger's two, and a cluster node's.
+fn routes<L: LedgerApi + Clone + 'static>(
+    service: LedgerService<L>,
+    health_service: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    reflection: tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    (decode_max, encode_max): (usize, usize),
+    extra_services: Option<AddServices>,
+) -> tonic::service::Routes {
+    let mut routes = tonic::service::RoutesBuilder::default();
+    routes
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            ContextServiceServer::new(service.clone())
+                .max_decoding_message_size(decode_max)
+                .max_encoding_message_size(encode_max),
+        )
+        .add_service(
+            IntegrityServiceServer::new(service)
+                .max_decoding_message_size(decode_max)
+                .max_encoding_message_size(encode_max),
+        );
+    if let Some(add) = extra_services {
+        add(&mut routes);
+    }
+    routes.routes()
 }

@@ -8,13 +8,23 @@ use converge_torture::cluster::{self, Config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fault_once_loses_nothing_acknowledged() {
-    let seed = std::env::var("CLUSTER_FAULTS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
-    });
+    let seed = std::env::var("CLUSTER_FAULTS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_secs() ^ u64::from(d.subsec_nanos()))
+        });
     eprintln!("cluster faults: seed {seed} (replay with CLUSTER_FAULTS_SEED={seed})");
-    let report = cluster::run(Config::ci(PathBuf::from(env!("CARGO_BIN_EXE_converge-ledger")), seed)).await;
+    let report =
+        cluster::run(Config::ci(PathBuf::from(env!("CARGO_BIN_EXE_converge-ledger")), seed)).await;
     eprintln!("{}", report.summary());
-    assert!(report.verdict.violations.is_empty(), "the checker found violations (seed {seed}):\n{}", report.summary());
+    assert!(
+        report.verdict.violations.is_empty(),
+        "the checker found violations (seed {seed}):\n{}",
+        report.summary()
+    );
     assert!(report.verdict.acked > 100, "the workload got appends through: {}", report.summary());
     assert!(!report.faults.is_empty(), "faults were applied");
     assert!(report.verdict.watched > 0, "watchers saw entries");

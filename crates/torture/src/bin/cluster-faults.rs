@@ -19,7 +19,9 @@ fn main() -> ExitCode {
             "--seed" => seed = Some(value().parse::<u64>().expect("--seed S")),
             "--binary" => binary = Some(PathBuf::from(value())),
             other => {
-                eprintln!("unknown argument {other}; usage: cluster-faults [--minutes N] [--seed S] [--binary PATH]");
+                eprintln!(
+                    "unknown argument {other}; usage: cluster-faults [--minutes N] [--seed S] [--binary PATH]"
+                );
                 return ExitCode::from(2);
             }
         }
@@ -29,16 +31,26 @@ fn main() -> ExitCode {
         let me = std::env::current_exe().expect("this executable's path");
         me.with_file_name("converge-ledger")
     });
-    assert!(binary.exists(), "{} does not exist: build it (cargo build -p converge-cli) or pass --binary", binary.display());
+    assert!(
+        binary.exists(),
+        "{} does not exist: build it (cargo build -p converge-cli) or pass --binary",
+        binary.display()
+    );
     let seed = seed.unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs() ^ u64::from(d.subsec_nanos()))
     });
-    eprintln!("cluster faults: seed {seed} (replay: cluster-faults --seed {seed}{})", minutes.map_or(String::new(), |m| format!(" --minutes {m}")));
+    eprintln!(
+        "cluster faults: seed {seed} (replay: cluster-faults --seed {seed}{})",
+        minutes.map_or(String::new(), |m| format!(" --minutes {m}"))
+    );
     let mut config = Config::ci(binary, seed);
     if let Some(m) = minutes {
         config.mode = Mode::Minutes(m);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
     let report = runtime.block_on(cluster::run(config));
     println!("{}", report.summary());
     if report.verdict.violations.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }

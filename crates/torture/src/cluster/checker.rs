@@ -64,11 +64,23 @@ pub(super) fn check(
     proofs: &BTreeMap<String, (u64, Hash, Vec<Hash>)>,
 ) -> Verdict {
     let mut verdict = Verdict::default();
-    let Some((first_name, reference)) = nodes.first() else {
+    let Some((_, reference)) = nodes.first() else {
         verdict.violate("no node could be read at the end".into());
         return verdict;
     };
-    // Every node holds the same.
+    same_everywhere(&mut verdict, nodes);
+    let written = trees_and_ids(&mut verdict, reference);
+    appends(&mut verdict, history, reference, &written);
+    heads(&mut verdict, history, reference, proofs);
+    reads(&mut verdict, history, reference);
+    verdict
+}
+
+type State = BTreeMap<String, Final>;
+
+/// Every node holds the same entries and tree heads.
+fn same_everywhere(verdict: &mut Verdict, nodes: &[(String, State)]) {
+    let (first_name, reference) = &nodes[0];
     for (name, state) in &nodes[1..] {
         for (context, expected) in reference {
             match state.get(context) {
@@ -84,15 +96,26 @@ pub(super) fn check(
             }
         }
     }
-    // Trees recompute; append ids at most once.
+}
+
+/// Trees recompute from the entries; each append id is written at most once. Returns where
+/// each was written.
+fn trees_and_ids<'a>(
+    verdict: &mut Verdict,
+    reference: &'a State,
+) -> HashMap<&'a str, (&'a str, u64)> {
     let mut written: HashMap<&str, (&str, u64)> = HashMap::new();
     for (context, state) in reference {
         let root = CompactTree::from_leaves(&state.hashes).root();
         if root != state.root {
-            verdict.violate(format!("{context}: the tree head's root does not recompute from the entries"));
+            verdict.violate(format!(
+                "{context}: the tree head's root does not recompute from the entries"
+            ));
         }
         for (i, payload) in state.payloads.iter().enumerate() {
-            if let Some((other, seq)) = written.insert(payload.as_str(), (context.as_str(), i as u64 + 1)) {
+            if let Some((other, seq)) =
+                written.insert(payload.as_str(), (context.as_str(), i as u64 + 1))
+            {
                 verdict.violate(format!(
                     "append id {payload} is in the history twice: {other} #{seq} and {context} #{}",
                     i + 1
@@ -100,16 +123,29 @@ pub(super) fn check(
             }
         }
     }
+    written
+}
+
+/// Every entry was submitted to its context; acknowledged appends are where they were
+/// acknowledged; failed ones are absent.
+fn appends(
+    verdict: &mut Verdict,
+    history: &History,
+    reference: &State,
+    written: &HashMap<&str, (&str, u64)>,
+) {
     let ops = history.ops.lock().expect("history").clone();
     let submitted: HashMap<&str, &str> =
         ops.iter().map(|op| (op.append_id.as_str(), op.context.as_str())).collect();
-    for (payload, (context, seq)) in &written {
+    for (payload, (context, seq)) in written {
         match submitted.get(payload) {
             Some(c) if c == context => {}
-            Some(c) => verdict.violate(format!("{payload} was submitted to {c} but is in {context} #{seq}")),
+            Some(c) => verdict
+                .violate(format!("{payload} was submitted to {c} but is in {context} #{seq}")),
             // Appends still in flight when the run stopped are not in the history.
             None if payload.starts_with("op-") => {}
-            None => verdict.violate(format!("{context} #{seq} holds {payload:?}, which nobody submitted")),
+            None => verdict
+                .violate(format!("{context} #{seq} holds {payload:?}, which nobody submitted")),
         }
     }
     // Acknowledged appends are where they were acknowledged; failed ones are absent.
@@ -118,9 +154,9 @@ pub(super) fn check(
         match &op.outcome {
             Outcome::Ok(seq, hash) => {
                 verdict.acked += 1;
-                let at = reference
-                    .get(&op.context)
-                    .and_then(|s| usize::try_from(*seq).ok().and_then(|q| s.hashes.get(q.wrapping_sub(1))));
+                let at = reference.get(&op.context).and_then(|s| {
+                    usize::try_from(*seq).ok().and_then(|q| s.hashes.get(q.wrapping_sub(1)))
+                });
                 if at != Some(hash) {
                     verdict.violate(format!(
                         "acknowledged {} ({} #{seq}) is lost or moved (found at {found:?})",
@@ -130,7 +166,10 @@ pub(super) fn check(
             }
             Outcome::Failed(why) => {
                 if found.is_some() {
-                    verdict.violate(format!("{} failed ({why}) yet was written at {found:?}", op.append_id));
+                    verdict.violate(format!(
+                        "{} failed ({why}) yet was written at {found:?}",
+                        op.append_id
+                    ));
                 }
             }
             Outcome::Unknown(_) => {
@@ -139,16 +178,30 @@ pub(super) fn check(
             }
         }
     }
-    // Heads seen during the run are roots of prefixes of the final history.
+}
+
+/// Heads seen during the run are roots of prefixes of the final history, and proofs from a
+/// node to the final heads verify.
+fn heads(
+    verdict: &mut Verdict,
+    history: &History,
+    reference: &State,
+    proofs: &BTreeMap<String, (u64, Hash, Vec<Hash>)>,
+) {
     let heads = history.heads.lock().expect("history").clone();
     for (context, size, root) in heads {
         verdict.heads += 1;
         let Some(state) = reference.get(&context) else {
-            verdict.violate(format!("{context}: a head of size {size} was seen, but the context is gone"));
+            verdict.violate(format!(
+                "{context}: a head of size {size} was seen, but the context is gone"
+            ));
             continue;
         };
         let Some(prefix) = usize::try_from(size).ok().and_then(|s| state.hashes.get(..s)) else {
-            verdict.violate(format!("{context}: a head of size {size} was seen; the final history has only {}", state.hashes.len()));
+            verdict.violate(format!(
+                "{context}: a head of size {size} was seen; the final history has only {}",
+                state.hashes.len()
+            ));
             continue;
         };
         if CompactTree::from_leaves(prefix).root() != root {
@@ -165,14 +218,23 @@ pub(super) fn check(
         )
         .is_ok();
         if !ok {
-            verdict.violate(format!("{context}: the consistency proof from size {from} to {to} does not verify"));
+            verdict.violate(format!(
+                "{context}: the consistency proof from size {from} to {to} does not verify"
+            ));
         }
     }
-    // Reads and watches saw only what stays.
+}
+
+/// Reads and watches saw only what stays, and watchers a gap-free, duplicate-free prefix.
+fn reads(verdict: &mut Verdict, history: &History, reference: &State) {
     for (context, seq, hash) in history.seen.lock().expect("history").iter() {
-        let at = reference.get(context).and_then(|s| usize::try_from(*seq).ok().and_then(|q| s.hashes.get(q.wrapping_sub(1))));
+        let at = reference
+            .get(context)
+            .and_then(|s| usize::try_from(*seq).ok().and_then(|q| s.hashes.get(q.wrapping_sub(1))));
         if at != Some(hash) {
-            verdict.violate(format!("{context} #{seq} was read during the run but is not in the final history"));
+            verdict.violate(format!(
+                "{context} #{seq} was read during the run but is not in the final history"
+            ));
         }
     }
     for log in history.watches.lock().expect("history").iter() {
@@ -189,10 +251,12 @@ pub(super) fn check(
                 break;
             }
             if state.hashes.get(i) != Some(hash) {
-                verdict.violate(format!("a watcher of {} received #{seq} unlike the final history's", log.context));
+                verdict.violate(format!(
+                    "a watcher of {} received #{seq} unlike the final history's",
+                    log.context
+                ));
                 break;
             }
         }
     }
-    verdict
 }

@@ -15,6 +15,7 @@ mod nodes;
 mod workload;
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,7 @@ use converge_core::Hash;
 use converge_ledger::{GetRequest, LedgerApi as _};
 use converge_storage::vfs::sim::Rng;
 
-use self::nodes::{Join, Nodes};
+use self::nodes::{Nodes, Start};
 use self::workload::{Servers, Workload};
 
 /// Every fault the suite applies.
@@ -71,7 +72,11 @@ impl Fault {
     fn needs_network(self) -> bool {
         matches!(
             self,
-            Self::IsolateLeader | Self::MajorityMinority | Self::Bridge | Self::OneWay | Self::PacketLoss
+            Self::IsolateLeader
+                | Self::MajorityMinority
+                | Self::Bridge
+                | Self::OneWay
+                | Self::PacketLoss
         )
     }
 }
@@ -145,19 +150,26 @@ pub async fn run(config: Config) -> Report {
     let mut rng = Rng::new(config.seed);
     let mut nodes = Nodes::new(config.binary.clone(), SLOTS, config.shards);
     let contexts = workload::contexts(CONTEXTS);
-    nodes.start(0, &Join::Bootstrap);
+    nodes.start(0, &Start::Bootstrap);
     nodes.await_member(0, Duration::from_secs(30)).await;
-    let seed_addr = nodes.nodes[0].addr.to_string();
+    let seed_addr = nodes.slots[0].addr.to_string();
     for i in 1..3 {
-        nodes.start(i, &Join::Join(seed_addr.clone()));
+        nodes.start(i, &Start::JoinVia(seed_addr.clone()));
     }
     for i in 1..3 {
         nodes.await_member(i, Duration::from_secs(60)).await;
     }
     let servers = std::sync::Arc::new(Servers::default());
     servers.set(nodes.live().iter().map(|i| nodes.server(*i)).collect());
-    let load = Workload::start(config.seed, WRITERS, &contexts, std::sync::Arc::clone(&servers));
-    let mut nemesis = Nemesis { nodes, servers, rng: &mut rng, config: &config, failovers: Vec::new(), acked: std::sync::Arc::clone(&load.acked) };
+    let load = Workload::start(config.seed, WRITERS, &contexts, &servers);
+    let mut nemesis = Nemesis {
+        nodes,
+        servers,
+        rng: &mut rng,
+        config: &config,
+        failovers: Vec::new(),
+        acked: std::sync::Arc::clone(&load.acked),
+    };
     let (mut faults, mut skipped) = (Vec::new(), Vec::new());
     let plan: Vec<Fault> = match config.mode {
         Mode::Ci => Fault::ALL.to_vec(),
@@ -171,16 +183,18 @@ pub async fn run(config: Config) -> Report {
     loop {
         let fault = match deadline {
             None if next < plan.len() => plan[next],
-            None => break,
             Some(deadline) if Instant::now() < deadline => *nemesis.rng.pick(&Fault::ALL),
-            Some(_) => break,
+            _ => break,
         };
         next += 1;
         if fault.needs_network() && !nemesis.nodes.net.can_partition() {
             skipped.push(fault);
             continue;
         }
-        eprintln!("cluster faults: {fault:?} (acknowledged so far: {})", load.acked.load(std::sync::atomic::Ordering::Relaxed));
+        eprintln!(
+            "cluster faults: {fault:?} (acknowledged so far: {})",
+            load.acked.load(std::sync::atomic::Ordering::Relaxed)
+        );
         nemesis.apply(fault).await;
         faults.push(fault);
     }
@@ -195,7 +209,15 @@ pub async fn run(config: Config) -> Report {
         let keep = nemesis.nodes.keep_logs();
         eprintln!("cluster faults: node logs kept in {}", keep.display());
     }
-    Report { seed: config.seed, faults, skipped, verdict, acked, took: started.elapsed(), failovers }
+    Report {
+        seed: config.seed,
+        faults,
+        skipped,
+        verdict,
+        acked,
+        took: started.elapsed(),
+        failovers,
+    }
 }
 
 struct Nemesis<'a> {
@@ -226,7 +248,6 @@ impl Nemesis<'_> {
             return;
         };
         let hold = self.config.hold;
-        let net_error = |e: String| panic!("the test network failed: {e}");
         match fault {
             Fault::KillLeader => {
                 let before = self.acked.load(std::sync::atomic::Ordering::SeqCst);
@@ -242,14 +263,14 @@ impl Nemesis<'_> {
                 }
                 self.failovers.push(killed.elapsed());
                 tokio::time::sleep(hold.saturating_sub(killed.elapsed())).await;
-                self.nodes.start(leader, &Join::Restart);
+                self.nodes.start(leader, &Start::Restart);
             }
             Fault::KillFollower => {
                 let f = followers[self.rng.index(followers.len())];
                 self.nodes.kill(f);
                 self.publish();
                 tokio::time::sleep(hold).await;
-                self.nodes.start(f, &Join::Restart);
+                self.nodes.start(f, &Start::Restart);
             }
             Fault::KillAll => {
                 for i in self.nodes.members() {
@@ -258,7 +279,7 @@ impl Nemesis<'_> {
                 self.publish();
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 for i in self.nodes.members() {
-                    self.nodes.start(i, &Join::Restart);
+                    self.nodes.start(i, &Start::Restart);
                 }
             }
             Fault::PauseLeader => {
@@ -266,9 +287,52 @@ impl Nemesis<'_> {
                 tokio::time::sleep(hold).await;
                 self.nodes.resume(leader);
             }
+            Fault::IsolateLeader
+            | Fault::MajorityMinority
+            | Fault::Bridge
+            | Fault::OneWay
+            | Fault::PacketLoss => self.partition(fault, leader, &followers).await,
+            Fault::WipeFollower => {
+                let f = followers[self.rng.index(followers.len())];
+                let old = self.nodes.slots[f].id.expect("a member has an id");
+                self.nodes.kill(f);
+                self.publish();
+                self.nodes.wipe(f);
+                self.remove(old).await;
+                let seed = self.nodes.slots[leader].addr.to_string();
+                self.nodes.start(f, &Start::JoinVia(seed));
+                self.nodes.await_member(f, Duration::from_secs(120)).await;
+            }
+            Fault::AddNodeRemoveLeader => {
+                let Some(new) = (0..self.nodes.slots.len())
+                    .find(|i| self.nodes.slots[*i].id.is_none() && !self.nodes.slots[*i].retired)
+                else {
+                    eprintln!("cluster faults: no free slot to add a node; skipping");
+                    return;
+                };
+                let seed = self.nodes.slots[followers[0]].addr.to_string();
+                self.nodes.start(new, &Start::JoinVia(seed));
+                self.nodes.await_member(new, Duration::from_secs(120)).await;
+                self.publish();
+                let old = self.nodes.slots[leader].id.expect("a member has an id");
+                self.remove(old).await;
+                self.nodes.kill(leader);
+                self.nodes.slots[leader].retired = true;
+                self.publish();
+            }
+        }
+        self.heal();
+        tokio::time::sleep(self.config.recover).await;
+    }
+
+    /// Applies a network fault and holds it.
+    async fn partition(&mut self, fault: Fault, leader: usize, followers: &[usize]) {
+        let hold = self.config.hold;
+        let net_error = |e: String| panic!("the test network failed: {e}");
+        match fault {
             Fault::IsolateLeader => {
-                self.nodes.net.block(leader, &followers, true).unwrap_or_else(net_error);
-                for f in &followers {
+                self.nodes.net.block(leader, followers, true).unwrap_or_else(net_error);
+                for f in followers {
                     self.nodes.net.block(*f, &[leader], true).unwrap_or_else(net_error);
                 }
                 tokio::time::sleep(hold).await;
@@ -287,7 +351,7 @@ impl Nemesis<'_> {
                 tokio::time::sleep(hold).await;
             }
             Fault::Bridge => {
-                if let [a, b, ..] = followers[..] {
+                if let [a, b, ..] = *followers {
                     // The leader bridges two followers that cannot reach each other, then the
                     // leader itself is one of the cut pair.
                     self.nodes.net.block(a, &[b], true).unwrap_or_else(net_error);
@@ -300,7 +364,7 @@ impl Nemesis<'_> {
                 }
             }
             Fault::OneWay => {
-                self.nodes.net.block(leader, &followers, false).unwrap_or_else(net_error);
+                self.nodes.net.block(leader, followers, false).unwrap_or_else(net_error);
                 tokio::time::sleep(hold).await;
             }
             Fault::PacketLoss => {
@@ -309,37 +373,8 @@ impl Nemesis<'_> {
                 }
                 tokio::time::sleep(hold).await;
             }
-            Fault::WipeFollower => {
-                let f = followers[self.rng.index(followers.len())];
-                let old = self.nodes.nodes[f].id.expect("a member has an id");
-                self.nodes.kill(f);
-                self.publish();
-                self.nodes.wipe(f);
-                self.remove(old).await;
-                let seed = self.nodes.nodes[leader].addr.to_string();
-                self.nodes.start(f, &Join::Join(seed));
-                self.nodes.await_member(f, Duration::from_secs(120)).await;
-            }
-            Fault::AddNodeRemoveLeader => {
-                let Some(new) = (0..self.nodes.nodes.len())
-                    .find(|i| self.nodes.nodes[*i].id.is_none() && !self.nodes.nodes[*i].retired)
-                else {
-                    eprintln!("cluster faults: no free slot to add a node; skipping");
-                    return;
-                };
-                let seed = self.nodes.nodes[followers[0]].addr.to_string();
-                self.nodes.start(new, &Join::Join(seed));
-                self.nodes.await_member(new, Duration::from_secs(120)).await;
-                self.publish();
-                let old = self.nodes.nodes[leader].id.expect("a member has an id");
-                self.remove(old).await;
-                self.nodes.kill(leader);
-                self.nodes.nodes[leader].retired = true;
-                self.publish();
-            }
+            _ => unreachable!("not a network fault: {fault:?}"),
         }
-        self.heal().await;
-        tokio::time::sleep(self.config.recover).await;
     }
 
     /// `cluster remove ID` through some live node other than it, retried until it works.
@@ -347,22 +382,27 @@ impl Nemesis<'_> {
         let started = Instant::now();
         loop {
             for i in self.nodes.live() {
-                if self.nodes.nodes[i].id == Some(id) {
+                if self.nodes.slots[i].id == Some(id) {
                     continue;
                 }
                 if let Some(client) = self.nodes.client(i).await
-                    && let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(60), client.cluster_remove(id)).await
+                    && let Ok(Ok(())) =
+                        tokio::time::timeout(Duration::from_secs(60), client.cluster_remove(id))
+                            .await
                 {
                     return;
                 }
             }
-            assert!(started.elapsed() < Duration::from_secs(120), "could not remove node {id:016x}");
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "could not remove node {id:016x}"
+            );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 
     /// The network whole, every member process running.
-    async fn heal(&mut self) {
+    fn heal(&mut self) {
         self.nodes.net.heal().expect("heal the network");
         for i in self.nodes.members() {
             self.nodes.resume(i);
@@ -371,10 +411,10 @@ impl Nemesis<'_> {
     }
 
     async fn heal_all(&mut self) {
-        self.heal().await;
+        self.heal();
         for i in self.nodes.members() {
             if !self.nodes.up(i) {
-                self.nodes.start(i, &Join::Restart);
+                self.nodes.start(i, &Start::Restart);
             }
         }
         for i in self.nodes.members() {
@@ -387,7 +427,8 @@ impl Nemesis<'_> {
     async fn read_final(
         &self,
         contexts: &[String],
-    ) -> (Vec<(String, BTreeMap<String, checker::Final>)>, BTreeMap<String, (u64, Hash, Vec<Hash>)>) {
+    ) -> (Vec<(String, BTreeMap<String, checker::Final>)>, BTreeMap<String, (u64, Hash, Vec<Hash>)>)
+    {
         let started = Instant::now();
         loop {
             let mut finals = Vec::new();
@@ -414,7 +455,8 @@ impl Nemesis<'_> {
                         if size >= 2 {
                             let from = size / 2;
                             if let Ok(proof) = client.prove_consistency(context, from, size).await {
-                                proofs.insert(context.clone(), (from, proof.from_root, proof.hashes));
+                                proofs
+                                    .insert(context.clone(), (from, proof.from_root, proof.hashes));
                             }
                         }
                     }
@@ -433,7 +475,11 @@ async fn read_context(client: &converge_client::Client, context: &str) -> Option
     let mut after = 0;
     while after < head.tree_size {
         let got = client
-            .get(GetRequest { context_id: context.to_string(), after_sequence: after, ..GetRequest::default() })
+            .get(GetRequest {
+                context_id: context.to_string(),
+                after_sequence: after,
+                ..GetRequest::default()
+            })
             .await
             .ok()?;
         if got.entries.is_empty() {
@@ -458,9 +504,11 @@ impl Report {
     pub fn summary(&self) -> String {
         let mut failovers = self.failovers.clone();
         failovers.sort();
-        let at = |q: f64| {
+        // The q-th quantile (per cent), nearest rank.
+        let at = |q: usize| {
+            let rank = (failovers.len() * q).div_ceil(100).max(1) - 1;
             failovers
-                .get(((failovers.len() as f64 - 1.0) * q).round() as usize)
+                .get(rank)
                 .map_or_else(|| "-".to_string(), |d| format!("{:.2}s", d.as_secs_f64()))
         };
         let mut out = format!(
@@ -480,16 +528,16 @@ impl Report {
             self.verdict.heads,
             self.verdict.watched,
             failovers.len(),
-            at(0.5),
-            at(0.99),
-            at(1.0),
+            at(50),
+            at(99),
+            at(100),
         );
         if self.verdict.violations.is_empty() {
             out.push_str("checker: no violations");
         } else {
-            out.push_str(&format!("checker: {} VIOLATIONS\n", self.verdict.violations.len()));
+            let _ = writeln!(out, "checker: {} VIOLATIONS", self.verdict.violations.len());
             for v in &self.verdict.violations {
-                out.push_str(&format!("  - {v}\n"));
+                let _ = writeln!(out, "  - {v}");
             }
         }
         out

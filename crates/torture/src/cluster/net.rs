@@ -57,7 +57,9 @@ impl Net {
         match Namespaces::create(nodes) {
             Ok(ns) => Self::Namespaces(ns),
             Err(why) => {
-                eprintln!("cluster faults: no network namespaces ({why}); running on loopback without partitions or packet loss");
+                eprintln!(
+                    "cluster faults: no network namespaces ({why}); running on loopback without partitions or packet loss"
+                );
                 Self::Loopback
             }
         }
@@ -106,8 +108,21 @@ impl Net {
         ns.nft(
             i,
             &[
-                "add", "rule", "inet", "fault", "input", "ip", "saddr", &ns.subnet(), "numgen",
-                "random", "mod", "100", "<", &percent, "drop",
+                "add",
+                "rule",
+                "inet",
+                "fault",
+                "input",
+                "ip",
+                "saddr",
+                &ns.subnet(),
+                "numgen",
+                "random",
+                "mod",
+                "100",
+                "<",
+                &percent,
+                "drop",
             ],
         )
     }
@@ -149,7 +164,14 @@ impl Namespaces {
         let mut ns = Self {
             tag,
             nodes: (0..nodes)
-                .map(|i| Ipv4Addr::new(10, u8::try_from(a).unwrap_or(100), u8::try_from(b).unwrap_or(0), u8::try_from(11 + i).unwrap_or(250)))
+                .map(|i| {
+                    Ipv4Addr::new(
+                        10,
+                        u8::try_from(a).unwrap_or(100),
+                        u8::try_from(b).unwrap_or(0),
+                        u8::try_from(11 + i).unwrap_or(250),
+                    )
+                })
                 .collect(),
         };
         let bridge = ns.bridge();

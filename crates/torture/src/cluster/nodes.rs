@@ -16,11 +16,11 @@ const GRPC_PORT: u16 = 7000;
 const HTTP_PORT: u16 = 9000;
 
 /// How a node process starts.
-pub(super) enum Join {
+pub(super) enum Start {
     /// `--bootstrap`.
     Bootstrap,
     /// `--join ADDR`.
-    Join(String),
+    JoinVia(String),
     /// No cluster flag: its data directory says it is a member.
     Restart,
 }
@@ -47,7 +47,7 @@ pub(super) struct Nodes {
     pub(super) net: Net,
     root: tempfile::TempDir,
     /// The slots.
-    pub(super) nodes: Vec<Node>,
+    pub(super) slots: Vec<Node>,
     shards: u32,
 }
 
@@ -82,7 +82,7 @@ impl Nodes {
                 }
             })
             .collect();
-        Self { binary, net, root, nodes, shards }
+        Self { binary, net, root, slots: nodes, shards }
     }
 
     /// Where node logs go.
@@ -92,28 +92,30 @@ impl Nodes {
 
     /// `http://ADDR` of slot `i`.
     pub(super) fn server(&self, i: usize) -> String {
-        format!("http://{}", self.nodes[i].addr)
+        format!("http://{}", self.slots[i].addr)
     }
 
     /// Whether slot `i` runs (and is not paused).
     pub(super) fn up(&self, i: usize) -> bool {
-        self.nodes[i].child.is_some() && !self.nodes[i].paused && !self.nodes[i].retired
+        self.slots[i].child.is_some() && !self.slots[i].paused && !self.slots[i].retired
     }
 
     /// Slots of members that are up.
     pub(super) fn live(&self) -> Vec<usize> {
-        (0..self.nodes.len()).filter(|i| self.up(*i)).collect()
+        (0..self.slots.len()).filter(|i| self.up(*i)).collect()
     }
 
     /// Slots of members (up or down, not retired, started at least once).
     pub(super) fn members(&self) -> Vec<usize> {
-        (0..self.nodes.len()).filter(|i| !self.nodes[*i].retired && self.nodes[*i].id.is_some()).collect()
+        (0..self.slots.len())
+            .filter(|i| !self.slots[*i].retired && self.slots[*i].id.is_some())
+            .collect()
     }
 
     /// Starts slot `i` and waits until it listens.
-    pub(super) fn start(&mut self, i: usize, join: &Join) {
-        assert!(self.nodes[i].child.is_none(), "slot {i} already runs");
-        let node = &self.nodes[i];
+    pub(super) fn start(&mut self, i: usize, how: &Start) {
+        assert!(self.slots[i].child.is_none(), "slot {i} already runs");
+        let node = &self.slots[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -138,14 +140,14 @@ impl Nodes {
             .arg(&node.dir)
             .arg("--insecure")
             .env("CONVERGE_LEDGER_LOG_LEVEL", "warn");
-        match join {
-            Join::Bootstrap => {
+        match how {
+            Start::Bootstrap => {
                 command.arg("--bootstrap").arg("--shards").arg(self.shards.to_string());
             }
-            Join::Join(seed) => {
+            Start::JoinVia(seed) => {
                 command.arg("--join").arg(seed);
             }
-            Join::Restart => {}
+            Start::Restart => {}
         }
         let mut child = command
             .stdout(Stdio::piped())
@@ -163,45 +165,45 @@ impl Nodes {
         );
         // Keep draining stdout so the node never blocks on it.
         std::thread::spawn(move || for _ in lines {});
-        self.nodes[i].child = Some(child);
-        self.nodes[i].paused = false;
+        self.slots[i].child = Some(child);
+        self.slots[i].paused = false;
     }
 
     /// SIGKILL slot `i` (and reap it).
     pub(super) fn kill(&mut self, i: usize) {
-        if let Some(mut child) = self.nodes[i].child.take() {
-            if self.nodes[i].paused {
+        if let Some(mut child) = self.slots[i].child.take() {
+            if self.slots[i].paused {
                 signal(child.id(), "CONT");
             }
             let _ = child.kill();
             let _ = child.wait();
         }
-        self.nodes[i].paused = false;
+        self.slots[i].paused = false;
     }
 
     /// SIGSTOP slot `i`.
     pub(super) fn pause(&mut self, i: usize) {
-        if let Some(child) = &self.nodes[i].child {
+        if let Some(child) = &self.slots[i].child {
             signal(child.id(), "STOP");
-            self.nodes[i].paused = true;
+            self.slots[i].paused = true;
         }
     }
 
     /// SIGCONT slot `i`.
     pub(super) fn resume(&mut self, i: usize) {
-        if let Some(child) = &self.nodes[i].child
-            && self.nodes[i].paused
+        if let Some(child) = &self.slots[i].child
+            && self.slots[i].paused
         {
             signal(child.id(), "CONT");
         }
-        self.nodes[i].paused = false;
+        self.slots[i].paused = false;
     }
 
     /// Removes slot `i`'s data directory (it must be down).
     pub(super) fn wipe(&mut self, i: usize) {
-        assert!(self.nodes[i].child.is_none(), "wipe a stopped node only");
-        let _ = std::fs::remove_dir_all(&self.nodes[i].dir);
-        self.nodes[i].id = None;
+        assert!(self.slots[i].child.is_none(), "wipe a stopped node only");
+        let _ = std::fs::remove_dir_all(&self.slots[i].dir);
+        self.slots[i].id = None;
     }
 
     /// A client of slot `i` that gives up quickly.
@@ -227,7 +229,7 @@ impl Nodes {
                 let member = status.nodes.iter().any(|n| n.id == status.node);
                 let led = status.shards.iter().all(|s| s.leader.is_some());
                 if member && led && !status.shards.is_empty() {
-                    self.nodes[i].id = Some(status.node);
+                    self.slots[i].id = Some(status.node);
                     return;
                 }
             }
@@ -258,14 +260,14 @@ impl Nodes {
 
     /// The slot of node id `id`.
     pub(super) fn slot_of(&self, id: u64) -> Option<usize> {
-        self.nodes.iter().position(|n| n.id == Some(id) && !n.retired)
+        self.slots.iter().position(|n| n.id == Some(id) && !n.retired)
     }
 
     /// Copies the node logs somewhere that outlives the run; returns where.
     pub(super) fn keep_logs(&self) -> PathBuf {
         let keep = std::env::temp_dir().join(format!("cluster-faults-logs-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&keep);
-        for i in 0..self.nodes.len() {
+        for i in 0..self.slots.len() {
             let _ = std::fs::copy(self.log_path(i), keep.join(format!("node-{}.log", i + 1)));
         }
         keep
@@ -273,7 +275,7 @@ impl Nodes {
 
     /// Stops every process (SIGKILL): the end of a run.
     pub(super) fn kill_all(&mut self) {
-        for i in 0..self.nodes.len() {
+        for i in 0..self.slots.len() {
             self.kill(i);
         }
     }

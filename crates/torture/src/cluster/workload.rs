@@ -91,13 +91,10 @@ impl Servers {
         let mut config = converge_client::ClientConfig::new(server.clone());
         config.connect_timeout = Duration::from_secs(1);
         config.watch_retry_max = Duration::ZERO;
-        let client = tokio::time::timeout(
-            Duration::from_secs(2),
-            Client::connect_with(config),
-        )
-        .await
-        .ok()?
-        .ok()?;
+        let client = tokio::time::timeout(Duration::from_secs(2), Client::connect_with(config))
+            .await
+            .ok()?
+            .ok()?;
         lock(&self.clients).insert(server.clone(), client.clone());
         Some((server, client))
     }
@@ -125,7 +122,12 @@ const ATTEMPTS: usize = 4;
 
 impl Workload {
     /// Starts `writers` appenders over `contexts`, one reader, and a watcher per context.
-    pub(super) fn start(seed: u64, writers: usize, contexts: &[String], servers: Arc<Servers>) -> Self {
+    pub(super) fn start(
+        seed: u64,
+        writers: usize,
+        contexts: &[String],
+        servers: &Arc<Servers>,
+    ) -> Self {
         let history = Arc::new(History::default());
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(AtomicU64::new(0));
@@ -135,7 +137,7 @@ impl Workload {
             let (history, stop, servers, acked, next_op) = (
                 Arc::clone(&history),
                 Arc::clone(&stop),
-                Arc::clone(&servers),
+                Arc::clone(servers),
                 Arc::clone(&acked),
                 Arc::clone(&next_op),
             );
@@ -155,7 +157,7 @@ impl Workload {
         }
         {
             let (history, stop, servers) =
-                (Arc::clone(&history), Arc::clone(&stop), Arc::clone(&servers));
+                (Arc::clone(&history), Arc::clone(&stop), Arc::clone(servers));
             let contexts = contexts.to_vec();
             let mut rng = Rng::new(seed ^ 0xA5A5);
             tasks.push(tokio::spawn(async move {
@@ -167,7 +169,7 @@ impl Workload {
         }
         for (w, context) in contexts.iter().enumerate() {
             let (history, stop, servers) =
-                (Arc::clone(&history), Arc::clone(&stop), Arc::clone(&servers));
+                (Arc::clone(&history), Arc::clone(&stop), Arc::clone(servers));
             let context = context.clone();
             let mut rng = Rng::new(seed ^ 0x5A5A ^ w as u64);
             tasks.push(tokio::spawn(async move {
@@ -191,7 +193,10 @@ impl Workload {
 /// Whether an error leaves the append's fate open (or says the node could not take it).
 fn unsure(e: &LedgerError) -> bool {
     // FAILED_PRECONDITION is a removed node refusing: nothing written there.
-    matches!(e, LedgerError::Unavailable(_) | LedgerError::Internal(_) | LedgerError::FailedPrecondition(_))
+    matches!(
+        e,
+        LedgerError::Unavailable(_) | LedgerError::Internal(_) | LedgerError::FailedPrecondition(_)
+    )
 }
 
 async fn append(servers: &Servers, rng: &mut Rng, context: String, append_id: String) -> Op {
@@ -212,7 +217,9 @@ async fn append(servers: &Servers, rng: &mut Rng, context: String, append_id: St
                 };
             }
             Ok(Err(e)) if unsure(&e) => last = format!("{server}: {e}"),
-            Ok(Err(e)) => return Op { context, append_id, outcome: Outcome::Failed(e.to_string()) },
+            Ok(Err(e)) => {
+                return Op { context, append_id, outcome: Outcome::Failed(e.to_string()) };
+            }
             Err(_) => last = format!("{server}: no answer in {ATTEMPT_TIMEOUT:?}"),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -250,8 +257,14 @@ async fn watch(servers: &Servers, rng: &mut Rng, context: &str, stop: &AtomicBoo
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let request = WatchRequest { context_id: context.to_string(), from_sequence: last, ..WatchRequest::default() };
-        let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(2), client.watch(request)).await else {
+        let request = WatchRequest {
+            context_id: context.to_string(),
+            from_sequence: last,
+            ..WatchRequest::default()
+        };
+        let Ok(Ok(mut stream)) =
+            tokio::time::timeout(Duration::from_secs(2), client.watch(request)).await
+        else {
             log.resumes += 1;
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
