@@ -14,6 +14,7 @@
 //! core's; wire conversions are `converge-proto`'s.
 
 mod connector;
+mod nodes;
 mod verify;
 mod watch;
 
@@ -39,7 +40,8 @@ pub const MESSAGE_BYTES_MAX_DEFAULT: usize = 256 * 1024 * 1024 + 256 * 1024;
 /// How a client connects.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// The server, e.g. `http://127.0.0.1:50051`.
+    /// The server, e.g. `http://127.0.0.1:50051`, or several nodes of a cluster separated by
+    /// commas (`http://a:50051,http://b:50051`): calls move to the next on `UNAVAILABLE`.
     pub server: String,
     /// Recompute every entry's content hash and check every proof against the tree head.
     pub verify: bool,
@@ -80,6 +82,12 @@ impl ClientConfig {
         }
     }
 
+    /// The servers: `server` split at commas (CONTRACT §5: a client may be given several
+    /// nodes of a cluster).
+    pub fn servers(&self) -> Vec<String> {
+        self.server.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+    }
+
     /// Turns the verifying mode on.
     #[must_use]
     pub fn verifying(mut self) -> Self {
@@ -104,14 +112,13 @@ impl tonic::service::Interceptor for TokenInterceptor {
     }
 }
 
-type Transport = tonic::service::interceptor::InterceptedService<Channel, TokenInterceptor>;
+pub(crate) type Transport =
+    tonic::service::interceptor::InterceptedService<Channel, TokenInterceptor>;
 
 /// A connection to a Converge Ledger node. Cheap to clone; clones share the connection.
 #[derive(Clone)]
 pub struct Client {
-    context: ContextServiceClient<Transport>,
-    admin: AdminClient<Transport>,
-    integrity: IntegrityServiceClient<Transport>,
+    nodes: Arc<nodes::Nodes>,
     config: Arc<ClientConfig>,
     /// The newest tree head seen per context (verifying mode).
     pins: Arc<verify::Pins>,
@@ -123,60 +130,58 @@ impl Client {
         Self::connect_with(ClientConfig::new(server)).await
     }
 
-    /// Connects as `config` says.
+    /// Connects as `config` says. With several servers (`config.server` is `A,B,C`), it
+    /// connects to the first that answers and moves to the next whenever one is unavailable.
     pub async fn connect_with(config: ClientConfig) -> Result<Self, LedgerError> {
-        let mut endpoint = Endpoint::from_shared(config.server.clone())
-            .map_err(|e| {
-                LedgerError::InvalidArgument(format!("bad server address {:?}: {e}", config.server))
-            })?
-            .connect_timeout(config.connect_timeout)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(20))
-            // Many requests in flight on one connection must not stall on window updates.
-            .initial_connection_window_size(8 * 1024 * 1024)
-            .initial_stream_window_size(2 * 1024 * 1024);
-        if let Some(tls) = &config.tls {
-            let mut tls_config = tonic::transport::ClientTlsConfig::new()
-                .ca_certificate(tonic::transport::Certificate::from_pem(&tls.ca_pem));
-            if let Some((cert, key)) = &tls.identity {
-                tls_config = tls_config.identity(tonic::transport::Identity::from_pem(cert, key));
-            }
-            if let Some(domain) = &tls.domain {
-                tls_config = tls_config.domain_name(domain.clone());
-            }
-            endpoint = endpoint.tls_config(tls_config).map_err(|e| {
-                LedgerError::InvalidArgument(format!("bad TLS settings: {}", describe(&e)))
-            })?;
+        let servers = config.servers();
+        let interceptor = interceptor(&config)?;
+        let mut endpoints = Vec::with_capacity(servers.len());
+        for server in &servers {
+            endpoints.push(endpoint(server, &config)?);
         }
-        let connector = connector::Connector::new();
-        let channel = endpoint.connect_with_connector(connector).await.map_err(|e| {
-            LedgerError::Unavailable(format!(
-                "cannot connect to {}: {}; is the ledger running there?",
-                config.server,
-                describe(&e)
-            ))
-        })?;
-        Self::from_channel(channel, config)
+        // The first server that answers is where calls go first; the rest connect on use.
+        let mut first = None;
+        let mut failures = Vec::new();
+        for (i, endpoint) in endpoints.iter().enumerate() {
+            match endpoint.connect_with_connector(connector::Connector::new()).await {
+                Ok(channel) => {
+                    first = Some((i, channel));
+                    break;
+                }
+                Err(e) => failures.push(format!("{}: {}", servers[i], describe(&e))),
+            }
+        }
+        let Some((first, channel)) = first else {
+            return Err(LedgerError::Unavailable(format!(
+                "cannot connect to {}; is the ledger running there?",
+                failures.join("; ")
+            )));
+        };
+        let mut channel = Some(channel);
+        let list = endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, endpoint)| {
+                let channel = match channel.take_if(|_| i == first) {
+                    Some(channel) => channel,
+                    None => endpoint.connect_with_connector_lazy(connector::Connector::new()),
+                };
+                node(channel, &interceptor, config.message_bytes_max)
+            })
+            .collect();
+        Ok(Self {
+            nodes: Arc::new(nodes::Nodes::new(list, first)),
+            config: Arc::new(config),
+            pins: Arc::default(),
+        })
     }
 
     /// A client over an existing channel.
     pub fn from_channel(channel: Channel, config: ClientConfig) -> Result<Self, LedgerError> {
-        let max = config.message_bytes_max;
-        let token = match &config.token {
-            Some(token) => Some(format!("Bearer {token}").parse().map_err(|_| {
-                LedgerError::InvalidArgument("the token must be printable ASCII".into())
-            })?),
-            None => None,
-        };
-        let interceptor = TokenInterceptor(token);
+        let interceptor = interceptor(&config)?;
+        let node = node(channel, &interceptor, config.message_bytes_max);
         Ok(Self {
-            admin: AdminClient::with_interceptor(channel.clone(), interceptor.clone()),
-            context: ContextServiceClient::with_interceptor(channel.clone(), interceptor.clone())
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-            integrity: IntegrityServiceClient::with_interceptor(channel, interceptor)
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
+            nodes: Arc::new(nodes::Nodes::new(vec![node], 0)),
             config: Arc::new(config),
             pins: Arc::default(),
         })
@@ -186,9 +191,11 @@ impl Client {
     /// alone answers `UNIMPLEMENTED`.
     pub async fn cluster_status(&self) -> Result<cluster::StatusResponse, LedgerError> {
         let response = self
-            .admin
-            .clone()
-            .status(cluster::StatusRequest {})
+            .nodes
+            .call(cluster::StatusRequest {}, |n, r| {
+                let mut admin = n.admin.clone();
+                async move { admin.status(r).await }
+            })
             .await
             .map_err(|s| status::from_status(&s))?;
         Ok(response.into_inner())
@@ -196,9 +203,12 @@ impl Client {
 
     /// Removes node `node` from the cluster (CONTRACT §5, `cluster remove`; role admin).
     pub async fn cluster_remove(&self, node: u64) -> Result<(), LedgerError> {
-        self.admin
-            .clone()
-            .remove(cluster::RemoveRequest { node, shard: None, you_are_removed: false })
+        let request = cluster::RemoveRequest { node, shard: None, you_are_removed: false };
+        self.nodes
+            .call(request, |n, r| {
+                let mut admin = n.admin.clone();
+                async move { admin.remove(r).await }
+            })
             .await
             .map_err(|s| status::from_status(&s))?;
         Ok(())
@@ -209,8 +219,15 @@ impl Client {
         &self.config
     }
 
-    pub(crate) fn context_service(&self) -> ContextServiceClient<Transport> {
-        self.context.clone()
+    /// The context service of the server calls go to now, and its index.
+    pub(crate) fn context_service(&self) -> (usize, ContextServiceClient<Transport>) {
+        let (i, node) = self.nodes.current();
+        (i, node.context.clone())
+    }
+
+    /// After `UNAVAILABLE` from server `from`: calls go to the next one, if there are several.
+    pub(crate) fn move_on(&self, from: usize) {
+        self.nodes.move_on(from);
     }
 
     /// A consistency proof as the server sends it, checked by the caller.
@@ -222,13 +239,80 @@ impl Client {
     ) -> Result<ConsistencyProof, LedgerError> {
         let req = v1::ConsistencyRequest { context_id: context_id.to_string(), from_size, to_size };
         let proof = self
-            .integrity
-            .clone()
-            .prove_consistency(req)
+            .nodes
+            .call(req, |n, r| {
+                let mut c = n.integrity.clone();
+                async move { c.prove_consistency(r).await }
+            })
             .await
             .map_err(|s| from_status(&s))?
             .into_inner();
         convert::consistency_from_wire(&proof)
+    }
+}
+
+/// An `append_id` no other client will make: 128 bits from the OS's random hash keys, the time
+/// and a counter.
+fn fresh_append_id() -> String {
+    use std::hash::{BuildHasher as _, RandomState};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let state = RandomState::new();
+    let (a, b) = (state.hash_one((n, nanos, 1u8)), state.hash_one((n, nanos, 2u8)));
+    format!("client:{a:016x}{b:016x}")
+}
+
+/// The endpoint of `server` with the client's settings.
+fn endpoint(server: &str, config: &ClientConfig) -> Result<Endpoint, LedgerError> {
+    let mut endpoint = Endpoint::from_shared(server.to_string())
+        .map_err(|e| LedgerError::InvalidArgument(format!("bad server address {server:?}: {e}")))?
+        .connect_timeout(config.connect_timeout)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20))
+        // Many requests in flight on one connection must not stall on window updates.
+        .initial_connection_window_size(8 * 1024 * 1024)
+        .initial_stream_window_size(2 * 1024 * 1024);
+    if let Some(tls) = &config.tls {
+        let mut tls_config = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&tls.ca_pem));
+        if let Some((cert, key)) = &tls.identity {
+            tls_config = tls_config.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
+        if let Some(domain) = &tls.domain {
+            tls_config = tls_config.domain_name(domain.clone());
+        }
+        endpoint = endpoint.tls_config(tls_config).map_err(|e| {
+            LedgerError::InvalidArgument(format!("bad TLS settings: {}", describe(&e)))
+        })?;
+    }
+    Ok(endpoint)
+}
+
+/// The interceptor that sends the configured token.
+fn interceptor(config: &ClientConfig) -> Result<TokenInterceptor, LedgerError> {
+    let token = match &config.token {
+        Some(token) => Some(format!("Bearer {token}").parse().map_err(|_| {
+            LedgerError::InvalidArgument("the token must be printable ASCII".into())
+        })?),
+        None => None,
+    };
+    Ok(TokenInterceptor(token))
+}
+
+/// The services of one server over `channel`.
+fn node(channel: Channel, interceptor: &TokenInterceptor, max: usize) -> nodes::Node {
+    nodes::Node {
+        admin: AdminClient::with_interceptor(channel.clone(), interceptor.clone()),
+        context: ContextServiceClient::with_interceptor(channel.clone(), interceptor.clone())
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+        integrity: IntegrityServiceClient::with_interceptor(channel, interceptor.clone())
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
     }
 }
 
@@ -237,12 +321,19 @@ fn from_status(status: &tonic::Status) -> LedgerError {
 }
 
 impl LedgerApi for Client {
-    async fn append(&self, request: AppendRequest) -> Result<Arc<Entry>, LedgerError> {
+    async fn append(&self, mut request: AppendRequest) -> Result<Arc<Entry>, LedgerError> {
+        // With several servers an append may be sent again to another: an append_id makes
+        // that return the entry the first attempt made instead of a second one.
+        if self.nodes.len() > 1 && request.append_id.as_deref().is_none_or(str::is_empty) {
+            request.append_id = Some(fresh_append_id());
+        }
         let sent = self.config.verify.then(|| request.clone());
         let resp = self
-            .context
-            .clone()
-            .append(convert::append_request_to_wire(request))
+            .nodes
+            .call(convert::append_request_to_wire(request), |n, r| {
+                let mut c = n.context.clone();
+                async move { c.append(r).await }
+            })
             .await
             .map_err(|s| from_status(&s))?
             .into_inner();
@@ -261,9 +352,11 @@ impl LedgerApi for Client {
         let after = request.after_sequence;
         let filtered = request.key.as_deref().is_some_and(|k| !k.is_empty());
         let resp = self
-            .context
-            .clone()
-            .get(convert::get_request_to_wire(request))
+            .nodes
+            .call(convert::get_request_to_wire(request), |n, r| {
+                let mut c = n.context.clone();
+                async move { c.get(r).await }
+            })
             .await
             .map_err(|s| from_status(&s))?
             .into_inner();
@@ -277,8 +370,15 @@ impl LedgerApi for Client {
 
     async fn snapshot(&self, context_id: &str) -> Result<SnapshotResponse, LedgerError> {
         let req = v1::SnapshotRequest { context_id: context_id.to_string() };
-        let resp =
-            self.context.clone().snapshot(req).await.map_err(|s| from_status(&s))?.into_inner();
+        let resp = self
+            .nodes
+            .call(req, |n, r| {
+                let mut c = n.context.clone();
+                async move { c.snapshot(r).await }
+            })
+            .await
+            .map_err(|s| from_status(&s))?
+            .into_inner();
         let resp = convert::snapshot_response_from_wire(resp)?;
         if self.config.verify {
             verify::snapshot(context_id, &resp)?;
@@ -288,10 +388,13 @@ impl LedgerApi for Client {
     }
 
     async fn load(&self, request: LoadRequest) -> Result<LoadResponse, LedgerError> {
+        // A load is safe to send again: it appends only what the context lacks.
         let resp = self
-            .context
-            .clone()
-            .load(convert::load_request_to_wire(request))
+            .nodes
+            .call(convert::load_request_to_wire(request), |n, r| {
+                let mut c = n.context.clone();
+                async move { c.load(r).await }
+            })
             .await
             .map_err(|s| from_status(&s))?
             .into_inner();
@@ -305,9 +408,11 @@ impl LedgerApi for Client {
     async fn tree_head(&self, context_id: &str) -> Result<TreeHead, LedgerError> {
         let req = v1::TreeHeadRequest { context_id: context_id.to_string() };
         let head = self
-            .integrity
-            .clone()
-            .get_tree_head(req)
+            .nodes
+            .call(req, |n, r| {
+                let mut c = n.integrity.clone();
+                async move { c.get_tree_head(r).await }
+            })
             .await
             .map_err(|s| from_status(&s))?
             .into_inner();
@@ -326,9 +431,11 @@ impl LedgerApi for Client {
     ) -> Result<InclusionProof, LedgerError> {
         let req = v1::InclusionRequest { context_id: context_id.to_string(), sequence, tree_size };
         let proof = self
-            .integrity
-            .clone()
-            .prove_inclusion(req)
+            .nodes
+            .call(req, |n, r| {
+                let mut c = n.integrity.clone();
+                async move { c.prove_inclusion(r).await }
+            })
             .await
             .map_err(|s| from_status(&s))?
             .into_inner();

@@ -50,11 +50,17 @@ async fn open(
     client: &Client,
     request: &WatchRequest,
     after: u64,
-) -> Result<Streaming<v1::WatchEvent>, LedgerError> {
+) -> Result<(usize, Streaming<v1::WatchEvent>), LedgerError> {
     let mut req = request.clone();
     req.from_sequence = after;
-    let response = client.context_service().watch(convert::watch_request_to_wire(req)).await;
-    response.map(tonic::Response::into_inner).map_err(|s| status::from_status(&s))
+    let (server, mut service) = client.context_service();
+    let response = service.watch(convert::watch_request_to_wire(req)).await;
+    response.map(|r| (server, r.into_inner())).map_err(|s| {
+        if crate::nodes::moves_on(&s) {
+            client.move_on(server);
+        }
+        status::from_status(&s)
+    })
 }
 
 /// Errors after which a watch reconnects instead of ending.
@@ -67,7 +73,8 @@ struct Resuming {
     request: WatchRequest,
     /// The last sequence delivered (or the one the watch started after).
     last: u64,
-    stream: Option<Streaming<v1::WatchEvent>>,
+    /// The open stream and the server it comes from.
+    stream: Option<(usize, Streaming<v1::WatchEvent>)>,
     retry: Duration,
     verify_in: Option<ContextId>,
     done: bool,
@@ -79,7 +86,7 @@ impl Resuming {
             if self.done {
                 return None;
             }
-            let Some(stream) = &mut self.stream else {
+            let Some((server, stream)) = &mut self.stream else {
                 tokio::time::sleep(self.retry).await;
                 self.retry = (self.retry * 2).min(self.client.config.watch_retry_max);
                 match open(&self.client, &self.request, self.last).await {
@@ -97,14 +104,19 @@ impl Resuming {
                     Ok(None) => {}
                     Err(err) => return Some(Err(self.end(err))),
                 },
-                // The server ended the stream (it is shutting down): resume later.
-                Ok(None) => self.stream = None,
+                // The server ended the stream (it is shutting down): resume, on another server
+                // if there are several.
+                Ok(None) => {
+                    self.client.move_on(*server);
+                    self.stream = None;
+                }
                 Err(status) => {
                     let err = status::from_status(&status);
                     if !resumable(&err) {
                         return Some(Err(self.end(err)));
                     }
                     debug!(error = %err, last = self.last, "watch dropped; resuming");
+                    self.client.move_on(*server);
                     self.stream = None;
                 }
             }

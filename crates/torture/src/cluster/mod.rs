@@ -168,7 +168,8 @@ pub async fn run(config: Config) -> Report {
         rng: &mut rng,
         config: &config,
         failovers: Vec::new(),
-        acked: std::sync::Arc::clone(&load.acked),
+        acked: std::sync::Arc::clone(&load.acked_first),
+        shard: converge_cluster::shard_of(&contexts[0], config.shards),
     };
     let (mut faults, mut skipped) = (Vec::new(), Vec::new());
     let plan: Vec<Fault> = match config.mode {
@@ -226,7 +227,10 @@ struct Nemesis<'a> {
     rng: &'a mut Rng,
     config: &'a Config,
     failovers: Vec<Duration>,
+    /// Acknowledged appends to the first context.
     acked: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The first context's shard: the faults aim at its leader.
+    shard: u32,
 }
 
 impl Nemesis<'_> {
@@ -234,9 +238,9 @@ impl Nemesis<'_> {
         self.servers.set(self.nodes.live().iter().map(|i| self.nodes.server(*i)).collect());
     }
 
-    /// The slot leading shard 0, and the others.
+    /// The slot leading the first context's shard, and the others.
     async fn leader_and_followers(&self) -> Option<(usize, Vec<usize>)> {
-        let leader = self.nodes.slot_of(self.nodes.leader_of(0).await?)?;
+        let leader = self.nodes.slot_of(self.nodes.leader_of(self.shard).await?)?;
         let followers = self.nodes.members().into_iter().filter(|i| *i != leader).collect();
         Some((leader, followers))
     }
@@ -254,8 +258,7 @@ impl Nemesis<'_> {
                 let killed = Instant::now();
                 self.nodes.kill(leader);
                 self.publish();
-                // The time to the next acknowledged append (any shard: every context's shard
-                // had this leader, as leaders are not spread yet).
+                // The time to the next acknowledged append on the shard it led.
                 while self.acked.load(std::sync::atomic::Ordering::SeqCst) == before
                     && killed.elapsed() < Duration::from_secs(30)
                 {

@@ -108,6 +108,9 @@ pub(super) struct Workload {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Appends acknowledged so far.
     pub(super) acked: Arc<AtomicU64>,
+    /// Appends to the first context acknowledged so far (the nemesis times failovers of its
+    /// shard by it).
+    pub(super) acked_first: Arc<AtomicU64>,
 }
 
 /// The contexts a run writes.
@@ -131,9 +134,11 @@ impl Workload {
         let history = Arc::new(History::default());
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(AtomicU64::new(0));
+        let acked_first = Arc::new(AtomicU64::new(0));
         let next_op = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
         for w in 0..writers {
+            let acked_first = Arc::clone(&acked_first);
             let (history, stop, servers, acked, next_op) = (
                 Arc::clone(&history),
                 Arc::clone(&stop),
@@ -146,10 +151,15 @@ impl Workload {
             tasks.push(tokio::spawn(async move {
                 while !stop.load(Ordering::SeqCst) {
                     let id = next_op.fetch_add(1, Ordering::SeqCst);
-                    let context = contexts[rng.index(contexts.len())].clone();
-                    let op = append(&servers, &mut rng, context, format!("op-{id}")).await;
+                    let which = rng.index(contexts.len());
+                    let op =
+                        append(&servers, &mut rng, contexts[which].clone(), format!("op-{id}"))
+                            .await;
                     if matches!(op.outcome, Outcome::Ok(..)) {
                         acked.fetch_add(1, Ordering::Relaxed);
+                        if which == 0 {
+                            acked_first.fetch_add(1, Ordering::SeqCst);
+                        }
                     }
                     lock(&history.ops).push(op);
                 }
@@ -177,7 +187,7 @@ impl Workload {
                 lock(&history.watches).push(log);
             }));
         }
-        Self { history, stop, tasks, acked }
+        Self { history, stop, tasks, acked, acked_first }
     }
 
     /// Stops every task and waits for them (watchers record their logs).

@@ -1,0 +1,92 @@
+//! The servers a client talks to: one, or several nodes of a cluster, where a call that finds
+//! its node unavailable moves on to the next (CONTRACT §5).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use converge_proto::cluster::admin_client::AdminClient;
+use converge_proto::v1::context_service_client::ContextServiceClient;
+use converge_proto::v1::integrity_service_client::IntegrityServiceClient;
+
+use crate::Transport;
+
+/// Pause before going round the servers a second time.
+const ROUND_PAUSE: Duration = Duration::from_millis(200);
+
+/// One server's services.
+pub(crate) struct Node {
+    pub(crate) context: ContextServiceClient<Transport>,
+    pub(crate) integrity: IntegrityServiceClient<Transport>,
+    pub(crate) admin: AdminClient<Transport>,
+}
+
+/// The servers, and the one calls go to now.
+pub(crate) struct Nodes {
+    list: Vec<Node>,
+    current: AtomicUsize,
+}
+
+/// Whether a status says "try another node": it is unavailable, or no longer a member.
+pub(crate) fn moves_on(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable
+        || (status.code() == tonic::Code::FailedPrecondition
+            && status.message().contains("not a member of the cluster"))
+}
+
+impl Nodes {
+    /// `list` (not empty), starting with `first`.
+    pub(crate) fn new(list: Vec<Node>, first: usize) -> Self {
+        assert!(!list.is_empty(), "a client has at least one server");
+        Self { list, current: AtomicUsize::new(first) }
+    }
+
+    /// How many servers there are.
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// The server calls go to now, and its index.
+    pub(crate) fn current(&self) -> (usize, &Node) {
+        let i = self.current.load(Ordering::Relaxed) % self.list.len();
+        (i, &self.list[i])
+    }
+
+    /// Calls go to the server after `from`, unless another call moved on already.
+    pub(crate) fn move_on(&self, from: usize) {
+        let next = (from + 1) % self.list.len();
+        let _ = self.current.compare_exchange(from, next, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Runs `call` on the current server; with several, moves on and tries again while the
+    /// answer is `UNAVAILABLE` (twice round the list at most). Only safe for calls that may be
+    /// repeated: reads, and appends that carry an `append_id`.
+    pub(crate) async fn call<Req: Clone, T, Fut>(
+        &self,
+        request: Req,
+        call: impl Fn(&Node, Req) -> Fut,
+    ) -> Result<T, tonic::Status>
+    where
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        if self.list.len() == 1 {
+            return call(&self.list[0], request).await;
+        }
+        let mut last = None;
+        for attempt in 0..2 * self.list.len() {
+            if attempt == self.list.len() {
+                tokio::time::sleep(ROUND_PAUSE).await;
+            }
+            let (i, node) = self.current();
+            match call(node, request.clone()).await {
+                Err(status) if moves_on(&status) => {
+                    tracing::debug!(server = i, %status, "server unavailable; trying the next");
+                    self.move_on(i);
+                    last = Some(status);
+                }
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| tonic::Status::unavailable("no server answered")))
+    }
+}
