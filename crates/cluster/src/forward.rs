@@ -15,6 +15,9 @@ use crate::types::{NodeId, node_name};
 /// How long a write may look for a leader (an election takes about a second) before it
 /// fails with `UNAVAILABLE`.
 const LEADER_WAIT_MAX: Duration = Duration::from_secs(5);
+/// How long a leader waits for a proposal to commit (a leader cut off from its majority cannot
+/// commit; the write then fails with `UNAVAILABLE` and is not acknowledged).
+const COMMIT_WAIT_MAX: Duration = Duration::from_secs(5);
 /// How long the answering node waits to apply what the leader committed.
 const APPLY_WAIT_MAX: Duration = Duration::from_secs(30);
 /// A forwarded write's deadline.
@@ -91,8 +94,15 @@ impl Cluster {
         if let Some(pb::command::Op::Append(append)) = &mut command.op {
             append.now_ns = now_ns();
         }
-        let raft = self.raft(command.shard)?;
-        match raft.client_write(command).await {
+        let shard = command.shard;
+        let raft = self.raft(shard)?;
+        let Ok(written) = tokio::time::timeout(COMMIT_WAIT_MAX, raft.client_write(command)).await
+        else {
+            return Err(tonic::Status::unavailable(format!(
+                "shard {shard}: not committed within {COMMIT_WAIT_MAX:?} (is a majority of its voters reachable?); not acknowledged, retry with the same append_id"
+            )));
+        };
+        match written {
             Ok(response) => {
                 let mut outcome = response.data;
                 outcome.log_index = response.log_id.index;
@@ -146,7 +156,8 @@ impl Cluster {
         Ok(())
     }
 
-    /// The error for a shard without a leader: how many of its voters this node can reach.
+    /// The error for a shard that has no leader or cannot commit: how many of its voters this
+    /// node can reach.
     async fn no_leader(&self, shard: u32) -> LedgerError {
         let Ok(raft) = self.raft(shard) else {
             return LedgerError::Unavailable(format!("shard {shard} does not exist"));
@@ -167,7 +178,7 @@ impl Cluster {
             }
         }
         LedgerError::Unavailable(format!(
-            "shard {shard} has no leader: {reachable} of {} voters reachable from this node, a majority is needed; retry with the same append_id",
+            "shard {shard} cannot commit: {reachable} of {} voters reachable from this node, a majority is needed; not acknowledged, retry with the same append_id",
             voters.len()
         ))
     }

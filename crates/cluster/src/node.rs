@@ -232,8 +232,13 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Makes this node the only voter of every shard not yet initialised. Contexts the data
+    /// directory already holds (a single node becoming a cluster) are then brought into their
+    /// shards' logs, each as a load of its own snapshot: a no-op here, their whole history on
+    /// every node that joins.
     async fn bootstrap(&self) -> Result<(), ClusterError> {
         let node = BasicNode { addr: self.inner.address.clone() };
+        let mut fresh = false;
         for raft in &self.inner.shards {
             if raft.is_initialized().await.map_err(|e| ClusterError::Raft(e.to_string()))? {
                 continue;
@@ -241,6 +246,42 @@ impl Cluster {
             raft.initialize(BTreeMap::from([(self.inner.id, node.clone())]))
                 .await
                 .map_err(|e| ClusterError::Raft(e.to_string()))?;
+            fresh = true;
+        }
+        if fresh {
+            self.import().await?;
+        }
+        Ok(())
+    }
+
+    /// Brings every context of the ledger into its shard's log (see [`bootstrap`]).
+    ///
+    /// [`bootstrap`]: Self::bootstrap
+    async fn import(&self) -> Result<(), ClusterError> {
+        use converge_api::LedgerApi as _;
+        let ids = self.inner.ledger.context_ids().map_err(|e| ClusterError::Raft(e.to_string()))?;
+        for id in &ids {
+            let snapshot = self.inner.ledger.snapshot(id).await.map_err(|e| {
+                ClusterError::Config(format!(
+                    "cannot bring context {id} into the cluster's log: {e}"
+                ))
+            })?;
+            let request = converge_api::LoadRequest {
+                context_id: id.clone(),
+                snapshot: snapshot.snapshot,
+                fail_if_exists: false,
+            };
+            let loaded = self.load(request).await.map_err(|e| {
+                ClusterError::Raft(format!("cannot bring context {id} into the cluster's log: {e}"))
+            })?;
+            if loaded.entries_restored != 0 {
+                return Err(ClusterError::Raft(format!(
+                    "context {id} changed while it was brought into the cluster's log"
+                )));
+            }
+        }
+        if !ids.is_empty() {
+            info!(contexts = ids.len(), "brought the data directory's contexts into the cluster");
         }
         Ok(())
     }
@@ -253,7 +294,7 @@ impl Cluster {
             shard: None,
         };
         loop {
-            for seed in seeds {
+            for seed in &resolve(seeds).await {
                 let Ok(mut client) = self.inner.peers.client(seed) else { continue };
                 match client
                     .join(self.inner.peers.request(request.clone(), Duration::from_secs(600)))
@@ -425,11 +466,31 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Every address the seeds name: a DNS name may stand for several nodes. A seed that does
+/// not resolve now is kept as it is (it may resolve later).
+async fn resolve(seeds: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for seed in seeds {
+        match tokio::net::lookup_host(seed.as_str()).await {
+            Ok(addrs) => {
+                let before = out.len();
+                out.extend(addrs.map(|a| a.to_string()));
+                if out.len() == before {
+                    out.push(seed.clone());
+                }
+            }
+            Err(_) => out.push(seed.clone()),
+        }
+    }
+    out.dedup();
+    out
+}
+
 /// The shard and voter counts of the cluster the seeds belong to.
 async fn ask_membership(peers: &Peers, seeds: &[String]) -> Result<Membership, ClusterError> {
     let mut last_error = String::from("no seed address given");
     for attempt in 0..30 {
-        for seed in seeds {
+        for seed in &resolve(seeds).await {
             let Ok(mut client) = peers.client(seed) else { continue };
             match client.status(peers.request(pb::StatusRequest {}, Duration::from_secs(2))).await {
                 Ok(response) => {

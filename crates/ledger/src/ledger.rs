@@ -153,6 +153,13 @@ impl Ledger {
         load::apply(&self.inner, request).await
     }
 
+    /// The id of every context that has entries, sorted (a cluster bootstrapped over an
+    /// existing data directory brings each into its log).
+    pub fn context_ids(&self) -> Result<Vec<String>, LedgerError> {
+        let ids = self.inner.store.context_ids().map_err(crate::errors::storage)?;
+        Ok(ids.into_iter().map(converge_core::ContextId::into_string).collect())
+    }
+
     /// Writes an index checkpoint now (normally the ledger does this on its own).
     pub fn checkpoint(&self) -> Result<(), LedgerError> {
         self.inner.store.checkpoint().map_err(crate::errors::storage)

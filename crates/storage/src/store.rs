@@ -381,6 +381,25 @@ impl Store {
         self.inner.checkpoint()
     }
 
+    /// The id of every context that has entries, sorted.
+    pub fn context_ids(&self) -> Result<Vec<ContextId>> {
+        let mut ids: std::collections::BTreeSet<ContextId> = self
+            .inner
+            .read_contexts()
+            .iter()
+            .filter(|(_, context)| !context.is_unwritten())
+            .map(|(id, _)| id.clone())
+            .collect();
+        if let Some(Disk { cold, .. }) = self.inner.shared.disk() {
+            for number in 1..self.inner.shared.next_number.load(Ordering::SeqCst) {
+                if let Some(id) = cold.context_name(number)? {
+                    ids.insert(id);
+                }
+            }
+        }
+        Ok(ids.into_iter().collect())
+    }
+
     /// Counters for metrics.
     pub fn stats(&self) -> StoreStats {
         StoreStats {

@@ -5,6 +5,7 @@
 
 mod bounds;
 mod cli;
+mod cluster;
 mod cluster_faults;
 mod hardening;
 mod lifecycle;
