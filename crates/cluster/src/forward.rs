@@ -65,14 +65,7 @@ impl Cluster {
             };
             match attempt {
                 Ok(outcome) => {
-                    raft.wait(Some(APPLY_WAIT_MAX))
-                        .applied_index_at_least(Some(outcome.log_index), "apply a forwarded write")
-                        .await
-                        .map_err(|e| {
-                            LedgerError::Unavailable(format!(
-                                "the write was committed but this node has not applied it yet ({e}); read it from another node or retry with the same append_id"
-                            ))
-                        })?;
+                    self.until_durable_here(shard, outcome.log_index).await?;
                     return Ok(outcome);
                 }
                 // Definitely not written: no leader, or the node asked is not (or no longer) it.
@@ -83,6 +76,36 @@ impl Cluster {
                 Err(LedgerError::Unavailable(_)) => return Err(self.no_leader(shard).await),
                 Err(other) => return Err(other),
             }
+        }
+    }
+
+    /// Waits until this node has applied the write at `index` of `shard` and made it durable,
+    /// so a read here shows it.
+    async fn until_durable_here(&self, shard: u32, index: u64) -> Result<(), LedgerError> {
+        let mut durable = usize::try_from(shard)
+            .ok()
+            .and_then(|s| self.inner.durable.get(s))
+            .cloned()
+            .ok_or_else(|| {
+                LedgerError::Internal(format!("shard {shard} has no durability watch"))
+            })?;
+        let waited = tokio::time::timeout(
+            APPLY_WAIT_MAX,
+            durable.wait_for(|d| d.reached(index) != Ok(false)),
+        )
+        .await;
+        let not_yet = |why: &str| {
+            LedgerError::Unavailable(format!(
+                "the write was committed but this node has not applied it ({why}); read it from another node, or retry with the same append_id"
+            ))
+        };
+        match waited {
+            Ok(Ok(d)) => match d.reached(index) {
+                Ok(_) => Ok(()),
+                Err(failed) => Err(not_yet(&failed)),
+            },
+            Ok(Err(_)) => Err(not_yet("the shard stopped on this node")),
+            Err(_) => Err(not_yet(&format!("not within {APPLY_WAIT_MAX:?}"))),
         }
     }
 

@@ -135,6 +135,9 @@ pub(crate) struct Inner {
     pub(crate) address: String,
     pub(crate) ledger: Ledger,
     pub(crate) shards: Vec<Raft>,
+    /// Per shard: how far its applied entries are durable here (a write is answered once
+    /// this node's durable position has reached it).
+    pub(crate) durable: Vec<tokio::sync::watch::Receiver<crate::state_machine::Durable>>,
     pub(crate) voters_wanted: u32,
     pub(crate) peers: Peers,
     /// Set when this node learns it was removed from the cluster.
@@ -193,10 +196,12 @@ impl Cluster {
             .map_err(|e| ClusterError::Config(e.to_string()))?,
         );
         let mut shards = Vec::new();
+        let mut durable = Vec::new();
         for shard in 0..membership.shards {
             let dir = config.data_dir.join("raft").join(format!("shard-{shard}"));
             let log = LogStore::open(Arc::clone(&vfs), &dir, id)?;
             let sm = StateMachine::open(shard, ledger.clone(), Arc::clone(&vfs), &dir)?;
+            durable.push(sm.durable());
             let raft = Raft::new(
                 id,
                 Arc::clone(&raft_config),
@@ -213,6 +218,7 @@ impl Cluster {
             address: config.advertise.clone(),
             ledger,
             shards,
+            durable,
             voters_wanted: membership.voters,
             peers,
             removed: AtomicBool::new(false),

@@ -15,13 +15,19 @@
 //!   again returns the entry it made the first time; a load of what the context already holds
 //!   adds nothing. The saved position is written only after the ledger made everything before
 //!   it durable, so it is never ahead of the ledger.
-//! - **Visible when applied.** The ledger shows an entry once it is durable, and its watch feed
-//!   fires then; a shard's apply returns only after every entry it applied is durable.
+//! - **Visible when durable.** Apply hands entries to the ledger and returns without waiting
+//!   for the ledger's fsync (the Raft log already holds them on a majority), so applying is
+//!   pipelined with the ledger's group commit. A settler task per shard follows the ledger's
+//!   completions in log order and publishes the last position whose effects are durable
+//!   ([`Durable`]); the ledger shows an entry, and its watch feed fires, once it is durable,
+//!   and a node answers a write once its own durable position has reached it.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
 
 use converge_api::{LedgerError, LoadRequest};
 use converge_core::Timestamp;
@@ -47,6 +53,30 @@ const SAVE_INTERVAL: Duration = Duration::from_secs(1);
 /// may not use it (CONTRACT §5).
 pub const RESERVED_APPEND_ID_PREFIX: &str = "raft:";
 
+/// How far a shard's applied entries are durable in the ledger.
+#[derive(Debug, Clone, Default)]
+pub struct Durable {
+    /// Every entry up to this log position is durable (or was a no-op).
+    pub upto: Option<LogId<NodeId>>,
+    /// The ledger failed to make an applied entry durable: this shard stops here.
+    pub failed: Option<String>,
+}
+
+impl Durable {
+    /// Whether position `index` is durable (`Err` once the shard failed).
+    pub fn reached(&self, index: u64) -> Result<bool, String> {
+        match &self.failed {
+            Some(failed) => Err(failed.clone()),
+            None => Ok(self.upto.is_some_and(|l| l.index >= index)),
+        }
+    }
+}
+
+/// A log position, and the wait for its entry's durability if it appended one.
+type Settling = (LogId<NodeId>, Option<PendingDurable>);
+type PendingDurable =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), LedgerError>> + Send>>;
+
 /// One shard's state machine over the node's ledger.
 pub struct StateMachine {
     shard: u32,
@@ -56,6 +86,8 @@ pub struct StateMachine {
     applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, openraft::BasicNode>,
     saved_at: Instant,
+    settling: mpsc::UnboundedSender<Settling>,
+    durable: watch::Receiver<Durable>,
 }
 
 impl StateMachine {
@@ -68,6 +100,9 @@ impl StateMachine {
     ) -> std::io::Result<Self> {
         vfs.create_dir_all(dir)?;
         let (applied, membership) = read_applied(vfs.as_ref(), dir)?.unwrap_or_default();
+        let (settling, pending) = mpsc::unbounded_channel();
+        let (published, durable) = watch::channel(Durable { upto: applied, failed: None });
+        tokio::spawn(settle(shard, pending, published));
         Ok(Self {
             shard,
             ledger,
@@ -76,12 +111,45 @@ impl StateMachine {
             applied,
             membership,
             saved_at: Instant::now(),
+            settling,
+            durable,
         })
     }
 
-    fn save(&mut self) -> Result<(), StorageError> {
+    /// How far this shard's applied entries are durable, as it changes.
+    pub fn durable(&self) -> watch::Receiver<Durable> {
+        self.durable.clone()
+    }
+
+    /// Waits until every entry up to `index` is durable.
+    async fn until_durable(&mut self, index: u64) -> Result<(), StorageError> {
+        let reached = self.durable.wait_for(|d| d.reached(index) != Ok(false)).await;
+        match reached.map(|d| d.reached(index)) {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(failed)) => {
+                Err(StorageIOError::write_state_machine(AnyError::error(failed)).into())
+            }
+            Err(_) => {
+                Err(StorageIOError::write_state_machine(AnyError::error("the settler stopped"))
+                    .into())
+            }
+        }
+    }
+
+    fn settled(
+        &self,
+        log_id: LogId<NodeId>,
+        pending: Option<PendingDurable>,
+    ) -> Result<(), StorageError> {
+        self.settling.send((log_id, pending)).map_err(|_| {
+            StorageIOError::write_state_machine(AnyError::error("the settler stopped")).into()
+        })
+    }
+
+    /// Saves `upto` (durable) as the applied position, with the membership applied last.
+    fn save(&mut self, upto: Option<LogId<NodeId>>) -> Result<(), StorageError> {
         let state = pb::AppliedState {
-            applied: self.applied.as_ref().map(wire::log_id_to),
+            applied: upto.as_ref().map(wire::log_id_to),
             membership_log_id: self.membership.log_id().as_ref().map(wire::log_id_to),
             membership: Some(wire::membership_to(self.membership.membership())),
         };
@@ -102,7 +170,9 @@ impl StateMachine {
                         Some(format!("{RESERVED_APPEND_ID_PREFIX}{}:{index}", self.shard));
                 }
                 match self.ledger.apply_append(request, Timestamp(append.now_ns)) {
-                    Ok(pending) => Ok(Applying::Append(Box::pin(pending))),
+                    Ok((entry, durable)) => {
+                        Ok(Applying::Append(entry_outcome(&entry), Box::pin(durable)))
+                    }
                     Err(e) => answer(&e).map(Applying::Done),
                 }
             }
@@ -116,13 +186,9 @@ impl StateMachine {
     }
 }
 
-type PendingAppend = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<Arc<converge_core::Entry>, LedgerError>> + Send>,
->;
-
 enum Applying {
     Done(pb::Outcome),
-    Append(PendingAppend),
+    Append(pb::Outcome, PendingDurable),
     Load(LoadRequest),
 }
 
@@ -170,26 +236,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let mut outcomes: Vec<pb::Outcome> = Vec::new();
-        let mut pending: Vec<(usize, PendingAppend)> = Vec::new();
         let mut membership_changed = false;
         for entry in entries {
-            let index = entry.log_id.index;
-            match entry.payload {
-                EntryPayload::Blank => outcomes.push(pb::Outcome::default()),
+            let (log_id, index) = (entry.log_id, entry.log_id.index);
+            let (outcome, pending) = match entry.payload {
+                EntryPayload::Blank => (pb::Outcome::default(), None),
                 EntryPayload::Membership(m) => {
-                    self.membership = StoredMembership::new(Some(entry.log_id), m);
+                    self.membership = StoredMembership::new(Some(log_id), m);
                     membership_changed = true;
-                    outcomes.push(pb::Outcome::default());
+                    (pb::Outcome::default(), None)
                 }
                 EntryPayload::Normal(command) => match self.start(index, command)? {
-                    Applying::Done(outcome) => outcomes.push(outcome),
-                    Applying::Append(future) => {
-                        pending.push((outcomes.len(), future));
-                        outcomes.push(pb::Outcome::default());
-                    }
+                    Applying::Done(outcome) => (outcome, None),
+                    Applying::Append(outcome, durable) => (outcome, Some(durable)),
                     Applying::Load(request) => {
                         // A load compares with the context as it is: appends before it first.
-                        settle(&mut pending, &mut outcomes).await?;
+                        if let Some(previous) = self.applied {
+                            self.until_durable(previous.index).await?;
+                        }
                         let outcome = match self.ledger.apply_load(request).await {
                             Ok(response) => pb::Outcome {
                                 result: Some(pb::outcome::Result::Load(
@@ -199,15 +263,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             },
                             Err(e) => answer(&e)?,
                         };
-                        outcomes.push(outcome);
+                        (outcome, None)
                     }
                 },
-            }
-            self.applied = Some(entry.log_id);
+            };
+            self.settled(log_id, pending)?;
+            outcomes.push(outcome);
+            self.applied = Some(log_id);
         }
-        settle(&mut pending, &mut outcomes).await?;
-        if membership_changed || self.saved_at.elapsed() >= SAVE_INTERVAL {
-            self.save()?;
+        if membership_changed {
+            // The membership is saved with a position that includes it.
+            if let Some(applied) = self.applied {
+                self.until_durable(applied.index).await?;
+            }
+            self.save(self.applied)?;
+        } else if self.saved_at.elapsed() >= SAVE_INTERVAL {
+            let upto = self.durable.borrow().upto;
+            // The membership saved must be the one in force at `upto`.
+            if self.membership.log_id().as_ref().map(|l| l.index) <= upto.map(|l| l.index) {
+                self.save(upto)?;
+            }
         }
         Ok(outcomes)
     }
@@ -233,18 +308,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
-/// Waits for the appends handed to the ledger, in order, and fills in their outcomes.
+/// Follows the ledger's completions of one shard's applied entries, in log order, and
+/// publishes how far they are durable. A failure stops the shard on this node.
 async fn settle(
-    pending: &mut Vec<(usize, PendingAppend)>,
-    outcomes: &mut [pb::Outcome],
-) -> Result<(), StorageError> {
-    for (at, future) in pending.drain(..) {
-        outcomes[at] = match future.await {
-            Ok(entry) => entry_outcome(&entry),
-            Err(e) => answer(&e)?,
-        };
+    shard: u32,
+    mut pending: mpsc::UnboundedReceiver<Settling>,
+    published: watch::Sender<Durable>,
+) {
+    while let Some((log_id, durable)) = pending.recv().await {
+        if let Some(durable) = durable
+            && let Err(e) = durable.await
+        {
+            tracing::error!(shard, error = %e, "an applied entry did not become durable; this shard stops on this node");
+            published.send_modify(|d| d.failed = Some(format!("shard {shard}: {e}")));
+            return;
+        }
+        published.send_modify(|d| d.upto = Some(log_id));
     }
-    Ok(())
 }
 
 /// Snapshots are never built: the log is never purged, so a new member catches up from it.

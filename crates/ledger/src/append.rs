@@ -27,19 +27,31 @@ pub(crate) async fn append(inner: &Inner, req: AppendRequest) -> Result<Arc<Entr
     }
     // Admission: bound the bytes waiting for their fsync, held until durable or failed.
     let admitted = inner.admission.admit(checked.bytes).await?;
-    enqueue(inner, checked, inner.config.clock.now(), Some(admitted))?.await
+    enqueue(inner, checked, inner.config.clock.now(), Some(admitted))?.wait().await
 }
 
 /// Validates `req` and queues it, stamped at `now`, before returning: appends queued one after
-/// another are stamped in that order. The future resolves once the entry is durable. No
-/// admission and no closing check: a replicated ledger applies what its log already holds.
+/// another are stamped in that order. Returns the entry at once (its fields are fixed when it
+/// is queued) and the wait for its durability. No admission and no closing check: a
+/// replicated ledger applies what its log already holds.
 pub(crate) fn apply(
     inner: &Inner,
     req: AppendRequest,
     now: Timestamp,
-) -> Result<impl Future<Output = Result<Arc<Entry>, LedgerError>> + Send + 'static, LedgerError> {
+) -> Result<(Arc<Entry>, impl Future<Output = Result<(), LedgerError>> + Send + 'static), LedgerError>
+{
     let checked = Checked::new(inner, req)?;
-    enqueue(inner, checked, now, None)
+    let queued = enqueue(inner, checked, now, None)?;
+    if let Some(refused) = queued.refused {
+        return Err(refused);
+    }
+    let Queued { entry, rx, .. } = queued;
+    Ok((entry, async move {
+        match rx {
+            None => Ok(()),
+            rx => settled(rx).await.map(|_| ()),
+        }
+    }))
 }
 
 /// An append request whose fields passed validation.
@@ -70,14 +82,48 @@ impl Checked {
     }
 }
 
-/// Hands the entry to its context (which stamps it at `now`) and returns the wait for its
-/// durability; `admitted` is released when it is durable or has failed.
+/// An entry handed to its context: what it is, whether it was refused (an `append_id` reused
+/// with other content), and the wait for its durability (`None` in memory mode).
+struct Queued {
+    entry: Arc<Entry>,
+    refused: Option<LedgerError>,
+    rx: Option<oneshot::Receiver<converge_storage::Result<Arc<Entry>>>>,
+}
+
+impl Queued {
+    /// The entry once durable, or why not.
+    async fn wait(self) -> Result<Arc<Entry>, LedgerError> {
+        if let Some(refused) = self.refused {
+            return Err(refused);
+        }
+        match self.rx {
+            None => Ok(self.entry),
+            rx => settled(rx).await,
+        }
+    }
+}
+
+/// Waits for an entry's completion (callers handle memory mode, which has none).
+async fn settled(
+    rx: Option<oneshot::Receiver<converge_storage::Result<Arc<Entry>>>>,
+) -> Result<Arc<Entry>, LedgerError> {
+    let Some(rx) = rx else {
+        return Err(LedgerError::Internal("no completion to wait for".into()));
+    };
+    match rx.await {
+        Ok(result) => result.map_err(errors::storage),
+        Err(_) => Err(LedgerError::Internal("the append's completion was dropped".into())),
+    }
+}
+
+/// Hands the entry to its context (which stamps it at `now`); `admitted` is released when it
+/// is durable or has failed.
 fn enqueue(
     inner: &Inner,
     checked: Checked,
     now: Timestamp,
     admitted: Option<Admitted>,
-) -> Result<impl Future<Output = Result<Arc<Entry>, LedgerError>> + Send + 'static, LedgerError> {
+) -> Result<Queued, LedgerError> {
     let Checked { context_id, key, payload, metadata, append_id, received, .. } = checked;
     let prefix = PartialContentHash::new(&context_id, &key, &payload);
     let context = inner.store.context(&context_id).map_err(errors::storage)?;
@@ -115,16 +161,5 @@ fn enqueue(
         _ => None,
     };
     let (Appended::New(entry) | Appended::Recorded(entry)) = outcome;
-    Ok(async move {
-        if let Some(refused) = refused {
-            return Err(refused);
-        }
-        let Some(rx) = rx else {
-            return Ok(entry);
-        };
-        match rx.await {
-            Ok(result) => result.map_err(errors::storage),
-            Err(_) => Err(LedgerError::Internal("the append's completion was dropped".into())),
-        }
-    })
+    Ok(Queued { entry, refused, rx })
 }

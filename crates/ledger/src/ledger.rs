@@ -132,15 +132,16 @@ impl Ledger {
     /// Applies an append that a replicated log already holds: validates it and queues it,
     /// stamped at `now` (its time is `max(now, previous + 1)`), before returning, so appends
     /// applied one after another are stamped in that order and every replica that applies the
-    /// same appends at the same times holds the same entries. The future resolves once the
-    /// entry is durable. No admission and no closing check: refusing here would make this
+    /// same appends at the same times holds the same entries. Returns the entry at once (its
+    /// fields are fixed when it is queued; readers see it once it is durable) and the wait for
+    /// its durability. No admission and no closing check: refusing here would make this
     /// replica differ from the others.
     pub fn apply_append(
         &self,
         request: AppendRequest,
         now: converge_core::Timestamp,
     ) -> Result<
-        impl std::future::Future<Output = Result<Arc<Entry>, LedgerError>> + Send + 'static,
+        (Arc<Entry>, impl std::future::Future<Output = Result<(), LedgerError>> + Send + 'static),
         LedgerError,
     > {
         append::apply(&self.inner, request, now)

@@ -51,7 +51,20 @@ fn main() -> ExitCode {
     }
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
-    let report = runtime.block_on(cluster::run(config));
+    // Interrupted, the run is dropped: its nodes are killed and its namespaces removed.
+    let report = runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("a SIGTERM handler");
+        tokio::select! {
+            report = cluster::run(config) => Some(report),
+            _ = tokio::signal::ctrl_c() => None,
+            _ = term.recv() => None,
+        }
+    });
+    let Some(report) = report else {
+        eprintln!("cluster faults: interrupted; nodes stopped, namespaces removed");
+        return ExitCode::from(130);
+    };
     println!("{}", report.summary());
     if report.verdict.violations.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

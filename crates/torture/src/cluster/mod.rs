@@ -307,12 +307,23 @@ impl Nemesis<'_> {
                 self.nodes.await_member(f, Duration::from_secs(120)).await;
             }
             Fault::AddNodeRemoveLeader => {
-                let Some(new) = (0..self.nodes.slots.len())
-                    .find(|i| self.nodes.slots[*i].id.is_none() && !self.nodes.slots[*i].retired)
-                else {
+                // A slot never used, or one whose node was removed (wiped: a new node there).
+                let free = |retired: bool| {
+                    (0..self.nodes.slots.len()).find(|i| {
+                        let slot = &self.nodes.slots[*i];
+                        slot.id.is_some() == retired
+                            && slot.retired == retired
+                            && !self.nodes.up(*i)
+                    })
+                };
+                let Some(new) = free(false).or_else(|| free(true)) else {
                     eprintln!("cluster faults: no free slot to add a node; skipping");
                     return;
                 };
+                if self.nodes.slots[new].retired {
+                    self.nodes.wipe(new);
+                    self.nodes.slots[new].retired = false;
+                }
                 let seed = self.nodes.slots[followers[0]].addr.to_string();
                 self.nodes.start(new, &Start::JoinVia(seed));
                 self.nodes.await_member(new, Duration::from_secs(120)).await;
