@@ -113,6 +113,28 @@ impl Cluster {
         }
     }
 
+    /// Removes `node` from `shard` on the shard's leader (here, or sent there).
+    async fn remove_via_leader(&self, shard: u32, node: NodeId) -> Result<(), Status> {
+        self.on_leader(
+            shard,
+            |shard| {
+                Change::Remove(pb::RemoveRequest {
+                    node,
+                    shard: Some(shard),
+                    you_are_removed: false,
+                })
+            },
+            || self.remove_from_shard(shard, node),
+        )
+        .await
+    }
+
+    /// This node was removed: from now on it refuses client calls.
+    fn mark_removed(&self) {
+        self.inner.removed.store(true, std::sync::atomic::Ordering::SeqCst);
+        tracing::warn!("this node was removed from the cluster; refusing client calls");
+    }
+
     /// Runs `change` on `shard`'s leader: here if this node leads it, else sent there.
     async fn on_leader<F, Fut>(
         &self,
@@ -238,27 +260,14 @@ impl Peer for Cluster {
         let request = request.into_inner();
         if request.you_are_removed {
             if request.node == self.inner.id {
-                self.inner.removed.store(true, std::sync::atomic::Ordering::SeqCst);
-                tracing::warn!("this node was removed from the cluster; refusing client calls");
+                self.mark_removed();
             }
             return Ok(Response::new(pb::RemoveResponse {}));
         }
         let shard = request
             .shard
             .ok_or_else(|| Status::invalid_argument("a peer removal names its shard"))?;
-        let node = request.node;
-        self.on_leader(
-            shard,
-            |shard| {
-                Change::Remove(pb::RemoveRequest {
-                    node,
-                    shard: Some(shard),
-                    you_are_removed: false,
-                })
-            },
-            || self.remove_from_shard(shard, node),
-        )
-        .await?;
+        self.remove_via_leader(shard, request.node).await?;
         Ok(Response::new(pb::RemoveResponse {}))
     }
 
@@ -296,21 +305,10 @@ impl Admin for Cluster {
         // The removed node's address, to tell it afterwards.
         let address = self.address_of(0, node);
         for shard in 0..self.shard_count() {
-            self.on_leader(
-                shard,
-                |shard| {
-                    Change::Remove(pb::RemoveRequest {
-                        node,
-                        shard: Some(shard),
-                        you_are_removed: false,
-                    })
-                },
-                || self.remove_from_shard(shard, node),
-            )
-            .await?;
+            self.remove_via_leader(shard, node).await?;
         }
         if node == self.inner.id {
-            self.inner.removed.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.mark_removed();
         } else if let Some(address) = address
             && let Ok(mut client) = self.inner.peers.client(&address)
         {
