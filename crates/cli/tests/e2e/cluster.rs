@@ -365,7 +365,19 @@ async fn a_client_given_several_servers_moves_on_when_one_is_unavailable() {
     assert_eq!(watch.next().await.unwrap().unwrap().sequence(), first.sequence());
     // The node it talks to (the second) dies: appends and the watch go on on the third.
     nodes[1].kill9();
-    let second = client.append(AppendRequest::new("feed", "k", "2")).await.unwrap();
+    // If the dead node led the shard, the survivors elect a new leader first; under a loaded
+    // test run that can outlast the client's own rounds, so the same append is sent again.
+    let request = AppendRequest::new("feed", "k", "2").with_append_id("feed-2");
+    let started = Instant::now();
+    let second = loop {
+        match client.append(request.clone()).await {
+            Ok(entry) => break entry,
+            Err(LedgerError::Unavailable(why)) if started.elapsed() < Duration::from_secs(30) => {
+                eprintln!("append after the kill: {why}; again");
+            }
+            Err(e) => panic!("the append after the kill failed: {e}"),
+        }
+    };
     assert_eq!(second.sequence().0, 2);
     let next = tokio::time::timeout(Duration::from_secs(30), watch.next())
         .await
