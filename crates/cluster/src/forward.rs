@@ -2,22 +2,19 @@
 //! once the node that answers has applied them (CONTRACT §5).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use converge_api::LedgerError;
 use converge_proto::cluster as pb;
 use converge_proto::status;
-use openraft::error::{ClientWriteError, RaftError};
 
 use crate::node::Cluster;
+use crate::propose;
 use crate::types::{NodeId, node_name};
 
 /// How long a write may look for a leader (an election takes about a second) before it
 /// fails with `UNAVAILABLE`.
 const LEADER_WAIT_MAX: Duration = Duration::from_secs(5);
-/// How long a leader waits for a proposal to commit (a leader cut off from its majority cannot
-/// commit; the write then fails with `UNAVAILABLE` and is not acknowledged).
-const COMMIT_WAIT_MAX: Duration = Duration::from_secs(5);
 /// How long the answering node waits to apply what the leader committed.
 const APPLY_WAIT_MAX: Duration = Duration::from_secs(30);
 /// A forwarded write's deadline.
@@ -109,35 +106,13 @@ impl Cluster {
         }
     }
 
-    /// Proposes `command` on this node, which must lead its shard; the leader stamps the time.
-    pub(crate) async fn propose(
-        &self,
-        mut command: pb::Command,
-    ) -> Result<pb::Outcome, tonic::Status> {
-        if let Some(pb::command::Op::Append(append)) = &mut command.op {
-            append.now_ns = now_ns();
-        }
+    /// Proposes `command` on this node, which must lead its shard: an append with whatever
+    /// other appends are waiting for the shard (see [`crate::propose`]), anything else alone.
+    pub(crate) async fn propose(&self, command: pb::Command) -> Result<pb::Outcome, tonic::Status> {
         let shard = command.shard;
-        let raft = self.raft(shard)?;
-        let Ok(written) = tokio::time::timeout(COMMIT_WAIT_MAX, raft.client_write(command)).await
-        else {
-            return Err(tonic::Status::unavailable(format!(
-                "shard {shard}: not committed within {COMMIT_WAIT_MAX:?} (is a majority of its voters reachable?); not acknowledged, retry with the same append_id"
-            )));
-        };
-        match written {
-            Ok(response) => {
-                let mut outcome = response.data;
-                outcome.log_index = response.log_id.index;
-                Ok(outcome)
-            }
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(tonic::Status::unavailable(format!(
-                    "this node does not lead the shard (leader: {})",
-                    f.leader_id.map_or_else(|| "unknown".into(), node_name)
-                )))
-            }
-            Err(e) => Err(raft_status(&e)),
+        match command.op {
+            Some(pb::command::Op::Append(append)) => self.proposer(shard)?.append(append).await,
+            op => propose::propose(shard, self.raft(shard)?, pb::Command { shard, op }).await,
         }
     }
 
@@ -214,10 +189,4 @@ impl Cluster {
             .await
             .is_ok()
     }
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }

@@ -4,6 +4,7 @@
 //! - [`types`]: openraft's type configuration and the context-to-shard mapping.
 //! - [`log_store`]: one shard's Raft log and vote on disk.
 //! - [`state_machine`]: applying committed commands to the ledger, deterministically.
+//! - `propose`: proposing on a shard's leader; appends proposed together ride one entry.
 //! - [`network`] and `peer`: the internal gRPC service between nodes, both ends.
 //! - [`Cluster`]: a node's shards, started, joined, serving the same [`LedgerApi`] as the
 //!   embedded ledger (writes through Raft, forwarded to the leader; reads from applied state).
@@ -25,6 +26,7 @@ mod metrics;
 pub mod network;
 mod node;
 mod peer;
+mod propose;
 pub mod state_machine;
 pub mod types;
 mod wire;

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use converge_ledger::Ledger;
 use converge_proto::cluster as pb;
-use converge_storage::vfs::{RealFs, Vfs};
+use converge_storage::vfs::Vfs;
 use openraft::{BasicNode, ChangeMembers, Config, ServerState, SnapshotPolicy};
 use tracing::{info, warn};
 
 use crate::log_store::LogStore;
 use crate::network::{Network, Peers};
+use crate::propose::Proposer;
 use crate::state_machine::StateMachine;
 use crate::types::{NodeId, Raft, node_name};
 
@@ -99,7 +100,10 @@ impl Membership {
         if !vfs.exists(&path)? {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(&path)?;
+        let file = vfs.open(&path, converge_storage::vfs::OpenMode::Existing)?;
+        let mut bytes = vec![0; usize::try_from(file.len()?).map_err(std::io::Error::other)?];
+        file.read_exact_at(&mut bytes, 0)?;
+        let text = String::from_utf8_lossy(&bytes);
         let field = |name: &str| {
             text.lines()
                 .find_map(|line| line.strip_prefix(name)?.trim().parse::<u32>().ok())
@@ -135,6 +139,8 @@ pub(crate) struct Inner {
     pub(crate) address: String,
     pub(crate) ledger: Ledger,
     pub(crate) shards: Vec<Raft>,
+    /// Per shard: the group commit of appends proposed here while this node leads it.
+    pub(crate) proposers: Vec<Proposer>,
     /// Per shard: how far its applied entries are durable here (a write is answered once
     /// this node's durable position has reached it).
     pub(crate) durable: Vec<tokio::sync::watch::Receiver<crate::state_machine::Durable>>,
@@ -159,7 +165,8 @@ impl Cluster {
             ClusterError::Config("a cluster node needs a data directory (disk mode)".into())
         })?;
         let id = node_id(&identity.id);
-        let vfs = RealFs::shared();
+        // The Raft files live on the ledger's disk, beside its own.
+        let vfs = Arc::clone(&ledger.store().config().vfs);
         let peers = Peers::new(config.peer_token.clone());
         let recorded = Membership::read(vfs.as_ref(), &config.data_dir)?;
         let membership = match (&config.start, recorded) {
@@ -213,11 +220,16 @@ impl Cluster {
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
             shards.push(raft);
         }
+        let proposers = (0..membership.shards)
+            .zip(&shards)
+            .map(|(shard, raft)| Proposer::start(shard, raft.clone()))
+            .collect();
         let inner = Arc::new(Inner {
             id,
             address: config.advertise.clone(),
             ledger,
             shards,
+            proposers,
             durable,
             voters_wanted: membership.voters,
             peers,
@@ -337,6 +349,16 @@ impl Cluster {
             tonic::Status::invalid_argument(format!(
                 "shard {shard} does not exist (the cluster has {})",
                 self.inner.shards.len()
+            ))
+        })
+    }
+
+    /// The group commit of `shard` on this node.
+    pub(crate) fn proposer(&self, shard: u32) -> Result<&Proposer, tonic::Status> {
+        usize::try_from(shard).ok().and_then(|s| self.inner.proposers.get(s)).ok_or_else(|| {
+            tonic::Status::invalid_argument(format!(
+                "shard {shard} does not exist (the cluster has {})",
+                self.inner.proposers.len()
             ))
         })
     }

@@ -11,7 +11,7 @@
 //!   shard here rather than let this replica differ.
 //! - **Idempotent.** After a restart openraft applies again everything after the last applied
 //!   position this node saved, some of which the ledger already holds. Every append carries an
-//!   `append_id` (the client's, or `raft:SHARD:INDEX` from its log position), so applying it
+//!   `append_id` (the client's, or `raft:SHARD:INDEX[:K]` from its log position), so applying it
 //!   again returns the entry it made the first time; a load of what the context already holds
 //!   adds nothing. The saved position is written only after the ledger made everything before
 //!   it durable, so it is never ahead of the ledger.
@@ -163,18 +163,35 @@ impl StateMachine {
     fn start(&self, index: u64, command: pb::Command) -> Result<Applying, StorageError> {
         match command.op {
             Some(pb::command::Op::Append(append)) => {
-                let mut request =
-                    convert::append_request_from_wire(append.request.unwrap_or_default());
-                if request.append_id.as_deref().is_none_or(str::is_empty) {
-                    request.append_id =
-                        Some(format!("{RESERVED_APPEND_ID_PREFIX}{}:{index}", self.shard));
+                let default_id = || format!("{RESERVED_APPEND_ID_PREFIX}{}:{index}", self.shard);
+                Ok(match self.append(append, default_id)? {
+                    (outcome, Some(durable)) => Applying::Append(outcome, durable),
+                    (outcome, None) => Applying::Done(outcome),
+                })
+            }
+            Some(pb::command::Op::Appends(batch)) => {
+                let mut outcomes = Vec::with_capacity(batch.appends.len());
+                let mut pending = Vec::with_capacity(batch.appends.len());
+                for (k, append) in batch.appends.into_iter().enumerate() {
+                    let default_id =
+                        || format!("{RESERVED_APPEND_ID_PREFIX}{}:{index}:{k}", self.shard);
+                    let (outcome, durable) = self.append(append, default_id)?;
+                    outcomes.push(outcome);
+                    pending.extend(durable);
                 }
-                match self.ledger.apply_append(request, Timestamp(append.now_ns)) {
-                    Ok((entry, durable)) => {
-                        Ok(Applying::Append(entry_outcome(&entry), Box::pin(durable)))
+                let outcome = pb::Outcome {
+                    result: Some(pb::outcome::Result::Outcomes(pb::Outcomes { outcomes })),
+                    log_index: 0,
+                };
+                let durable: PendingDurable = Box::pin(async move {
+                    // The ledger completes in order: the last is durable when all are, but
+                    // each may carry its own failure.
+                    for durable in pending {
+                        durable.await?;
                     }
-                    Err(e) => answer(&e).map(Applying::Done),
-                }
+                    Ok(())
+                });
+                Ok(Applying::Append(outcome, durable))
             }
             Some(pb::command::Op::Load(load)) => {
                 Ok(Applying::Load(convert::load_request_from_wire(load)))
@@ -182,6 +199,23 @@ impl StateMachine {
             None => Ok(Applying::Done(failure(&LedgerError::InvalidArgument(
                 "a command with no operation".into(),
             )))),
+        }
+    }
+
+    /// Applies one append (`default_id` if it came without an `append_id`): its outcome, and
+    /// the wait for its durability if it appended.
+    fn append(
+        &self,
+        append: pb::AppendCommand,
+        default_id: impl FnOnce() -> String,
+    ) -> Result<(pb::Outcome, Option<PendingDurable>), StorageError> {
+        let mut request = convert::append_request_from_wire(append.request.unwrap_or_default());
+        if request.append_id.as_deref().is_none_or(str::is_empty) {
+            request.append_id = Some(default_id());
+        }
+        match self.ledger.apply_append(request, Timestamp(append.now_ns)) {
+            Ok((entry, durable)) => Ok((entry_outcome(&entry), Some(Box::pin(durable)))),
+            Err(e) => Ok((answer(&e)?, None)),
         }
     }
 }
