@@ -1,0 +1,459 @@
+//! A simulated power cut on a follower (the one fault the process-level suite cannot make:
+//! `kill -9` keeps the page cache). Three nodes run in this process, each on its own
+//! simulated disk, talking gRPC over loopback. Appends go on through the other two while the
+//! third loses power again and again, under every pattern a cut can leave unsynced writes in,
+//! and comes back on what its disk kept. The ledger's and the Raft log's writes both go
+//! through the disk, so a cut can lose the tail of either.
+//!
+//! A cut must look like one from outside: from the instant of the cut the node sends nothing
+//! (every read and write on its connections fails from then on, and the connections die), so
+//! nothing it acknowledged can be missing from the disk it comes back with.
+//!
+//! At each cut, the node's Raft log as the cut left it must hold every entry the leader had
+//! its acknowledgement for. Then, once the cluster has settled, every node must hold byte-identical entries and equal
+//! tree heads, gap-free; every acknowledged append must be there at the sequence it was
+//! acknowledged with; no append may be there twice.
+//!
+//! `CONVERGE_POWER_CUT_MINUTES=N cargo test -p converge-cluster --release --test power_cut --
+//! --ignored` runs cuts for N minutes (seed from `CONVERGE_POWER_CUT_SEED`, printed).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use converge_api::{AppendRequest, GetRequest, LedgerApi as _};
+use converge_cluster::log_store::LogStore;
+use converge_cluster::{Cluster, ClusterConfig, Start, Timing};
+use converge_ledger::{Ledger, LedgerConfig};
+use converge_storage::StoreConfig;
+use converge_storage::vfs::sim::{CrashPattern, Rng, SimDisk};
+use converge_storage::vfs::{OpenMode, Vfs};
+use futures_util::StreamExt as _;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tonic::transport::server::{Connected, TcpIncoming};
+
+const CONTEXTS: usize = 6;
+const APPENDERS: usize = 6;
+
+/// A connection of a node's that works only while the node has power: from the cut on, every
+/// read and write fails, so the connection dies as it would with the machine (a peer then
+/// connects again, to whatever listens on the address next).
+struct Powered {
+    stream: tokio::net::TcpStream,
+    on: Arc<AtomicBool>,
+}
+
+impl Powered {
+    fn check(&self) -> std::io::Result<()> {
+        if self.on.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "the power is off"))
+        }
+    }
+}
+
+impl Connected for Powered {
+    type ConnectInfo = ();
+    fn connect_info(&self) {}
+}
+
+impl AsyncRead for Powered {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.check()?;
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Powered {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.check()?;
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.check()?;
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// One node of the cluster, on its own simulated disk.
+struct Node {
+    cluster: Cluster,
+    ledger: Ledger,
+    disk: SimDisk,
+    dir: PathBuf,
+    address: String,
+    power: Arc<AtomicBool>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+fn timing() -> Timing {
+    Timing {
+        heartbeat: Duration::from_millis(50),
+        election_min: Duration::from_millis(300),
+        election_max: Duration::from_millis(600),
+    }
+}
+
+impl Node {
+    async fn start(disk: SimDisk, dir: PathBuf, address: Option<String>, start: Start) -> Self {
+        let listener = tokio::net::TcpListener::bind(address.as_deref().unwrap_or("127.0.0.1:0"))
+            .await
+            .expect("bind a loopback port");
+        let address = listener.local_addr().expect("a bound address").to_string();
+        let storage = StoreConfig {
+            vfs: Arc::new(disk.clone()),
+            // The index is on the real disk, written only by checkpoints: none are taken, so
+            // every incarnation rebuilds it from the log on its simulated disk.
+            checkpoint_interval: Duration::from_secs(24 * 3600),
+            checkpoint_bytes: u64::MAX,
+            ..StoreConfig::disk(&dir)
+        };
+        let ledger = Ledger::open(LedgerConfig::with_storage(storage)).expect("open the ledger");
+        let config = ClusterConfig {
+            data_dir: dir.clone(),
+            advertise: address.clone(),
+            start,
+            peer_token: None,
+            timing: timing(),
+        };
+        let cluster = Cluster::start(ledger.clone(), config).await.expect("start the node");
+        let power = Arc::new(AtomicBool::new(true));
+        let on = Arc::clone(&power);
+        let incoming = TcpIncoming::from(listener)
+            .map(move |stream| stream.map(|stream| Powered { stream, on: Arc::clone(&on) }));
+        let service = cluster.peer_service();
+        let server = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming)
+                .await;
+        });
+        Self { cluster, ledger, disk, dir, address, power, server }
+    }
+
+    /// Cuts the power: from now on nothing leaves the node, and the disk is what it would be
+    /// after a cut now, under `pattern`. Returns that disk.
+    async fn cut(self, rng: &mut Rng, pattern: CrashPattern) -> (SimDisk, PathBuf, String) {
+        self.power.store(false, Ordering::SeqCst);
+        let kept = self.disk.with_cut_point(|at| at.crash(rng, pattern));
+        self.server.abort();
+        let _ = self.server.await;
+        self.cluster.shutdown().await;
+        // Whatever closing writes goes to the old disk, which is gone.
+        let _ = self.ledger.close().await;
+        (kept, self.dir, self.address)
+    }
+
+    /// Whether this node votes in every shard.
+    async fn is_voter(&self) -> bool {
+        let status = self.cluster.status().await;
+        !status.shards.is_empty()
+            && status.shards.iter().all(|s| s.role == "follower" || s.role == "leader")
+    }
+}
+
+/// Copies the tree `from` to `to` on `disk` (a node comes back in a new directory: its index
+/// lives on the real disk, and starts empty there).
+fn copy_tree(disk: &SimDisk, from: &Path, to: &Path) -> std::io::Result<()> {
+    disk.create_dir_all(to)?;
+    for name in disk.list(from)? {
+        if name == "index" {
+            continue;
+        }
+        let (source, target) = (from.join(&name), to.join(&name));
+        if disk.list(&source).is_ok() {
+            copy_tree(disk, &source, &target)?;
+        } else {
+            let bytes = disk.read_file(&source)?;
+            let file = disk.open(&target, OpenMode::CreateTruncate)?;
+            file.write_all_at(&bytes, 0)?;
+            file.sync_all()?;
+        }
+    }
+    disk.sync_dir(to)
+}
+
+/// What the appenders saw acknowledged: per context, sequence → payload.
+type Acked = Arc<Mutex<BTreeMap<String, BTreeMap<u64, Vec<u8>>>>>;
+
+/// Appends through `nodes` until `stop`, each append retried with its `append_id` on the
+/// other node when one fails.
+fn appenders(
+    nodes: &[Cluster],
+    stop: &Arc<AtomicBool>,
+    acked: &Acked,
+) -> Vec<tokio::task::JoinHandle<u64>> {
+    (0..APPENDERS)
+        .map(|task| {
+            let (nodes, stop, acked) = (nodes.to_vec(), Arc::clone(stop), Arc::clone(acked));
+            tokio::spawn(async move {
+                let mut done = 0;
+                let mut n = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    n += 1;
+                    let context =
+                        format!("ctx-{}", (task + usize::try_from(n).unwrap_or(0)) % CONTEXTS);
+                    let id = format!("appender-{task}-{n}");
+                    let payload = format!("{id} {}", "x".repeat(200)).into_bytes();
+                    let request = AppendRequest::new(context.clone(), "fact", payload.clone())
+                        .with_append_id(id);
+                    let started = Instant::now();
+                    let mut attempt = 0usize;
+                    while started.elapsed() < Duration::from_secs(20) {
+                        let node = &nodes[(task + attempt) % nodes.len()];
+                        attempt += 1;
+                        if let Ok(entry) = node.append(request.clone()).await {
+                            acked
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .entry(context.clone())
+                                .or_default()
+                                .insert(entry.sequence().0, payload.clone());
+                            done += 1;
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                done
+            })
+        })
+        .collect()
+}
+
+/// Every context as each node holds it, once all three agree (or the last look after 60 s).
+async fn settled(nodes: &[&Node]) -> Vec<BTreeMap<String, Vec<Arc<converge_core::Entry>>>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut views = Vec::new();
+        for node in nodes {
+            let mut view = BTreeMap::new();
+            for c in 0..CONTEXTS {
+                let context = format!("ctx-{c}");
+                let entries = node
+                    .ledger
+                    .get(GetRequest::all(context.clone()))
+                    .await
+                    .map(|r| r.entries)
+                    .unwrap_or_default();
+                view.insert(context, entries);
+            }
+            views.push(view);
+        }
+        if views.windows(2).all(|w| w[0] == w[1]) || Instant::now() > deadline {
+            return views;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Runs `cuts` power cuts (or cuts for `minutes`) with `seed`; panics on the first violation.
+async fn run(seed: u64, cuts: Option<usize>, minutes: Option<u64>) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    println!("power cut on a follower: seed {seed}");
+    let mut rng = Rng::new(seed);
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let disks: Vec<SimDisk> = (0..3).map(|_| SimDisk::new()).collect();
+    let first = Node::start(
+        disks[0].clone(),
+        work.path().join("node1"),
+        None,
+        Start::Bootstrap { shards: 2, voters: 3 },
+    )
+    .await;
+    let seeds = vec![first.address.clone()];
+    let second =
+        Node::start(disks[1].clone(), work.path().join("node2"), None, Start::Join(seeds.clone()))
+            .await;
+    let mut third =
+        Node::start(disks[2].clone(), work.path().join("node3-0"), None, Start::Join(seeds)).await;
+    let joined = Instant::now();
+    while !(third.is_voter().await && second.is_voter().await) {
+        assert!(joined.elapsed() < Duration::from_secs(60), "nodes 2 and 3 did not become voters");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Acked = Arc::default();
+    let workers = appenders(&[first.cluster.clone(), second.cluster.clone()], &stop, &acked);
+    let until = minutes.map(|m| Instant::now() + Duration::from_secs(m * 60));
+    let mut made = 0usize;
+    loop {
+        let more = match (cuts, until) {
+            (Some(n), _) => made < n,
+            (None, Some(until)) => Instant::now() < until,
+            (None, None) => false,
+        };
+        if !more {
+            break;
+        }
+        // Let it run, then cut at a random moment under load.
+        tokio::time::sleep(Duration::from_millis(300 + rng.below(1200))).await;
+        let pattern = CrashPattern::ALL[made % CrashPattern::ALL.len()];
+        made += 1;
+        third = cut_and_restart(
+            third,
+            &first,
+            &mut rng,
+            pattern,
+            &work.path().join(format!("node3-{made}")),
+        )
+        .await;
+        println!("cut {made}: {pattern:?}, back up");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut appended = 0;
+    for worker in workers {
+        appended += worker.await.expect("an appender panicked");
+    }
+    assert!(appended > 0, "no append was acknowledged");
+
+    let views = check(&[&first, &second, &third], &acked).await;
+    println!(
+        "{made} cuts, {appended} acknowledged appends, all on every node: {} entries in {} contexts",
+        views[0].values().map(Vec::len).sum::<usize>(),
+        views[0].len()
+    );
+}
+
+/// Cuts `third`'s power under `pattern`, checks its Raft log kept what it acknowledged to the
+/// leader `first`, and brings it back up in `next` on what its disk kept.
+async fn cut_and_restart(
+    third: Node,
+    first: &Node,
+    rng: &mut Rng,
+    pattern: CrashPattern,
+    next: &Path,
+) -> Node {
+    let id = third.cluster.id();
+    let (disk, dir, address) = third.cut(rng, pattern).await;
+    // What the leader had from it when the power went: it acknowledged those entries, so
+    // they must be on the disk it comes back with.
+    let acknowledged = first.cluster.status().await.shards;
+    copy_tree(&disk, &dir, next).expect("copy the node's files to its new directory");
+    for shard in &acknowledged {
+        let matched = shard.peers.iter().find(|p| p.node == id).and_then(|p| p.matched);
+        let log = LogStore::open(
+            Arc::new(disk.clone()),
+            &next.join("raft").join(format!("shard-{}", shard.shard)),
+            id,
+        )
+        .expect("open the cut node's Raft log");
+        assert!(
+            log.last_index() >= matched,
+            "{pattern:?} cut, shard {}: the node acknowledged entries up to {matched:?} but its log holds up to {:?} after the cut",
+            shard.shard,
+            log.last_index()
+        );
+    }
+    // Dark for a while, as a machine that lost power is.
+    tokio::time::sleep(Duration::from_millis(rng.below(800))).await;
+    Node::start(disk, next.to_path_buf(), Some(address), Start::Restart).await
+}
+
+/// Once the nodes agree (or after 60 s), checks what they hold against what was
+/// acknowledged; returns each node's view.
+async fn check(
+    nodes: &[&Node],
+    acked: &Acked,
+) -> Vec<BTreeMap<String, Vec<Arc<converge_core::Entry>>>> {
+    let views = settled(nodes).await;
+    if views.windows(2).any(|w| w[0] != w[1]) {
+        for node in nodes {
+            println!(
+                "{} ready {}: {:?}",
+                node.address,
+                node.cluster.ready(),
+                node.cluster.status().await.shards
+            );
+        }
+    }
+    for (n, view) in views.iter().enumerate().skip(1) {
+        for (context, entries) in view {
+            assert!(
+                entries == &views[0][context],
+                "node {} holds {} entries of {context}, node 1 {}: the replicas differ",
+                n + 1,
+                entries.len(),
+                views[0][context].len()
+            );
+        }
+    }
+    let acked = acked.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    for (context, entries) in &views[0] {
+        let mut payloads = std::collections::BTreeSet::new();
+        for (i, entry) in entries.iter().enumerate() {
+            assert_eq!(entry.sequence().0, i as u64 + 1, "{context} has a gap");
+            assert!(
+                payloads.insert(entry.payload().clone()),
+                "{context}: an append is there twice"
+            );
+        }
+        for (seq, payload) in acked.get(context).into_iter().flatten() {
+            let held = entries.get(usize::try_from(*seq - 1).expect("fits")).map(|e| e.payload());
+            assert!(
+                held.is_some_and(|p| p.as_ref() == payload.as_slice()),
+                "{context}: the append acknowledged at {seq} is lost or moved"
+            );
+        }
+        let heads: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                let ledger = n.ledger.clone();
+                let context = context.clone();
+                async move { ledger.tree_head(&context).await.ok() }
+            })
+            .collect();
+        let mut roots = Vec::new();
+        for head in heads {
+            roots.push(head.await.map(|h| (h.tree_size, h.root_hash)));
+        }
+        assert!(roots.windows(2).all(|w| w[0] == w[1]), "{context}: tree heads differ: {roots:?}");
+    }
+    views
+}
+
+fn seed() -> u64 {
+    std::env::var("CONVERGE_POWER_CUT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(
+        || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_secs())
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_that_loses_power_comes_back_with_everything_it_acknowledged() {
+    run(seed(), Some(8), None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "long mode: CONVERGE_POWER_CUT_MINUTES=N"]
+async fn power_cuts_for_minutes() {
+    let minutes =
+        std::env::var("CONVERGE_POWER_CUT_MINUTES").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    run(seed(), None, Some(minutes)).await;
+}
