@@ -203,6 +203,11 @@ pub struct ClusterArgs {
     /// The token this node presents to its peers (role `peer`), when they require tokens.
     #[arg(long, env = "CONVERGE_LEDGER_PEER_TOKEN", hide_env_values = true)]
     pub peer_token: Option<String>,
+    /// With TLS: the CA (PEM) that signed the cluster's node certificates. Nodes reach each
+    /// other over TLS, verify the peer's certificate for the address it advertises, and
+    /// present their own (--tls-cert) to peers that require client certificates.
+    #[arg(long, env = "CONVERGE_LEDGER_PEER_CA", value_name = "FILE")]
+    pub peer_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]

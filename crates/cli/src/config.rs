@@ -171,11 +171,8 @@ fn validate(config: &ServeConfig) -> anyhow::Result<()> {
             "a cluster node keeps its Raft log on disk: --bootstrap and --join need --storage disk"
         );
     }
-    if clustered && config.tls_cert.is_some() {
-        bail!(
-            "cluster nodes do not speak TLS to each other yet, so --tls-cert cannot be used with --bootstrap or --join; \
-             run the cluster on a private network (its peers still present --peer-token when --tokens is set)"
-        );
+    if config.cluster.peer_ca.is_some() && config.tls_cert.is_none() {
+        bail!("--peer-ca is for nodes that serve TLS: add --tls-cert and --tls-key");
     }
     let secured = config.tls_cert.is_some() && config.tokens.is_some();
     if !config.listen.ip().is_loopback() && !secured && !config.insecure {

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use converge_ledger::{Durability, Ledger, LedgerConfig, StoreConfig};
 use std::sync::Arc;
 
-use converge_cluster::{Cluster, ClusterConfig, Start, Timing};
+use converge_cluster::{Cluster, ClusterConfig, PeerTls, Start, Timing};
 use converge_server::auth::TokenStore;
 use converge_server::limits::HANDSHAKE_TIMEOUT;
 use converge_server::run::Replication;
@@ -96,6 +96,7 @@ async fn serve_cluster(
     listeners: Listeners,
     security: Security,
 ) -> anyhow::Result<()> {
+    let peer_tls = peer_tls(config)?;
     let cluster = Cluster::start(
         ledger.clone(),
         ClusterConfig {
@@ -103,6 +104,7 @@ async fn serve_cluster(
             advertise,
             start,
             peer_token: config.cluster.peer_token.clone(),
+            peer_tls,
             timing: Timing::default(),
         },
     )
@@ -138,6 +140,22 @@ async fn serve_cluster(
     )
     .await?;
     Ok(())
+}
+
+/// How this node speaks TLS to its peers: not at all without TLS; with TLS, trusting
+/// `--peer-ca` and presenting its own certificate.
+fn peer_tls(config: &ServeConfig) -> anyhow::Result<Option<PeerTls>> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else { return Ok(None) };
+    let Some(ca) = &config.cluster.peer_ca else {
+        anyhow::bail!(
+            "a cluster node that serves TLS reaches its peers over TLS too: add --peer-ca FILE, \
+             the CA (PEM) that signed the nodes' certificates"
+        );
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    Ok(Some(PeerTls { ca_pem: read(ca)?, identity: Some((read(cert)?, read(key)?)) }))
 }
 
 /// How the node starts: alone (`None`), or as a cluster node bootstrapping, joining, or

@@ -31,5 +31,6 @@ pub mod state_machine;
 pub mod types;
 mod wire;
 
+pub use network::PeerTls;
 pub use node::{Cluster, ClusterConfig, ClusterError, Start, Timing, node_id};
 pub use types::{NodeId, node_name, shard_of};

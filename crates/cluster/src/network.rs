@@ -14,7 +14,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::types::{NodeId, TypeConfig};
 use crate::wire;
@@ -22,17 +22,45 @@ use crate::wire;
 /// How long a peer connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How a node speaks TLS to its peers (when the cluster's nodes serve TLS).
+#[derive(Clone)]
+pub struct PeerTls {
+    /// The CA (PEM) that signed the nodes' certificates: a peer must present one it signed,
+    /// for the host it is reached at.
+    pub ca_pem: Vec<u8>,
+    /// This node's certificate chain and key (PEM), presented to peers that ask for a client
+    /// certificate.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for PeerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerTls")
+            .field("identity", &self.identity.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Connections to peers, by address, and the token peers present.
 #[derive(Clone, Default)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     token: Option<Arc<str>>,
+    tls: Option<ClientTlsConfig>,
 }
 
 impl Peers {
-    /// Connections that present `token` (role `peer`) if the cluster uses tokens.
-    pub fn new(token: Option<String>) -> Self {
-        Self { channels: Arc::default(), token: token.map(Arc::from) }
+    /// Connections that present `token` (role `peer`) if the cluster uses tokens, over TLS
+    /// if `tls` is given.
+    pub fn new(token: Option<String>, tls: Option<&PeerTls>) -> Self {
+        let tls = tls.map(|tls| {
+            let config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
+            match &tls.identity {
+                Some((cert, key)) => config.identity(Identity::from_pem(cert, key)),
+                None => config,
+            }
+        });
+        Self { channels: Arc::default(), token: token.map(Arc::from), tls }
     }
 
     /// A client for the peer at `address` (`host:port`); connects lazily, once per address.
@@ -41,21 +69,22 @@ impl Peers {
         let channel = if let Some(channel) = channels.get(address) {
             channel.clone()
         } else {
-            {
-                let channel = Endpoint::from_shared(format!("http://{address}"))
-                    .map_err(|e| {
-                        tonic::Status::invalid_argument(format!(
-                            "{address:?} is not a peer address: {e}"
-                        ))
-                    })?
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(1))
-                    .keep_alive_timeout(Duration::from_secs(2))
-                    .connect_lazy();
-                channels.insert(address.to_string(), channel.clone());
-                channel
+            let bad = |e: &dyn std::fmt::Display| {
+                tonic::Status::invalid_argument(format!("{address:?} is not a peer address: {e}"))
+            };
+            let scheme = if self.tls.is_some() { "https" } else { "http" };
+            let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
+                .map_err(|e| bad(&e))?
+                .connect_timeout(CONNECT_TIMEOUT)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(1))
+                .keep_alive_timeout(Duration::from_secs(2));
+            if let Some(tls) = &self.tls {
+                endpoint = endpoint.tls_config(tls.clone()).map_err(|e| bad(&e))?;
             }
+            let channel = endpoint.connect_lazy();
+            channels.insert(address.to_string(), channel.clone());
+            channel
         };
         Ok(PeerClient::new(channel)
             .max_decoding_message_size(usize::MAX)

@@ -13,7 +13,7 @@ use openraft::{BasicNode, ChangeMembers, Config, ServerState, SnapshotPolicy};
 use tracing::{info, warn};
 
 use crate::log_store::LogStore;
-use crate::network::{Network, Peers};
+use crate::network::{Network, PeerTls, Peers};
 use crate::propose::Proposer;
 use crate::state_machine::StateMachine;
 use crate::types::{NodeId, Raft, node_name};
@@ -45,6 +45,8 @@ pub struct ClusterConfig {
     pub start: Start,
     /// The token this node presents to peers (role `peer`), if the cluster uses tokens.
     pub peer_token: Option<String>,
+    /// TLS to peers, if the nodes serve TLS.
+    pub peer_tls: Option<PeerTls>,
     /// Raft timing.
     pub timing: Timing,
 }
@@ -167,7 +169,7 @@ impl Cluster {
         let id = node_id(&identity.id);
         // The Raft files live on the ledger's disk, beside its own.
         let vfs = Arc::clone(&ledger.store().config().vfs);
-        let peers = Peers::new(config.peer_token.clone());
+        let peers = Peers::new(config.peer_token.clone(), config.peer_tls.as_ref());
         let recorded = Membership::read(vfs.as_ref(), &config.data_dir)?;
         let membership = match (&config.start, recorded) {
             (_, Some(recorded)) => recorded,

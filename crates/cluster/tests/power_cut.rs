@@ -132,6 +132,7 @@ impl Node {
             advertise: address.clone(),
             start,
             peer_token: None,
+            peer_tls: None,
             timing: timing(),
         };
         let cluster = Cluster::start(ledger.clone(), config).await.expect("start the node");

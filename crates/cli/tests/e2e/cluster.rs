@@ -394,3 +394,70 @@ async fn a_client_given_several_servers_moves_on_when_one_is_unavailable() {
     let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(got["entries"].as_array().map(Vec::len), Some(2), "{got}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_that_serve_tls_speak_tls_to_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = crate::security::pki(dir.path());
+    let (cert, key, ca) = (
+        pki.server_cert.to_str().unwrap(),
+        pki.server_key.to_str().unwrap(),
+        pki.ca.to_str().unwrap(),
+    );
+    // Client certificates required: peers must present theirs too.
+    let tls = ["--tls-cert", cert, "--tls-key", key, "--client-ca", ca];
+
+    // Without --peer-ca a TLS node cannot verify its peers, and says so.
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("no-peer-ca"))
+        .args(tls)
+        .arg("--bootstrap")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--peer-ca"), "{out:?}");
+
+    let mut args = tls.to_vec();
+    args.extend(["--peer-ca", ca, "--shards", SHARDS]);
+    let first = Node::start(&dir.path().join("n1"), &[&args[..], &["--bootstrap"]].concat());
+    let seed = first.grpc.to_string();
+    let others: Vec<Node> = ["n2", "n3"]
+        .iter()
+        .map(|name| Node::start(&dir.path().join(name), &[&args[..], &["--join", &seed]].concat()))
+        .collect();
+    let identity = Some((pki.client_cert.as_path(), pki.client_key.as_path()));
+    let mut clients = Vec::new();
+    for node in std::iter::once(&first).chain(&others) {
+        clients.push(crate::security::tls_client(node, &pki.ca, identity, None).await.unwrap());
+    }
+    let started = Instant::now();
+    loop {
+        let status = clients[0].cluster_status().await.unwrap();
+        let voters = status.nodes.iter().filter(|n| n.voter).count();
+        if voters == 3 && status.shards.iter().all(|s| s.leader.is_some()) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the TLS nodes did not form a cluster of three: {status:?}; a joiner's log:\n{}",
+            others[0].log.lock().unwrap().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A write on a follower is forwarded to the leader over TLS; every node then holds it.
+    let entry = clients[2]
+        .append(AppendRequest::new("tls-ctx", "fact", b"over tls".to_vec()))
+        .await
+        .unwrap();
+    for client in &clients {
+        let mut got = Vec::new();
+        let started = Instant::now();
+        while got.is_empty() && started.elapsed() < Duration::from_secs(10) {
+            got = client.get(GetRequest::all("tls-ctx")).await.unwrap().entries;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].content_hash(), entry.content_hash());
+    }
+}

@@ -14,13 +14,13 @@ use crate::node::{BIN, Node};
 
 /// A CA, a server certificate for 127.0.0.1 and localhost, and a client certificate, as PEM
 /// files in `dir`.
-struct Pki {
-    ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-    other_ca: PathBuf,
+pub(crate) struct Pki {
+    pub(crate) ca: PathBuf,
+    pub(crate) server_cert: PathBuf,
+    pub(crate) server_key: PathBuf,
+    pub(crate) client_cert: PathBuf,
+    pub(crate) client_key: PathBuf,
+    pub(crate) other_ca: PathBuf,
 }
 
 fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
@@ -30,7 +30,7 @@ fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
 }
 
-fn pki(dir: &Path) -> Pki {
+pub(crate) fn pki(dir: &Path) -> Pki {
     let authority = ca("converge test CA");
     let write = |name: &str, text: String| {
         let path = dir.join(name);
@@ -61,7 +61,7 @@ fn s(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
-async fn tls_client(
+pub(crate) async fn tls_client(
     node: &Node,
     ca: &Path,
     identity: Option<(&Path, &Path)>,
