@@ -17,8 +17,6 @@ use crate::types::{NodeId, node_name};
 const LEADER_WAIT_MAX: Duration = Duration::from_secs(5);
 /// How long the answering node waits to apply what the leader committed.
 const APPLY_WAIT_MAX: Duration = Duration::from_secs(30);
-/// A forwarded write's deadline.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between looks for a leader.
 const RETRY_PAUSE: Duration = Duration::from_millis(25);
 
@@ -107,35 +105,45 @@ impl Cluster {
     }
 
     /// Proposes `command` on this node, which must lead its shard: an append with whatever
-    /// other appends are waiting for the shard (see [`crate::propose`]), anything else alone.
+    /// other appends are waiting for the shard (see [`crate::propose`]), anything else
+    /// (appends forwarded together, a load) as it is.
     pub(crate) async fn propose(&self, command: pb::Command) -> Result<pb::Outcome, tonic::Status> {
         let shard = command.shard;
         match command.op {
-            Some(pb::command::Op::Append(append)) => self.proposer(shard)?.append(append).await,
-            op => propose::propose(shard, self.raft(shard)?, pb::Command { shard, op }).await,
+            Some(pb::command::Op::Append(append)) => {
+                propose::of(shard, &self.inner.proposers)?.append(append).await
+            }
+            op => {
+                let command = propose::stamped(pb::Command { shard, op });
+                propose::propose(shard, self.raft(shard)?, command).await
+            }
         }
     }
 
-    /// Sends `command` to `leader`. `UNAVAILABLE` only when it was certainly not written (the
-    /// peer refused it as not the leader, or could not be reached); every append carries an
-    /// `append_id`, so sending it again is safe in any case.
+    /// Sends `command` to the shard's leader `leader`: an append with whatever other appends
+    /// are waiting to go there, anything else as it is.
     async fn forward(
         &self,
         leader: NodeId,
         command: pb::Command,
     ) -> Result<pb::Outcome, LedgerError> {
-        let address = self.address_of(command.shard, leader).ok_or_else(|| {
-            LedgerError::Unavailable(format!(
-                "the leader {} has no known address",
-                node_name(leader)
-            ))
-        })?;
-        let mut client = self.inner.peers.client(&address).map_err(|s| status::from_status(&s))?;
-        let outcome = client
-            .forward(self.inner.peers.request(command, FORWARD_TIMEOUT))
-            .await
-            .map_err(|s| status::from_status(&s))?;
-        Ok(outcome.into_inner())
+        let shard = command.shard;
+        let answer = match command.op {
+            Some(pb::command::Op::Append(append)) => {
+                match propose::of(shard, &self.inner.forwarders) {
+                    Ok(forwarder) => forwarder.append(append).await,
+                    Err(e) => Err(e),
+                }
+            }
+            op => match self.raft(shard) {
+                Ok(raft) => {
+                    let command = pb::Command { shard, op };
+                    propose::forward(shard, raft, &self.inner.peers, leader, command).await
+                }
+                Err(e) => Err(e),
+            },
+        };
+        answer.map_err(|s| status::from_status(&s))
     }
 
     pub(crate) fn address_of(&self, shard: u32, node: NodeId) -> Option<String> {

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::log_store::LogStore;
 use crate::network::{Network, PeerTls, Peers};
-use crate::propose::Proposer;
+use crate::propose::{Proposer, Route};
 use crate::state_machine::StateMachine;
 use crate::types::{NodeId, Raft, node_name};
 
@@ -141,8 +141,10 @@ pub(crate) struct Inner {
     pub(crate) address: String,
     pub(crate) ledger: Ledger,
     pub(crate) shards: Vec<Raft>,
-    /// Per shard: the group commit of appends proposed here while this node leads it.
+    /// Per shard: the group commit of appends proposed here while this node leads it...
     pub(crate) proposers: Vec<Proposer>,
+    /// ...and of appends forwarded from here to its leader.
+    pub(crate) forwarders: Vec<Proposer>,
     /// Per shard: how far its applied entries are durable here (a write is answered once
     /// this node's durable position has reached it).
     pub(crate) durable: Vec<tokio::sync::watch::Receiver<crate::state_machine::Durable>>,
@@ -224,7 +226,14 @@ impl Cluster {
         }
         let proposers = (0..membership.shards)
             .zip(&shards)
-            .map(|(shard, raft)| Proposer::start(shard, raft.clone()))
+            .map(|(shard, raft)| Proposer::start(shard, Route::Lead(raft.clone())))
+            .collect();
+        let forwarders = (0..membership.shards)
+            .zip(&shards)
+            .map(|(shard, raft)| {
+                let route = Route::Forward { raft: raft.clone(), peers: peers.clone(), me: id };
+                Proposer::start(shard, route)
+            })
             .collect();
         let inner = Arc::new(Inner {
             id,
@@ -232,6 +241,7 @@ impl Cluster {
             ledger,
             shards,
             proposers,
+            forwarders,
             durable,
             voters_wanted: membership.voters,
             peers,
@@ -351,16 +361,6 @@ impl Cluster {
             tonic::Status::invalid_argument(format!(
                 "shard {shard} does not exist (the cluster has {})",
                 self.inner.shards.len()
-            ))
-        })
-    }
-
-    /// The group commit of `shard` on this node.
-    pub(crate) fn proposer(&self, shard: u32) -> Result<&Proposer, tonic::Status> {
-        usize::try_from(shard).ok().and_then(|s| self.inner.proposers.get(s)).ok_or_else(|| {
-            tonic::Status::invalid_argument(format!(
-                "shard {shard} does not exist (the cluster has {})",
-                self.inner.proposers.len()
             ))
         })
     }

@@ -1,5 +1,5 @@
-//! Proposing on a shard's leader, and the leader's group commit: appends proposed to a shard
-//! at about the same time ride one Raft entry.
+//! Proposing on a shard's leader, and the group commit of appends: appends written to a shard
+//! at about the same time ride one Raft entry, and one forwarded call to its leader.
 //!
 //! openraft 0.9 writes each proposal to its log and waits for that fsync before it takes the
 //! next one, so one Raft entry per append would cost one fsync each on the leader, one after
@@ -7,6 +7,10 @@
 //! proposer per shard instead gathers the appends waiting for it into one entry (`Appends`),
 //! one entry in flight at a time, so the batch grows with the load and a lone append
 //! still goes at once. Applying the entry applies its appends in order, one outcome each.
+//!
+//! A node that does not lead the shard gathers the same way before it forwards: one `Forward`
+//! call carries what waited, the leader proposes it as one entry, and the outcomes come back
+//! together.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,7 +20,8 @@ use openraft::error::{ClientWriteError, RaftError};
 use prost::Message as _;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::types::{Raft, node_name};
+use crate::network::Peers;
+use crate::types::{NodeId, Raft, node_name};
 
 /// How long a leader waits for a proposal to commit (a leader cut off from its majority cannot
 /// commit; the write then fails with `UNAVAILABLE` and is not acknowledged).
@@ -29,22 +34,33 @@ const IN_FLIGHT: usize = 1;
 const BATCH_MAX: usize = 1024;
 /// ...and at most about this many bytes (an entry is sent to followers whole).
 const BATCH_BYTES_MAX: usize = 4 << 20;
+/// A forwarded write's deadline.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Appends waiting for a shard's proposer before callers wait to hand theirs over.
 const QUEUE: usize = 4096;
 
 /// The answer to one proposal: its outcome (with its log index), or why it was not written.
 type Answer = Result<pb::Outcome, tonic::Status>;
 
-/// One shard's group commit on this node (used while it leads the shard).
+/// Where a batch of appends goes.
+#[derive(Clone)]
+pub(crate) enum Route {
+    /// Proposed to the shard's Raft on this node (its leader), stamped with this node's clock.
+    Lead(Raft),
+    /// Forwarded to the shard's leader, whoever it is when the batch leaves.
+    Forward { raft: Raft, peers: Peers, me: NodeId },
+}
+
+/// One shard's group commit on this node, on one route.
 pub(crate) struct Proposer {
     waiting: mpsc::Sender<(pb::AppendCommand, oneshot::Sender<Answer>)>,
 }
 
 impl Proposer {
-    /// The proposer of `shard`, whose Raft is `raft`.
-    pub(crate) fn start(shard: u32, raft: Raft) -> Self {
+    /// The group commit of `shard` along `route`.
+    pub(crate) fn start(shard: u32, route: Route) -> Self {
         let (waiting, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(gather(shard, raft, queue));
+        tokio::spawn(gather(shard, route, queue));
         Self { waiting }
     }
 
@@ -58,10 +74,20 @@ impl Proposer {
     }
 }
 
+/// The group commit of `shard` among `batchers` (a node's proposers, or its forwarders).
+pub(crate) fn of(shard: u32, batchers: &[Proposer]) -> Result<&Proposer, tonic::Status> {
+    usize::try_from(shard).ok().and_then(|s| batchers.get(s)).ok_or_else(|| {
+        tonic::Status::invalid_argument(format!(
+            "shard {shard} does not exist (the cluster has {})",
+            batchers.len()
+        ))
+    })
+}
+
 /// Takes what is waiting, up to a batch, whenever an in-flight slot is free.
 async fn gather(
     shard: u32,
-    raft: Raft,
+    route: Route,
     mut queue: mpsc::Receiver<(pb::AppendCommand, oneshot::Sender<Answer>)>,
 ) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
@@ -75,24 +101,21 @@ async fn gather(
             bytes += next.0.encoded_len();
             batch.push(next);
         }
-        let raft = raft.clone();
+        let route = route.clone();
         tokio::spawn(async move {
-            commit(shard, &raft, batch).await;
+            commit(shard, &route, batch).await;
             drop(slot);
         });
     }
 }
 
-/// Proposes `batch` as one entry and answers each of its appends.
-async fn commit(shard: u32, raft: &Raft, batch: Vec<(pb::AppendCommand, oneshot::Sender<Answer>)>) {
-    let now = now_ns();
-    let (mut appends, answers): (Vec<_>, Vec<_>) = batch
-        .into_iter()
-        .map(|(mut append, answer)| {
-            append.now_ns = now;
-            (append, answer)
-        })
-        .unzip();
+/// Sends `batch` along `route` as one command and answers each of its appends.
+async fn commit(
+    shard: u32,
+    route: &Route,
+    batch: Vec<(pb::AppendCommand, oneshot::Sender<Answer>)>,
+) {
+    let (mut appends, answers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
     let op = match appends.pop() {
         Some(only) if appends.is_empty() => pb::command::Op::Append(only),
         Some(last) => {
@@ -101,7 +124,19 @@ async fn commit(shard: u32, raft: &Raft, batch: Vec<(pb::AppendCommand, oneshot:
         }
         None => return,
     };
-    let written = propose(shard, raft, pb::Command { shard, op: Some(op) }).await;
+    let command = pb::Command { shard, op: Some(op) };
+    let written = match route {
+        Route::Lead(raft) => propose(shard, raft, stamped(command)).await,
+        Route::Forward { raft, peers, me } => {
+            let leader = raft.metrics().borrow().current_leader;
+            match leader {
+                Some(leader) if leader != *me => forward(shard, raft, peers, leader, command).await,
+                _ => Err(tonic::Status::unavailable(format!(
+                    "shard {shard} has no other node as leader to forward to; retry"
+                ))),
+            }
+        }
+    };
     match written {
         Ok(outcome) => {
             let index = outcome.log_index;
@@ -158,8 +193,51 @@ pub(crate) async fn propose(shard: u32, raft: &Raft, command: pb::Command) -> An
     }
 }
 
+/// `command` with the leader's wall clock stamped into its appends (the entries' times are
+/// computed from it, the same on every replica).
+pub(crate) fn stamped(mut command: pb::Command) -> pb::Command {
+    let now = now_ns();
+    match &mut command.op {
+        Some(pb::command::Op::Append(append)) => append.now_ns = now,
+        Some(pb::command::Op::Appends(batch)) => {
+            for append in &mut batch.appends {
+                append.now_ns = now;
+            }
+        }
+        _ => {}
+    }
+    command
+}
+
+/// Sends `command` of `shard` to its leader `leader`. `UNAVAILABLE` only when it was certainly
+/// not written (the peer refused it as not the leader, or could not be reached); every append
+/// carries an `append_id`, so sending it again is safe in any case.
+pub(crate) async fn forward(
+    shard: u32,
+    raft: &Raft,
+    peers: &Peers,
+    leader: NodeId,
+    command: pb::Command,
+) -> Answer {
+    let address = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .get_node(&leader)
+        .map(|n| n.addr.clone())
+        .ok_or_else(|| {
+            tonic::Status::unavailable(format!(
+                "shard {shard}: the leader {} has no known address",
+                node_name(leader)
+            ))
+        })?;
+    let mut client = peers.client(&address)?;
+    Ok(client.forward(peers.request(command, FORWARD_TIMEOUT)).await?.into_inner())
+}
+
 /// The leader's wall clock, stamped into the appends it proposes.
-pub(crate) fn now_ns() -> u64 {
+fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
