@@ -115,7 +115,9 @@ impl Cluster {
             }
             op => {
                 let command = propose::stamped(pb::Command { shard, op });
-                propose::propose(shard, self.raft(shard)?, command).await
+                let gate = usize::try_from(shard).ok().and_then(|s| self.inner.gates.get(s));
+                let gate = gate.ok_or_else(|| tonic::Status::invalid_argument("no such shard"))?;
+                propose::propose(shard, self.raft(shard)?, gate, command).await
             }
         }
     }

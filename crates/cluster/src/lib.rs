@@ -5,6 +5,7 @@
 //! - [`log_store`]: one shard's Raft log and vote on disk.
 //! - [`state_machine`]: applying committed commands to the ledger, deterministically.
 //! - `propose`: proposing on a shard's leader; appends proposed together ride one entry.
+//! - [`spread`]: shard leaders spread over the nodes.
 //! - [`network`] and `peer`: the internal gRPC service between nodes, both ends.
 //! - [`Cluster`]: a node's shards, started, joined, serving the same [`LedgerApi`] as the
 //!   embedded ledger (writes through Raft, forwarded to the leader; reads from applied state).
@@ -27,6 +28,7 @@ pub mod network;
 mod node;
 mod peer;
 mod propose;
+pub mod spread;
 pub mod state_machine;
 pub mod types;
 mod wire;

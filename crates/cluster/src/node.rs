@@ -14,7 +14,8 @@ use tracing::{info, warn};
 
 use crate::log_store::LogStore;
 use crate::network::{Network, PeerTls, Peers};
-use crate::propose::{Proposer, Route};
+use crate::propose::{Gate, Proposer, Route};
+use crate::spread::Spreader;
 use crate::state_machine::StateMachine;
 use crate::types::{NodeId, Raft, node_name};
 
@@ -145,6 +146,8 @@ pub(crate) struct Inner {
     pub(crate) proposers: Vec<Proposer>,
     /// ...and of appends forwarded from here to its leader.
     pub(crate) forwarders: Vec<Proposer>,
+    /// Per shard: the gate proposals pass (closed while the shard's leadership is handed over).
+    pub(crate) gates: Vec<Gate>,
     /// Per shard: how far its applied entries are durable here (a write is answered once
     /// this node's durable position has reached it).
     pub(crate) durable: Vec<tokio::sync::watch::Receiver<crate::state_machine::Durable>>,
@@ -224,9 +227,12 @@ impl Cluster {
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
             shards.push(raft);
         }
+        let gates: Vec<Gate> = shards.iter().map(|_| Gate::default()).collect();
         let proposers = (0..membership.shards)
-            .zip(&shards)
-            .map(|(shard, raft)| Proposer::start(shard, Route::Lead(raft.clone())))
+            .zip(shards.iter().zip(&gates))
+            .map(|(shard, (raft, gate))| {
+                Proposer::start(shard, Route::Lead(raft.clone(), Arc::clone(gate)))
+            })
             .collect();
         let forwarders = (0..membership.shards)
             .zip(&shards)
@@ -242,6 +248,7 @@ impl Cluster {
             shards,
             proposers,
             forwarders,
+            gates,
             durable,
             voters_wanted: membership.voters,
             peers,
@@ -257,7 +264,7 @@ impl Cluster {
             let seeds = seeds.clone();
             tokio::spawn(async move { cluster.join(&seeds).await });
         }
-        tokio::spawn(promote_learners(Arc::downgrade(&cluster.inner)));
+        tokio::spawn(tend(Arc::downgrade(&cluster.inner)));
         info!(node = %node_name(id), shards = membership.shards, voters = membership.voters, "cluster node started");
         Ok(cluster)
     }
@@ -448,45 +455,52 @@ impl Cluster {
     }
 }
 
-/// How often a leader looks for learners to promote.
-const PROMOTE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a leader looks for learners to promote and shards to hand over.
+const TEND_INTERVAL: Duration = Duration::from_secs(1);
 /// A learner this close to the leader's log counts as caught up.
 const CAUGHT_UP_ENTRIES: u64 = 64;
 
-/// On every shard this node leads, while the shard has fewer voters than wanted, makes a
-/// caught-up learner a voter (a node that joined while there were enough voters, once one is
-/// removed). Ends with the node.
-async fn promote_learners(inner: std::sync::Weak<Inner>) {
+/// Every second, on the shards this node leads: promotes learners while voters are short,
+/// and hands over the shards another node should lead (`spread`). Ends with the node.
+async fn tend(inner: std::sync::Weak<Inner>) {
+    let mut spreader = Spreader::default();
     loop {
-        tokio::time::sleep(PROMOTE_INTERVAL).await;
+        tokio::time::sleep(TEND_INTERVAL).await;
         let Some(inner) = inner.upgrade() else { return };
-        for raft in &inner.shards {
-            let m = raft.metrics().borrow().clone();
-            if m.state != ServerState::Leader {
-                continue;
-            }
-            let membership = m.membership_config.membership();
-            let voters = membership.voter_ids().count();
-            if voters >= inner.voters_wanted as usize || membership.get_joint_config().len() > 1 {
-                continue;
-            }
-            let last = m.last_log_index.unwrap_or(0);
-            let caught_up = membership.learner_ids().find(|learner| {
-                m.replication
-                    .as_ref()
-                    .and_then(|r| r.get(learner))
-                    .copied()
-                    .flatten()
-                    .is_some_and(|matched| matched.index + CAUGHT_UP_ENTRIES >= last)
-            });
-            if let Some(learner) = caught_up {
-                info!(node = %node_name(learner), "promoting a caught-up learner to voter");
-                if let Err(e) = raft
-                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([learner])), true)
-                    .await
-                {
-                    warn!(error = %e, "promoting a learner failed; trying again later");
-                }
+        promote_learners(&inner).await;
+        spreader.tend(&inner).await;
+    }
+}
+
+/// While a shard this node leads has fewer voters than wanted, makes a caught-up learner a
+/// voter (a node that joined while there were enough voters, once one is removed).
+async fn promote_learners(inner: &Inner) {
+    for raft in &inner.shards {
+        let m = raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            continue;
+        }
+        let membership = m.membership_config.membership();
+        let voters = membership.voter_ids().count();
+        if voters >= inner.voters_wanted as usize || membership.get_joint_config().len() > 1 {
+            continue;
+        }
+        let last = m.last_log_index.unwrap_or(0);
+        let caught_up = membership.learner_ids().find(|learner| {
+            m.replication
+                .as_ref()
+                .and_then(|r| r.get(learner))
+                .copied()
+                .flatten()
+                .is_some_and(|matched| matched.index + CAUGHT_UP_ENTRIES >= last)
+        });
+        if let Some(learner) = caught_up {
+            info!(node = %node_name(learner), "promoting a caught-up learner to voter");
+            if let Err(e) = raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([learner])), true)
+                .await
+            {
+                warn!(error = %e, "promoting a learner failed; trying again later");
             }
         }
     }

@@ -277,6 +277,15 @@ impl Peer for Cluster {
     ) -> Result<Response<pb::StatusResponse>, Status> {
         Ok(Response::new(self.status_local()))
     }
+
+    async fn elect(
+        &self,
+        request: Request<pb::ElectRequest>,
+    ) -> Result<Response<pb::ElectResponse>, Status> {
+        let shard = request.into_inner().shard;
+        self.raft(shard)?.trigger().elect().await.map_err(|e| crate::forward::raft_status(&e))?;
+        Ok(Response::new(pb::ElectResponse {}))
+    }
 }
 
 #[tonic::async_trait]

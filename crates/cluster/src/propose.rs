@@ -45,8 +45,9 @@ type Answer = Result<pb::Outcome, tonic::Status>;
 /// Where a batch of appends goes.
 #[derive(Clone)]
 pub(crate) enum Route {
-    /// Proposed to the shard's Raft on this node (its leader), stamped with this node's clock.
-    Lead(Raft),
+    /// Proposed to the shard's Raft on this node (its leader), stamped with this node's clock,
+    /// through the shard's gate.
+    Lead(Raft, Gate),
     /// Forwarded to the shard's leader, whoever it is when the batch leaves.
     Forward { raft: Raft, peers: Peers, me: NodeId },
 }
@@ -126,7 +127,7 @@ async fn commit(
     };
     let command = pb::Command { shard, op: Some(op) };
     let written = match route {
-        Route::Lead(raft) => propose(shard, raft, stamped(command)).await,
+        Route::Lead(raft, gate) => propose(shard, raft, gate, stamped(command)).await,
         Route::Forward { raft, peers, me } => {
             let leader = raft.metrics().borrow().current_leader;
             match leader {
@@ -168,9 +169,14 @@ async fn commit(
     }
 }
 
-/// Proposes `command` to `raft`, which this node must lead; its outcome, with its log index,
-/// once committed and applied here.
-pub(crate) async fn propose(shard: u32, raft: &Raft, command: pb::Command) -> Answer {
+/// A shard's proposal gate: every proposal holds it open (shared) while it is in flight; a
+/// leadership handover closes it (see `spread`).
+pub(crate) type Gate = Arc<tokio::sync::RwLock<()>>;
+
+/// Proposes `command` to `raft`, which this node must lead, once `gate` is open; its outcome,
+/// with its log index, once committed and applied here.
+pub(crate) async fn propose(shard: u32, raft: &Raft, gate: &Gate, command: pb::Command) -> Answer {
+    let _open = gate.read().await;
     let Ok(written) = tokio::time::timeout(COMMIT_WAIT_MAX, raft.client_write(command)).await
     else {
         return Err(tonic::Status::unavailable(format!(

@@ -86,6 +86,7 @@ pub const POLICY: &[(&str, Requirement)] = &[
     ("/converge.cluster.v1.Peer/Join", Requirement::Peer),
     ("/converge.cluster.v1.Peer/Remove", Requirement::Peer),
     ("/converge.cluster.v1.Peer/Status", Requirement::Peer),
+    ("/converge.cluster.v1.Peer/Elect", Requirement::Peer),
     ("/grpc.health.v1.Health/Check", Requirement::Public),
     ("/grpc.health.v1.Health/Watch", Requirement::Public),
     ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", Requirement::Role(Role::Reader)),

@@ -461,3 +461,42 @@ async fn nodes_that_serve_tls_speak_tls_to_each_other() {
         assert_eq!(got[0].content_hash(), entry.content_hash());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_leaders_are_spread_over_the_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = trio(dir.path()).await;
+    // The bootstrap node leads every shard at first; each shard then moves to its preferred
+    // node (voters in id order, round the shards), once it has been led a few seconds.
+    let client = nodes[0].client().await;
+    let started = Instant::now();
+    loop {
+        let status = client.cluster_status().await.unwrap();
+        let leaders: std::collections::BTreeSet<u64> =
+            status.shards.iter().filter_map(|s| s.leader).collect();
+        let voters: std::collections::BTreeSet<u64> =
+            status.nodes.iter().filter(|n| n.voter).map(|n| n.id).collect();
+        let preferred = status
+            .shards
+            .iter()
+            .all(|s| s.leader == converge_cluster::spread::preferred(s.shard, &voters));
+        if leaders.len() == 3 && preferred {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "shard leaders did not spread over the three nodes: {:?}",
+            status.shards
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Appends go on everywhere afterwards.
+    for (i, node) in nodes.iter().enumerate() {
+        let context = format!("spread-{i}");
+        node.client()
+            .await
+            .append(AppendRequest::new(context, "fact", b"x".to_vec()))
+            .await
+            .unwrap();
+    }
+}
