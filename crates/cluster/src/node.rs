@@ -265,6 +265,7 @@ impl Cluster {
             tokio::spawn(async move { cluster.join(&seeds).await });
         }
         tokio::spawn(tend(Arc::downgrade(&cluster.inner)));
+        tokio::spawn(spread_leaders(Arc::downgrade(&cluster.inner)));
         info!(node = %node_name(id), shards = membership.shards, voters = membership.voters, "cluster node started");
         Ok(cluster)
     }
@@ -455,19 +456,29 @@ impl Cluster {
     }
 }
 
-/// How often a leader looks for learners to promote and shards to hand over.
+/// How often a leader looks for learners to promote, and for shards to hand over.
 const TEND_INTERVAL: Duration = Duration::from_secs(1);
 /// A learner this close to the leader's log counts as caught up.
 const CAUGHT_UP_ENTRIES: u64 = 64;
 
-/// Every second, on the shards this node leads: promotes learners while voters are short,
-/// and hands over the shards another node should lead (`spread`). Ends with the node.
+/// Every second, on the shards this node leads, promotes learners while voters are short.
+/// Ends with the node.
 async fn tend(inner: std::sync::Weak<Inner>) {
-    let mut spreader = Spreader::default();
     loop {
         tokio::time::sleep(TEND_INTERVAL).await;
         let Some(inner) = inner.upgrade() else { return };
         promote_learners(&inner).await;
+    }
+}
+
+/// Every second, hands over the shards this node leads that another node should lead
+/// (`spread`). Apart from [`tend`]: a handover may take seconds, and promotions must not wait
+/// for it. Ends with the node.
+async fn spread_leaders(inner: std::sync::Weak<Inner>) {
+    let mut spreader = Spreader::default();
+    loop {
+        tokio::time::sleep(TEND_INTERVAL).await;
+        let Some(inner) = inner.upgrade() else { return };
         spreader.tend(&inner).await;
     }
 }

@@ -48,8 +48,12 @@ impl Cluster {
             let m = raft.metrics().borrow().clone();
             let membership = m.membership_config.membership();
             for (id, node) in membership.nodes() {
+                // A voter only if it votes in every shard (promotions go shard by shard).
                 let voter = membership.voter_ids().any(|v| v == *id);
-                members.entry(*id).or_insert_with(|| (node.addr.clone(), voter));
+                members
+                    .entry(*id)
+                    .and_modify(|member| member.1 &= voter)
+                    .or_insert_with(|| (node.addr.clone(), voter));
             }
             let role = match m.state {
                 ServerState::Leader => "leader",

@@ -69,11 +69,16 @@ impl Spreader {
             if since.1.elapsed() < STABLE_FOR || !ready {
                 continue;
             }
+            // Only a settled shard is handed over: all the voters it wants (no learner waiting
+            // for promotion), no membership change under way. A handover costs an election;
+            // while members come and go, availability comes first.
             let membership = m.membership_config.membership();
-            if membership.get_joint_config().len() > 1 {
+            let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+            let settled = membership.get_joint_config().len() == 1
+                && voters.len() >= inner.voters_wanted as usize;
+            if !settled {
                 continue;
             }
-            let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
             let Some(target) = preferred(shard, &voters).filter(|t| *t != inner.id) else {
                 continue;
             };

@@ -333,6 +333,9 @@ impl Nemesis<'_> {
                 self.nodes.kill(leader);
                 self.nodes.slots[leader].retired = true;
                 self.publish();
+                // The new node is promoted in every shard before the next fault: a shard left
+                // with two voters could not lose one (that would be the fault suite's doing).
+                self.await_voters(3).await;
             }
         }
         self.heal();
@@ -389,6 +392,24 @@ impl Nemesis<'_> {
             }
             _ => unreachable!("not a network fault: {fault:?}"),
         }
+    }
+
+    /// Waits (up to two minutes) until some live node sees `voters` voters.
+    async fn await_voters(&self, voters: usize) {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(120) {
+            for i in self.nodes.live() {
+                if let Some(client) = self.nodes.client(i).await
+                    && let Ok(Ok(status)) =
+                        tokio::time::timeout(Duration::from_secs(2), client.cluster_status()).await
+                    && status.nodes.iter().filter(|n| n.voter).count() >= voters
+                {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        eprintln!("cluster faults: fewer than {voters} voters after two minutes; going on");
     }
 
     /// `cluster remove ID` through some live node other than it, retried until it works.
