@@ -433,15 +433,24 @@ impl Cluster {
     ) -> Result<(), tonic::Status> {
         let raft = self.raft(shard)?;
         let membership = raft.metrics().borrow().membership_config.membership().clone();
-        if membership.voter_ids().any(|v| v == node) {
-            raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([node])), true)
+        // A change that cannot commit (no majority) fails instead of waiting for ever; it is
+        // safe to ask again.
+        let change = |members, retain| async move {
+            tokio::time::timeout(MEMBERSHIP_CHANGE_MAX, raft.change_membership(members, retain))
                 .await
-                .map_err(|e| crate::forward::raft_status(&e))?;
+                .map_err(|_| {
+                    tonic::Status::unavailable(format!(
+                        "shard {shard}: the membership change did not commit within {MEMBERSHIP_CHANGE_MAX:?} (is a majority of its voters reachable?); retry"
+                    ))
+                })?
+                .map(|_| ())
+                .map_err(|e| crate::forward::raft_status(&e))
+        };
+        if membership.voter_ids().any(|v| v == node) {
+            change(ChangeMembers::RemoveVoters(BTreeSet::from([node])), true).await?;
         }
         if membership.get_node(&node).is_some() {
-            raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([node])), false)
-                .await
-                .map_err(|e| crate::forward::raft_status(&e))?;
+            change(ChangeMembers::RemoveNodes(BTreeSet::from([node])), false).await?;
         }
         Ok(())
     }
@@ -456,6 +465,8 @@ impl Cluster {
     }
 }
 
+/// How long a membership change may take to commit before it fails with `UNAVAILABLE`.
+const MEMBERSHIP_CHANGE_MAX: Duration = Duration::from_secs(20);
 /// How often a leader looks for learners to promote, and for shards to hand over.
 const TEND_INTERVAL: Duration = Duration::from_secs(1);
 /// A learner this close to the leader's log counts as caught up.

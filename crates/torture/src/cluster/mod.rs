@@ -428,10 +428,17 @@ impl Nemesis<'_> {
                     return;
                 }
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "could not remove node {id:016x}"
-            );
+            if started.elapsed() > Duration::from_secs(120) {
+                for i in self.nodes.live() {
+                    let log = std::fs::read_to_string(self.nodes.log_path(i)).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(60).collect();
+                    eprintln!("--- node {} (last lines) ---", i + 1);
+                    for line in tail.iter().rev() {
+                        eprintln!("{line}");
+                    }
+                }
+                panic!("could not remove node {id:016x} (the live nodes' logs are above)");
+            }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
