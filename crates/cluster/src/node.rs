@@ -447,7 +447,16 @@ impl Cluster {
                 .map_err(|e| crate::forward::raft_status(&e))
         };
         if membership.voter_ids().any(|v| v == node) {
-            change(ChangeMembers::RemoveVoters(BTreeSet::from([node])), true).await?;
+            // A caught-up learner takes the voter's place in the same change, so the shard
+            // never has fewer voters than wanted (two voters survive no failure).
+            let mut voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+            voters.remove(&node);
+            if voters.len() < self.inner.voters_wanted as usize
+                && let Some(learner) = caught_up_learner(raft, Some(node))
+            {
+                voters.insert(learner);
+            }
+            change(ChangeMembers::ReplaceAllVoters(voters), true).await?;
         }
         if membership.get_node(&node).is_some() {
             change(ChangeMembers::RemoveNodes(BTreeSet::from([node])), false).await?;
@@ -507,16 +516,7 @@ async fn promote_learners(inner: &Inner) {
         if voters >= inner.voters_wanted as usize || membership.get_joint_config().len() > 1 {
             continue;
         }
-        let last = m.last_log_index.unwrap_or(0);
-        let caught_up = membership.learner_ids().find(|learner| {
-            m.replication
-                .as_ref()
-                .and_then(|r| r.get(learner))
-                .copied()
-                .flatten()
-                .is_some_and(|matched| matched.index + CAUGHT_UP_ENTRIES >= last)
-        });
-        if let Some(learner) = caught_up {
+        if let Some(learner) = caught_up_learner(raft, None) {
             info!(node = %node_name(learner), "promoting a caught-up learner to voter");
             if let Err(e) = raft
                 .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([learner])), true)
@@ -526,6 +526,22 @@ async fn promote_learners(inner: &Inner) {
             }
         }
     }
+}
+
+/// A learner of the shard `raft` leads (other than `except`) within `CAUGHT_UP_ENTRIES` of
+/// its log, if there is one.
+fn caught_up_learner(raft: &Raft, except: Option<NodeId>) -> Option<NodeId> {
+    let m = raft.metrics().borrow().clone();
+    let last = m.last_log_index.unwrap_or(0);
+    let membership = m.membership_config.membership();
+    membership.learner_ids().filter(|l| Some(*l) != except).find(|learner| {
+        m.replication
+            .as_ref()
+            .and_then(|r| r.get(learner))
+            .copied()
+            .flatten()
+            .is_some_and(|matched| matched.index + CAUGHT_UP_ENTRIES >= last)
+    })
 }
 
 fn millis(d: Duration) -> u64 {

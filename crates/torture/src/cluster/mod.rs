@@ -328,6 +328,9 @@ impl Nemesis<'_> {
                 self.nodes.start(new, &Start::JoinVia(seed));
                 self.nodes.await_member(new, Duration::from_secs(120)).await;
                 self.publish();
+                // Caught up, the new node takes the removed leader's place as a voter in the
+                // same membership change.
+                self.await_caught_up(new).await;
                 let old = self.nodes.slots[leader].id.expect("a member has an id");
                 self.remove(old).await;
                 self.nodes.kill(leader);
@@ -392,6 +395,23 @@ impl Nemesis<'_> {
             }
             _ => unreachable!("not a network fault: {fault:?}"),
         }
+    }
+
+    /// Waits (up to two minutes) until node `i` has applied about what its shards committed.
+    async fn await_caught_up(&self, i: usize) {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(120) {
+            if let Some(client) = self.nodes.client(i).await
+                && let Ok(Ok(status)) =
+                    tokio::time::timeout(Duration::from_secs(2), client.cluster_status()).await
+                && !status.shards.is_empty()
+                && status.shards.iter().all(|s| s.applied + 64 >= s.committed && s.committed > 0)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        eprintln!("cluster faults: node {} did not catch up in two minutes; going on", i + 1);
     }
 
     /// Waits (up to two minutes) until some live node sees `voters` voters.
