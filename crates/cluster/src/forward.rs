@@ -10,7 +10,7 @@ use converge_proto::status;
 
 use crate::node::Cluster;
 use crate::propose;
-use crate::types::{NodeId, node_name};
+use crate::types::{NodeId, node_name, of_shard};
 
 /// How long a write may look for a leader (an election takes about a second) before it
 /// fails with `UNAVAILABLE`.
@@ -111,12 +111,11 @@ impl Cluster {
         let shard = command.shard;
         match command.op {
             Some(pb::command::Op::Append(append)) => {
-                propose::of(shard, &self.inner.proposers)?.append(append).await
+                of_shard(shard, &self.inner.proposers)?.append(append).await
             }
             op => {
                 let command = propose::stamped(pb::Command { shard, op });
-                let gate = usize::try_from(shard).ok().and_then(|s| self.inner.gates.get(s));
-                let gate = gate.ok_or_else(|| tonic::Status::invalid_argument("no such shard"))?;
+                let gate = of_shard(shard, &self.inner.gates)?;
                 propose::propose(shard, self.raft(shard)?, gate, command).await
             }
         }
@@ -132,7 +131,7 @@ impl Cluster {
         let shard = command.shard;
         let answer = match command.op {
             Some(pb::command::Op::Append(append)) => {
-                match propose::of(shard, &self.inner.forwarders) {
+                match of_shard(shard, &self.inner.forwarders) {
                     Ok(forwarder) => forwarder.append(append).await,
                     Err(e) => Err(e),
                 }

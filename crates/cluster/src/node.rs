@@ -365,12 +365,7 @@ impl Cluster {
     }
 
     pub(crate) fn raft(&self, shard: u32) -> Result<&Raft, tonic::Status> {
-        usize::try_from(shard).ok().and_then(|s| self.inner.shards.get(s)).ok_or_else(|| {
-            tonic::Status::invalid_argument(format!(
-                "shard {shard} does not exist (the cluster has {})",
-                self.inner.shards.len()
-            ))
-        })
+        crate::types::of_shard(shard, &self.inner.shards)
     }
 
     /// Whether this node is a member that has caught up: it is in every shard's membership,

@@ -75,16 +75,6 @@ impl Proposer {
     }
 }
 
-/// The group commit of `shard` among `batchers` (a node's proposers, or its forwarders).
-pub(crate) fn of(shard: u32, batchers: &[Proposer]) -> Result<&Proposer, tonic::Status> {
-    usize::try_from(shard).ok().and_then(|s| batchers.get(s)).ok_or_else(|| {
-        tonic::Status::invalid_argument(format!(
-            "shard {shard} does not exist (the cluster has {})",
-            batchers.len()
-        ))
-    })
-}
-
 /// Takes what is waiting, up to a batch, whenever an in-flight slot is free.
 async fn gather(
     shard: u32,

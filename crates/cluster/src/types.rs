@@ -42,6 +42,16 @@ pub fn node_name(id: NodeId) -> String {
     format!("{id:016x}")
 }
 
+/// The item of `shard` in a per-shard list (the node's Rafts, batchers, gates).
+pub(crate) fn of_shard<T>(shard: u32, items: &[T]) -> Result<&T, tonic::Status> {
+    usize::try_from(shard).ok().and_then(|s| items.get(s)).ok_or_else(|| {
+        tonic::Status::invalid_argument(format!(
+            "shard {shard} does not exist (the cluster has {})",
+            items.len()
+        ))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
