@@ -170,6 +170,9 @@ pub struct TreeHead {
 pub type WatchStream =
     Pin<Box<dyn futures_core::Stream<Item = Result<Arc<Entry>, LedgerError>> + Send>>;
 
+/// An append that was queued: resolves to its entry once durable, or to why it failed.
+pub type PendingAppend = Pin<Box<dyn Future<Output = Result<Arc<Entry>, LedgerError>> + Send>>;
+
 /// The operations an engine uses, implemented by the embedded ledger and by the client.
 pub trait LedgerApi: Send + Sync {
     /// Appends one entry; returns it once it is durable.
@@ -177,6 +180,39 @@ pub trait LedgerApi: Send + Sync {
         &self,
         request: AppendRequest,
     ) -> impl Future<Output = Result<Arc<Entry>, LedgerError>> + Send;
+
+    /// Queues one append and returns, without waiting for its durability, the wait for it.
+    /// Appends queued one after another to one context take sequences in that order, so a
+    /// caller can keep many in flight and still know their order (`AppendStream`,
+    /// `append_many`). A refusal (bad input, no room) is the wait's outcome.
+    ///
+    /// The default waits for each append before the next is queued: ordered, not pipelined.
+    fn append_queued(&self, request: AppendRequest) -> impl Future<Output = PendingAppend> + Send {
+        #[allow(clippy::async_yields_async, reason = "the wait for the append is the result")]
+        async move {
+            let outcome = self.append(request).await;
+            Box::pin(std::future::ready(outcome)) as PendingAppend
+        }
+    }
+
+    /// Appends `requests` in order, keeping them all in flight; one outcome per request, in
+    /// the same order. A failed request does not stop the ones after it.
+    fn append_many(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> impl Future<Output = Vec<Result<Arc<Entry>, LedgerError>>> + Send {
+        async move {
+            let mut pending = Vec::with_capacity(requests.len());
+            for request in requests {
+                pending.push(self.append_queued(request).await);
+            }
+            let mut outcomes = Vec::with_capacity(pending.len());
+            for wait in pending {
+                outcomes.push(wait.await);
+            }
+            outcomes
+        }
+    }
 
     /// Reads entries.
     fn get(

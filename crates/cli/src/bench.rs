@@ -40,6 +40,10 @@ pub struct BenchArgs {
     /// gRPC connections.
     #[arg(long, default_value_t = 4)]
     pub clients: usize,
+    /// How appends travel: `stream` (the client's default: concurrent appends share its
+    /// `AppendStream`s) or `unary` (one `Append` call each).
+    #[arg(long, value_enum, default_value_t = Mode::Stream)]
+    pub mode: Mode,
     /// Appends in flight at once (spread over the connections).
     #[arg(long, default_value_t = 256)]
     pub in_flight: usize,
@@ -67,6 +71,24 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// How the bench's appends travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// One `Append` call per append.
+    Unary,
+    /// Concurrent appends share the client's `AppendStream`s.
+    Stream,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Unary => "unary",
+            Self::Stream => "stream",
+        }
+    }
 }
 
 /// A node started by bench, stopped when dropped.
@@ -266,7 +288,11 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let mut clients = Vec::with_capacity(args.clients);
     for _ in 0..args.clients {
-        clients.push(Client::connect_with(ClientConfig::new(server.clone())).await?);
+        let mut config = ClientConfig::new(server.clone());
+        if args.mode == Mode::Unary {
+            config.append_streams = 0;
+        }
+        clients.push(Client::connect_with(config).await?);
     }
     let origin = Instant::now();
     let acks: Acks = Arc::default();
@@ -311,7 +337,7 @@ fn report(
     let l = &load.latencies;
     if args.json {
         output::line(&serde_json::json!({
-            "server": server, "clients": args.clients, "in_flight": args.in_flight,
+            "server": server, "mode": args.mode.name(), "clients": args.clients, "in_flight": args.in_flight,
             "payload_bytes": args.payload_bytes, "contexts": args.contexts, "duration_s": args.duration,
             "watchers": args.watchers, "rate_target": args.rate,
             "appends": l.len(), "appends_per_s": rate,
@@ -323,9 +349,10 @@ fn report(
         return;
     }
     output::line(&format!(
-        "{} appends in {:.1} s: {rate:.0} appends/s ({} in flight over {} connections, {} B payloads, {} contexts)",
+        "{} appends in {:.1} s: {rate:.0} appends/s ({}: {} in flight over {} connections, {} B payloads, {} contexts)",
         l.len(),
         load.elapsed.as_secs_f64(),
+        args.mode.name(),
         args.in_flight,
         args.clients,
         args.payload_bytes,

@@ -15,6 +15,7 @@
 
 mod connector;
 mod nodes;
+mod streams;
 mod verify;
 mod watch;
 
@@ -55,6 +56,8 @@ pub struct ClientConfig {
     pub tls: Option<ClientTls>,
     /// A bearer token sent with every call.
     pub token: Option<String>,
+    /// `AppendStream`s that concurrent appends share (0: every append is its own call).
+    pub append_streams: usize,
 }
 
 /// TLS settings of a client: PEM bytes, as read from files.
@@ -79,6 +82,7 @@ impl ClientConfig {
             watch_retry_max: Duration::from_secs(5),
             tls: None,
             token: None,
+            append_streams: streams::LANES_DEFAULT,
         }
     }
 
@@ -119,6 +123,8 @@ pub(crate) type Transport =
 #[derive(Clone)]
 pub struct Client {
     nodes: Arc<nodes::Nodes>,
+    /// The append streams concurrent appends share.
+    lanes: Arc<streams::Lanes>,
     config: Arc<ClientConfig>,
     /// The newest tree head seen per context (verifying mode).
     pins: Arc<verify::Pins>,
@@ -171,6 +177,7 @@ impl Client {
             .collect();
         Ok(Self {
             nodes: Arc::new(nodes::Nodes::new(list, first)),
+            lanes: Arc::new(streams::Lanes::new(config.append_streams)),
             config: Arc::new(config),
             pins: Arc::default(),
         })
@@ -182,6 +189,7 @@ impl Client {
         let node = node(channel, &interceptor, config.message_bytes_max);
         Ok(Self {
             nodes: Arc::new(nodes::Nodes::new(vec![node], 0)),
+            lanes: Arc::new(streams::Lanes::new(config.append_streams)),
             config: Arc::new(config),
             pins: Arc::default(),
         })
@@ -248,6 +256,54 @@ impl Client {
             .map_err(|s| from_status(&s))?
             .into_inner();
         convert::consistency_from_wire(&proof)
+    }
+}
+
+impl Client {
+    /// One append as its own call, moving on to the next server on `UNAVAILABLE`.
+    async fn append_unary(&self, request: v1::AppendRequest) -> Result<v1::Entry, LedgerError> {
+        let resp = self
+            .nodes
+            .call(request, |n, r| {
+                let mut c = n.context.clone();
+                async move { c.append(r).await }
+            })
+            .await
+            .map_err(|s| from_status(&s))?
+            .into_inner();
+        resp.entry.ok_or_else(|| {
+            LedgerError::Verification("the ledger answered an append without the entry".into())
+        })
+    }
+
+    /// One append on a shared stream. Where a unary call would move on to another server
+    /// (the stream's server is unavailable), it is sent again unary, with its `append_id`.
+    async fn append_streamed(&self, request: v1::AppendRequest) -> Result<v1::Entry, LedgerError> {
+        let (server, context) = self.context_service();
+        let answer = match self.lanes.append(server, &context, request.clone()).await {
+            None => return self.append_unary(request).await,
+            Some(Ok(v1::AppendStreamResponse { error: Some(error), .. })) => {
+                Err(tonic::Status::new(
+                    tonic::Code::from(i32::try_from(error.code).unwrap_or(i32::MAX)),
+                    error.message,
+                ))
+            }
+            Some(Ok(v1::AppendStreamResponse { entry: Some(entry), error: None })) => Ok(entry),
+            Some(Ok(_)) => {
+                return Err(LedgerError::Verification(
+                    "the ledger answered a streamed append with neither entry nor error".into(),
+                ));
+            }
+            Some(Err(status)) => Err(status),
+        };
+        match answer {
+            Ok(entry) => Ok(entry),
+            Err(status) if self.nodes.len() > 1 && nodes::moves_on(&status) => {
+                self.move_on(server);
+                self.append_unary(request).await
+            }
+            Err(status) => Err(from_status(&status)),
+        }
     }
 }
 
@@ -328,18 +384,13 @@ impl LedgerApi for Client {
             request.append_id = Some(fresh_append_id());
         }
         let sent = self.config.verify.then(|| request.clone());
-        let resp = self
-            .nodes
-            .call(convert::append_request_to_wire(request), |n, r| {
-                let mut c = n.context.clone();
-                async move { c.append(r).await }
-            })
-            .await
-            .map_err(|s| from_status(&s))?
-            .into_inner();
-        let wire = resp.entry.ok_or_else(|| {
-            LedgerError::Verification("the ledger answered an append without the entry".into())
-        })?;
+        let wire = convert::append_request_to_wire(request);
+        let (_counted, stream) = self.lanes.start();
+        let wire = if stream {
+            self.append_streamed(wire).await?
+        } else {
+            self.append_unary(wire).await?
+        };
         let entry = convert::entry_from_wire(wire)?;
         if let Some(sent) = sent {
             verify::appended(&sent, &entry)?;

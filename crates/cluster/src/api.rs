@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use converge_api::{
     AppendRequest, ConsistencyProof, GetRequest, GetResponse, InclusionProof, LedgerApi,
-    LedgerError, LoadRequest, LoadResponse, SnapshotResponse, TreeHead, WatchRequest, WatchStream,
+    LedgerError, LoadRequest, LoadResponse, PendingAppend, SnapshotResponse, TreeHead,
+    WatchRequest, WatchStream,
 };
 use converge_core::Entry;
 use converge_proto::cluster as pb;
@@ -27,33 +28,52 @@ fn outcome_failure(outcome: &pb::Outcome) -> Option<LedgerError> {
     }
 }
 
+/// The command that appends `request` to its shard, with an `append_id` if it came without.
+fn append_command(
+    cluster: &Cluster,
+    mut request: AppendRequest,
+) -> Result<pb::Command, LedgerError> {
+    match request.append_id.as_deref() {
+        Some(id) if id.starts_with(RESERVED_APPEND_ID_PREFIX) => {
+            return Err(LedgerError::InvalidArgument(format!(
+                "append_id {id:?} begins with {RESERVED_APPEND_ID_PREFIX:?}, which a cluster reserves for its own ids; choose another append_id"
+            )));
+        }
+        None | Some("") => request.append_id = Some(cluster.fresh_append_id()),
+        Some(_) => {}
+    }
+    Ok(pb::Command {
+        shard: shard_of(&request.context_id, cluster.shard_count()),
+        op: Some(pb::command::Op::Append(pb::AppendCommand {
+            request: Some(convert::append_request_to_wire(request)),
+            now_ns: 0,
+        })),
+    })
+}
+
+/// The entry an append's outcome holds, or why it failed.
+fn appended(outcome: pb::Outcome) -> Result<Arc<Entry>, LedgerError> {
+    if let Some(failure) = outcome_failure(&outcome) {
+        return Err(failure);
+    }
+    match outcome.result {
+        Some(pb::outcome::Result::Entry(entry)) => convert::entry_from_wire(entry).map(Arc::new),
+        _ => Err(LedgerError::Internal("an append's outcome held no entry".into())),
+    }
+}
+
 impl LedgerApi for Cluster {
-    async fn append(&self, mut request: AppendRequest) -> Result<Arc<Entry>, LedgerError> {
-        match request.append_id.as_deref() {
-            Some(id) if id.starts_with(RESERVED_APPEND_ID_PREFIX) => {
-                return Err(LedgerError::InvalidArgument(format!(
-                    "append_id {id:?} begins with {RESERVED_APPEND_ID_PREFIX:?}, which a cluster reserves for its own ids; choose another append_id"
-                )));
+    async fn append(&self, request: AppendRequest) -> Result<Arc<Entry>, LedgerError> {
+        appended(self.write(append_command(self, request)?).await?)
+    }
+
+    async fn append_queued(&self, request: AppendRequest) -> PendingAppend {
+        match append_command(self, request) {
+            Ok(command) => {
+                let wait = self.write_queued(command).await;
+                Box::pin(async move { appended(wait.await?) })
             }
-            None | Some("") => request.append_id = Some(self.fresh_append_id()),
-            Some(_) => {}
-        }
-        let command = pb::Command {
-            shard: shard_of(&request.context_id, self.shard_count()),
-            op: Some(pb::command::Op::Append(pb::AppendCommand {
-                request: Some(convert::append_request_to_wire(request)),
-                now_ns: 0,
-            })),
-        };
-        let outcome = self.write(command).await?;
-        if let Some(failure) = outcome_failure(&outcome) {
-            return Err(failure);
-        }
-        match outcome.result {
-            Some(pb::outcome::Result::Entry(entry)) => {
-                convert::entry_from_wire(entry).map(Arc::new)
-            }
-            _ => Err(LedgerError::Internal("an append's outcome held no entry".into())),
+            Err(refused) => Box::pin(std::future::ready(Err(refused))),
         }
     }
 

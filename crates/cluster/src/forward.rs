@@ -1,6 +1,8 @@
 //! Writes: proposed on the shard's leader, forwarded there from any other node, answered only
 //! once the node that answers has applied them (CONTRACT §5).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -72,6 +74,51 @@ impl Cluster {
                 Err(other) => return Err(other),
             }
         }
+    }
+
+    /// Queues an append on its shard in call order (on this node's proposer if it leads the
+    /// shard, else on the forwarder to the leader) and returns the wait for its outcome once
+    /// applied here. Appends queued one after another to a shard are written in that order
+    /// unless the leader changes under them: an append whose route failed then goes through
+    /// [`Self::write`] again, after the others.
+    pub(crate) async fn write_queued(
+        &self,
+        command: pb::Command,
+    ) -> Pin<Box<dyn Future<Output = Result<pb::Outcome, LedgerError>> + Send>> {
+        let this = self.clone();
+        let shard = command.shard;
+        let queued = match (&command.op, self.check_member(), self.raft(shard)) {
+            (Some(pb::command::Op::Append(append)), Ok(()), Ok(raft)) => {
+                let leader = raft.metrics().borrow().current_leader;
+                let queue = match leader {
+                    Some(leader) if leader == self.inner.id => {
+                        of_shard(shard, &self.inner.proposers)
+                    }
+                    Some(_) => of_shard(shard, &self.inner.forwarders),
+                    None => Err(tonic::Status::unavailable("no leader")),
+                };
+                match queue {
+                    Ok(queue) => queue.enqueue(append.clone()).await.ok(),
+                    Err(_) => None,
+                }
+            }
+            _ => None,
+        };
+        Box::pin(async move {
+            if let Some(wait) = queued {
+                match wait.await {
+                    Ok(outcome) => {
+                        this.until_durable_here(shard, outcome.log_index).await?;
+                        return Ok(outcome);
+                    }
+                    Err(status) if status.code() != tonic::Code::Unavailable => {
+                        return Err(status::from_status(&status));
+                    }
+                    Err(_) => {}
+                }
+            }
+            this.write(command).await
+        })
     }
 
     /// Waits until this node has applied the write at `index` of `shard` and made it durable,

@@ -68,11 +68,23 @@ impl Proposer {
     /// Proposes `append` with whatever else is waiting; its outcome once committed and
     /// applied here.
     pub(crate) async fn append(&self, append: pb::AppendCommand) -> Answer {
-        let stopped = || tonic::Status::unavailable("this node's shard stopped; retry");
+        self.enqueue(append).await?.await
+    }
+
+    /// Queues `append` behind those queued before it (they ride the same or earlier entries,
+    /// in order) and returns the wait for its outcome.
+    pub(crate) async fn enqueue(
+        &self,
+        append: pb::AppendCommand,
+    ) -> Result<impl Future<Output = Answer> + Send + 'static, tonic::Status> {
         let (answer, outcome) = oneshot::channel();
         self.waiting.send((append, answer)).await.map_err(|_| stopped())?;
-        outcome.await.map_err(|_| stopped())?
+        Ok(async move { outcome.await.map_err(|_| stopped())? })
     }
+}
+
+fn stopped() -> tonic::Status {
+    tonic::Status::unavailable("this node's shard stopped; retry")
 }
 
 /// Takes what is waiting, up to a batch, whenever an in-flight slot is free.

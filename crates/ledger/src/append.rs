@@ -19,6 +19,12 @@ use crate::ledger::Inner;
 use crate::request;
 
 pub(crate) async fn append(inner: &Inner, req: AppendRequest) -> Result<Arc<Entry>, LedgerError> {
+    queue(inner, req).await?.wait().await
+}
+
+/// Validates `req`, waits for room in the append budget, and hands it to its context: appends
+/// queued one after another take sequences in that order. Returns before it is durable.
+pub(crate) async fn queue(inner: &Inner, req: AppendRequest) -> Result<Queued, LedgerError> {
     let checked = Checked::new(inner, req)?;
     if inner.closing.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(LedgerError::Unavailable(
@@ -27,7 +33,7 @@ pub(crate) async fn append(inner: &Inner, req: AppendRequest) -> Result<Arc<Entr
     }
     // Admission: bound the bytes waiting for their fsync, held until durable or failed.
     let admitted = inner.admission.admit(checked.bytes).await?;
-    enqueue(inner, checked, inner.config.clock.now(), Some(admitted))?.wait().await
+    enqueue(inner, checked, inner.config.clock.now(), Some(admitted))
 }
 
 /// Validates `req` and queues it, stamped at `now`, before returning: appends queued one after
@@ -84,7 +90,7 @@ impl Checked {
 
 /// An entry handed to its context: what it is, whether it was refused (an `append_id` reused
 /// with other content), and the wait for its durability (`None` in memory mode).
-struct Queued {
+pub(crate) struct Queued {
     entry: Arc<Entry>,
     refused: Option<LedgerError>,
     rx: Option<oneshot::Receiver<converge_storage::Result<Arc<Entry>>>>,
@@ -92,7 +98,7 @@ struct Queued {
 
 impl Queued {
     /// The entry once durable, or why not.
-    async fn wait(self) -> Result<Arc<Entry>, LedgerError> {
+    pub(crate) async fn wait(self) -> Result<Arc<Entry>, LedgerError> {
         if let Some(refused) = self.refused {
             return Err(refused);
         }

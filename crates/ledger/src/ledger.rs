@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use converge_api::{
     AppendRequest, ConsistencyProof, GetRequest, GetResponse, InclusionProof, LedgerApi,
-    LedgerError, LoadRequest, LoadResponse, SnapshotResponse, TreeHead, WatchRequest, WatchStream,
+    LedgerError, LoadRequest, LoadResponse, PendingAppend, SnapshotResponse, TreeHead,
+    WatchRequest, WatchStream,
 };
 use converge_core::Entry;
 use converge_storage::{OpenReport, Store, StoreStats};
@@ -170,6 +171,13 @@ impl Ledger {
 impl LedgerApi for Ledger {
     async fn append(&self, request: AppendRequest) -> Result<Arc<Entry>, LedgerError> {
         append::append(&self.inner, request).await
+    }
+
+    async fn append_queued(&self, request: AppendRequest) -> PendingAppend {
+        match append::queue(&self.inner, request).await {
+            Ok(queued) => Box::pin(queued.wait()),
+            Err(refused) => Box::pin(std::future::ready(Err(refused))),
+        }
     }
 
     async fn get(&self, request: GetRequest) -> Result<GetResponse, LedgerError> {

@@ -71,6 +71,7 @@ pub enum Requirement {
 /// Every RPC the server answers, by HTTP/2 path, and what it needs.
 pub const POLICY: &[(&str, Requirement)] = &[
     ("/converge.context.v1.ContextService/Append", Requirement::Role(Role::Writer)),
+    ("/converge.context.v1.ContextService/AppendStream", Requirement::Role(Role::Writer)),
     ("/converge.context.v1.ContextService/Load", Requirement::Role(Role::Writer)),
     ("/converge.context.v1.ContextService/Get", Requirement::Role(Role::Reader)),
     ("/converge.context.v1.ContextService/Watch", Requirement::Role(Role::Reader)),

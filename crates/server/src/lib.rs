@@ -11,6 +11,7 @@
 //! What it is not: it decides nothing. Every rule lives in the embedded ledger and the core;
 //! every error is mapped to a status in `converge_proto::status`.
 
+pub mod append_stream;
 pub mod auth;
 pub mod connections;
 pub mod http;

@@ -21,6 +21,9 @@ pub enum Method {
     Load,
     /// `ContextService/Watch` (counted when the stream opens).
     Watch,
+    /// `ContextService/AppendStream` (counted when the stream opens; its appends count as
+    /// `Append`).
+    AppendStream,
     /// `IntegrityService/GetTreeHead`.
     GetTreeHead,
     /// `IntegrityService/ProveInclusion`.
@@ -29,12 +32,13 @@ pub enum Method {
     ProveConsistency,
 }
 
-const METHODS: [Method; 8] = [
+const METHODS: [Method; 9] = [
     Method::Append,
     Method::Get,
     Method::Snapshot,
     Method::Load,
     Method::Watch,
+    Method::AppendStream,
     Method::GetTreeHead,
     Method::ProveInclusion,
     Method::ProveConsistency,
@@ -48,6 +52,7 @@ impl Method {
             Self::Snapshot => "Snapshot",
             Self::Load => "Load",
             Self::Watch => "Watch",
+            Self::AppendStream => "AppendStream",
             Self::GetTreeHead => "GetTreeHead",
             Self::ProveInclusion => "ProveInclusion",
             Self::ProveConsistency => "ProveConsistency",
@@ -152,7 +157,12 @@ impl Metrics {
             );
         }
         let appends = self.latency[Method::Append.index()].count.load(Ordering::Relaxed);
-        counter(&mut out, "converge_appends_total", "Append RPCs handled.", appends);
+        counter(
+            &mut out,
+            "converge_appends_total",
+            "Appends handled (Append calls and AppendStream requests).",
+            appends,
+        );
         counter(
             &mut out,
             "converge_append_payload_bytes_total",

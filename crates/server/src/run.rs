@@ -111,7 +111,8 @@ pub async fn run_node<L: LedgerApi + Clone + 'static>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::default());
-    let service = LedgerService::new(api, Arc::clone(&metrics));
+    let (closing_tx, closing_rx) = watch::channel(false);
+    let service = LedgerService::new(api, Arc::clone(&metrics)).with_closing(closing_rx.clone());
     let limits = ledger.config().limits;
     let decode_max = limits.payload_bytes_max.max(limits.response_bytes_max) + ENVELOPE_BYTES;
     let encode_max = limits.response_bytes_max + ENVELOPE_BYTES;
@@ -121,7 +122,6 @@ pub async fn run_node<L: LedgerApi + Clone + 'static>(
         Some(r) => (Some(r.ready), Some(r.metrics), Some(r.stop), Some(r.services)),
         None => (None, None, None, None),
     };
-    let (closing_tx, closing_rx) = watch::channel(false);
     match &ready {
         None => set_health(&health, true).await,
         Some(ready) => {

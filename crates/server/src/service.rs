@@ -15,25 +15,36 @@ use converge_proto::v1::context_service_server::ContextService;
 use converge_proto::v1::integrity_service_server::IntegrityService;
 use converge_proto::{convert, status, v1};
 use futures_util::FutureExt as _;
-use tonic::{Request, Response, Status};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status, Streaming};
 use tracing::error;
 
+use crate::append_stream::AppendPipeline;
 use crate::metrics::{Method, Metrics};
 
 /// The message a client gets when a handler panicked. The panic itself is logged.
-const PANIC_MESSAGE: &str = "the server failed internally while handling this request (logged); it was not applied unless a later read shows it";
+pub(crate) const PANIC_MESSAGE: &str = "the server failed internally while handling this request (logged); it was not applied unless a later read shows it";
 
 /// Both services over one ledger: the embedded one, or a cluster node's replicated one.
 #[derive(Clone)]
 pub struct LedgerService<L = Ledger> {
     ledger: L,
     metrics: Arc<Metrics>,
+    /// Turns true when the server begins to shut down (ends append streams).
+    closing: Option<watch::Receiver<bool>>,
 }
 
 impl<L: LedgerApi + Clone + 'static> LedgerService<L> {
     /// The services of `ledger`, counting into `metrics`.
     pub fn new(ledger: L, metrics: Arc<Metrics>) -> Self {
-        Self { ledger, metrics }
+        Self { ledger, metrics, closing: None }
+    }
+
+    /// The same services, ending append streams once `closing` turns true.
+    #[must_use]
+    pub fn with_closing(mut self, closing: watch::Receiver<bool>) -> Self {
+        self.closing = Some(closing);
+        self
     }
 
     async fn call<T>(
@@ -57,7 +68,7 @@ impl<L: LedgerApi + Clone + 'static> LedgerService<L> {
     }
 }
 
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
     panic
         .downcast_ref::<&str>()
         .copied()
@@ -118,6 +129,28 @@ impl<L: LedgerApi + Clone + 'static> ContextService for LedgerService<L> {
             Ok(convert::load_response_to_wire(resp))
         })
         .await
+    }
+
+    type AppendStreamStream = AppendPipeline<L>;
+
+    async fn append_stream(
+        &self,
+        request: Request<Streaming<v1::AppendRequest>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        self.metrics.observe(Method::AppendStream, std::time::Duration::ZERO, tonic::Code::Ok);
+        let closing = self.closing.clone();
+        let closing = Box::pin(async move {
+            match closing {
+                Some(mut closing) => drop(closing.wait_for(|c| *c).await),
+                None => std::future::pending().await,
+            }
+        });
+        Ok(Response::new(AppendPipeline::new(
+            self.ledger.clone(),
+            Arc::clone(&self.metrics),
+            request.into_inner(),
+            closing,
+        )))
     }
 
     type WatchStream = WatchEvents;

@@ -181,7 +181,18 @@ impl ContextService for Liar {
     async fn watch(&self, r: Request<v1::WatchRequest>) -> Result<Response<WatchEvents>, Status> {
         self.0.watch(r).await
     }
+    type AppendStreamStream = AppendAnswers;
+    async fn append_stream(
+        &self,
+        _: Request<tonic::Streaming<v1::AppendRequest>>,
+    ) -> Result<Response<AppendAnswers>, Status> {
+        Err(Status::unimplemented("an old server"))
+    }
 }
+
+type AppendAnswers = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<v1::AppendStreamResponse, Status>> + Send>,
+>;
 
 #[tonic::async_trait]
 impl IntegrityService for Liar {

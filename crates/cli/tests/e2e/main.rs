@@ -13,5 +13,6 @@ mod lying;
 mod node;
 mod rpc;
 mod security;
+mod stream;
 mod watch;
 mod wire;

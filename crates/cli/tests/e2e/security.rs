@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use converge_api::{AppendRequest, GetRequest, LedgerApi, LedgerError};
 use converge_client::{Client, ClientConfig, ClientTls};
+use converge_proto::v1::context_service_client::ContextServiceClient;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
 use crate::node::{BIN, Node};
@@ -234,6 +235,35 @@ async fn tokens_and_roles() {
     }
     let a = with_token(&node, Some(&admin)).await;
     a.append(AppendRequest::new("c", "k", "by the admin")).await.unwrap();
+    // AppendStream needs what Append needs: the whole stream is refused to a reader.
+    for (token, allowed) in [(&reader, false), (&writer, true)] {
+        let channel =
+            tonic::transport::Endpoint::from_shared(node.url()).unwrap().connect().await.unwrap();
+        let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+        let mut grpc =
+            ContextServiceClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
+                r.metadata_mut().insert("authorization", bearer.clone());
+                Ok(r)
+            });
+        let one = converge_proto::v1::AppendRequest {
+            context_id: "c".into(),
+            key: "k".into(),
+            payload: "streamed".into(),
+            ..Default::default()
+        };
+        let answer = match grpc.append_stream(futures_util::stream::iter([one])).await {
+            Ok(responses) => responses.into_inner().message().await,
+            Err(status) => Err(status),
+        };
+        match answer {
+            Ok(Some(response)) => assert!(allowed && response.entry.is_some(), "{response:?}"),
+            Err(status) => {
+                assert!(!allowed, "{status:?}");
+                assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+            }
+            Ok(None) => panic!("no answer"),
+        }
+    }
 
     // Health needs no credentials.
     let channel =

@@ -1,0 +1,173 @@
+//! Concurrent appends ride a few shared `AppendStream`s (CONTRACT §2) instead of one HTTP/2
+//! stream each; the engine still calls `append` and gets one entry back.
+//!
+//! A lane is one open stream: a request queue the stream reads from, and the answers it
+//! owes, oldest first (the server answers in request order). Pushing the request and its
+//! answer slot happens under one lock, so the two orders agree. A task per lane reads the
+//! responses and hands each to the oldest slot; when the stream ends, every slot still
+//! waiting gets the stream's status, and the next append opens a new lane.
+//!
+//! A lone append (nothing else in flight on the client) goes unary, as fast as before; from
+//! the second concurrent append on, appends go to the lanes round robin. A server that does
+//! not know `AppendStream` (an old one) answers `UNIMPLEMENTED`; the client then stays unary.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use converge_proto::v1;
+use converge_proto::v1::context_service_client::ContextServiceClient;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::Transport;
+
+/// Streams a client keeps open at most.
+pub(crate) const LANES_DEFAULT: usize = 2;
+
+/// One append's answer from a lane: the server's response, or how the stream ended.
+type Answer = Result<v1::AppendStreamResponse, tonic::Status>;
+
+/// The lanes of one client.
+pub(crate) struct Lanes {
+    open: Vec<Mutex<Option<Lane>>>,
+    next: AtomicUsize,
+    /// Appends in flight on the client, unary or streamed.
+    in_flight: AtomicUsize,
+    /// The server answered `UNIMPLEMENTED`: appends stay unary.
+    unsupported: AtomicBool,
+}
+
+/// One open stream.
+struct Lane {
+    /// The server it was opened on.
+    server: usize,
+    requests: mpsc::UnboundedSender<v1::AppendRequest>,
+    waiting: Arc<Mutex<VecDeque<oneshot::Sender<Answer>>>>,
+    /// Set by the reader when the stream ended.
+    ended: Arc<AtomicBool>,
+}
+
+/// Counts an append in flight until dropped.
+pub(crate) struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Lanes {
+    /// Up to `count` lanes (0: always unary).
+    pub(crate) fn new(count: usize) -> Self {
+        Self {
+            open: (0..count).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            unsupported: AtomicBool::new(false),
+        }
+    }
+
+    /// Counts one more append in flight; whether it should ride a stream (others are in
+    /// flight, and the server takes streams).
+    pub(crate) fn start(&self) -> (InFlight<'_>, bool) {
+        let before = self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let stream =
+            before > 0 && !self.open.is_empty() && !self.unsupported.load(Ordering::Relaxed);
+        (InFlight(&self.in_flight), stream)
+    }
+
+    /// Sends `request` on a lane to server `server` (opening one through `context` if
+    /// needed) and waits for its answer. `None`: the server does not take streams; send it
+    /// unary.
+    pub(crate) async fn append(
+        &self,
+        server: usize,
+        context: &ContextServiceClient<Transport>,
+        request: v1::AppendRequest,
+    ) -> Option<Answer> {
+        let (answer, answered) = oneshot::channel();
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.open.len();
+        {
+            let mut slot = self.open[i].lock().unwrap_or_else(PoisonError::into_inner);
+            let usable = slot
+                .as_ref()
+                .is_some_and(|l| l.server == server && !l.ended.load(Ordering::Acquire));
+            if !usable {
+                *slot = Some(Lane::open(server, context.clone()));
+            }
+            let lane = slot.as_ref()?;
+            let mut waiting = lane.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+            if lane.requests.send(request).is_err() {
+                return Some(Err(tonic::Status::unavailable("the append stream closed")));
+            }
+            waiting.push_back(answer);
+        }
+        match answered.await {
+            Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
+                self.unsupported.store(true, Ordering::Relaxed);
+                None
+            }
+            Ok(answer) => Some(answer),
+            Err(_) => Some(Err(tonic::Status::unavailable("the append stream closed"))),
+        }
+    }
+}
+
+impl Lane {
+    /// Opens a stream to server `server` and starts its reader.
+    fn open(server: usize, mut context: ContextServiceClient<Transport>) -> Self {
+        let (requests, queue) = mpsc::unbounded_channel();
+        let waiting: Arc<Mutex<VecDeque<oneshot::Sender<Answer>>>> = Arc::default();
+        let ended = Arc::new(AtomicBool::new(false));
+        let lane =
+            Self { server, requests, waiting: Arc::clone(&waiting), ended: Arc::clone(&ended) };
+        tokio::spawn(async move {
+            let status = match context.append_stream(Queue(queue)).await {
+                Ok(responses) => read(responses.into_inner(), &waiting).await,
+                Err(status) => status,
+            };
+            ended.store(true, Ordering::Release);
+            let mut waiting = waiting.lock().unwrap_or_else(PoisonError::into_inner);
+            for answer in waiting.drain(..) {
+                let _ = answer.send(Err(status.clone()));
+            }
+        });
+        lane
+    }
+}
+
+/// Hands each response to the oldest waiting append; how the stream ended.
+async fn read(
+    mut responses: tonic::Streaming<v1::AppendStreamResponse>,
+    waiting: &Mutex<VecDeque<oneshot::Sender<Answer>>>,
+) -> tonic::Status {
+    loop {
+        let response = match responses.message().await {
+            Ok(Some(response)) => response,
+            Ok(None) => return tonic::Status::unavailable("the server ended the append stream"),
+            Err(status) => return status,
+        };
+        let oldest = waiting.lock().unwrap_or_else(PoisonError::into_inner).pop_front();
+        match oldest {
+            Some(answer) => drop(answer.send(Ok(response))),
+            None => {
+                return tonic::Status::internal(
+                    "the server answered more appends than were sent on the stream",
+                );
+            }
+        }
+    }
+}
+
+/// The request side of a lane, as the stream tonic sends.
+struct Queue(mpsc::UnboundedReceiver<v1::AppendRequest>);
+
+impl futures_core::Stream for Queue {
+    type Item = v1::AppendRequest;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
