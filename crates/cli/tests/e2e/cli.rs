@@ -5,6 +5,7 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
+use converge_api::{AppendRequest, GetRequest, LedgerApi as _};
 use converge_ledger::{Ledger, LedgerConfig};
 use converge_proto::v1;
 use converge_proto::v1::context_service_server::{ContextService, ContextServiceServer};
@@ -234,6 +235,7 @@ async fn verify_and_proof_exit_1_when_the_node_lies() {
             .add_service(IntegrityServiceServer::new(liar))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
+    let old_server = url.clone();
     let (verify, proof) = tokio::task::spawn_blocking(move || {
         for i in 0..3 {
             assert!(
@@ -252,4 +254,20 @@ async fn verify_and_proof_exit_1_when_the_node_lies() {
         "{}",
         stdout(&proof)
     );
+
+    // The liar is also an old server without AppendStream: a client's concurrent appends,
+    // which would ride a stream, go unary instead and all succeed.
+    let client = converge_client::Client::connect(old_server).await.unwrap();
+    let appends: Vec<_> = (0..40)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client.append(AppendRequest::new("old", "k", format!("{i}"))).await
+            })
+        })
+        .collect();
+    for append in appends {
+        append.await.unwrap().unwrap();
+    }
+    assert_eq!(client.get(GetRequest::all("old")).await.unwrap().latest_sequence, 40);
 }
