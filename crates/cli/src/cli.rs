@@ -254,8 +254,23 @@ pub struct AppendArgs {
     /// A Lamport time received with the message that caused this entry.
     #[arg(long)]
     pub received_lamport_clock: Option<u64>,
+    /// Append many entries read from stdin, all on one stream, and print each: `lines` (one
+    /// payload per line) or `framed` (each payload after its length as a 4-byte big-endian
+    /// number). With --append-id ID, entry N gets `ID:N`, so running it again appends nothing
+    /// new.
+    #[arg(long, value_enum, conflicts_with = "payload")]
+    pub many: Option<Framing>,
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+/// How `append --many` reads payloads from stdin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Framing {
+    /// One payload per line (without its line ending).
+    Lines,
+    /// A 4-byte big-endian length, then that many bytes; repeated.
+    Framed,
 }
 
 #[derive(Debug, Args)]

@@ -60,6 +60,9 @@ fn progress_done() {
 }
 
 pub async fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
+    if let Some(framing) = args.many {
+        return crate::many::append_many(args, framing).await;
+    }
     let payload = match args.payload.as_deref() {
         Some("-") | None => {
             let mut buf = Vec::new();
@@ -68,13 +71,7 @@ pub async fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
         }
         Some(text) => text.as_bytes().to_vec(),
     };
-    let mut metadata = BTreeMap::new();
-    for pair in &args.meta {
-        let Some((k, v)) = pair.split_once('=') else {
-            bail!("--meta wants KEY=VALUE, got {pair:?}");
-        };
-        metadata.insert(k.to_string(), v.to_string());
-    }
+    let metadata = metadata(&args.meta)?;
     let client = connect(&args.client).await?;
     let request = AppendRequest {
         context_id: args.context,
@@ -87,6 +84,18 @@ pub async fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
     let entry = client.append(request).await?;
     output::print_entry(&entry, args.client.json);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--meta` pairs as a map.
+pub fn metadata(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut metadata = BTreeMap::new();
+    for pair in pairs {
+        let Some((k, v)) = pair.split_once('=') else {
+            bail!("--meta wants KEY=VALUE, got {pair:?}");
+        };
+        metadata.insert(k.to_string(), v.to_string());
+    }
+    Ok(metadata)
 }
 
 pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {

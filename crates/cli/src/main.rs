@@ -13,6 +13,7 @@ mod cli;
 mod cluster;
 mod commands;
 mod config;
+mod many;
 mod output;
 mod serve;
 mod token;

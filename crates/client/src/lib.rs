@@ -24,7 +24,8 @@ use std::time::Duration;
 
 use converge_api::{
     AppendRequest, ConsistencyProof, GetRequest, GetResponse, InclusionProof, LedgerApi,
-    LedgerError, LoadRequest, LoadResponse, SnapshotResponse, TreeHead, WatchRequest, WatchStream,
+    LedgerError, LoadRequest, LoadResponse, PendingAppend, SnapshotResponse, TreeHead,
+    WatchRequest, WatchStream,
 };
 use converge_core::Entry;
 use converge_proto::cluster::admin_client::AdminClient;
@@ -276,11 +277,27 @@ impl Client {
         })
     }
 
-    /// One append on a shared stream. Where a unary call would move on to another server
-    /// (the stream's server is unavailable), it is sent again unary, with its `append_id`.
-    async fn append_streamed(&self, request: v1::AppendRequest) -> Result<v1::Entry, LedgerError> {
+    /// One append on a shared stream (lane `lane`, or the next round robin). Where a unary
+    /// call would move on to another server (the stream's server is unavailable), it is sent
+    /// again unary, with its `append_id`.
+    async fn append_streamed(
+        &self,
+        lane: Option<usize>,
+        request: v1::AppendRequest,
+    ) -> Result<v1::Entry, LedgerError> {
         let (server, context) = self.context_service();
-        let answer = match self.lanes.append(server, &context, request.clone()).await {
+        let sent = self.lanes.send(lane, server, &context, request.clone());
+        self.streamed_answer(server, sent, request).await
+    }
+
+    /// The entry for a request sent on a stream to `server`, or its error.
+    async fn streamed_answer(
+        &self,
+        server: usize,
+        sent: tokio::sync::oneshot::Receiver<streams::Answer>,
+        request: v1::AppendRequest,
+    ) -> Result<v1::Entry, LedgerError> {
+        let answer = match self.lanes.answer(sent).await {
             None => return self.append_unary(request).await,
             Some(Ok(v1::AppendStreamResponse { error: Some(error), .. })) => {
                 Err(tonic::Status::new(
@@ -305,6 +322,27 @@ impl Client {
             Err(status) => Err(from_status(&status)),
         }
     }
+
+    /// `request` as sent: with an `append_id` when it may be sent again to another server,
+    /// and what to verify the answer against.
+    fn prepared(&self, mut request: AppendRequest) -> (v1::AppendRequest, Option<AppendRequest>) {
+        // With several servers an append may be sent again to another: an append_id makes
+        // that return the entry the first attempt made instead of a second one.
+        if self.nodes.len() > 1 && request.append_id.as_deref().is_none_or(str::is_empty) {
+            request.append_id = Some(fresh_append_id());
+        }
+        let sent = self.config.verify.then(|| request.clone());
+        (convert::append_request_to_wire(request), sent)
+    }
+}
+
+/// The entry of an answered append, checked against what was sent in verifying mode.
+fn answered(wire: v1::Entry, sent: Option<&AppendRequest>) -> Result<Arc<Entry>, LedgerError> {
+    let entry = convert::entry_from_wire(wire)?;
+    if let Some(sent) = sent {
+        verify::appended(sent, &entry)?;
+    }
+    Ok(Arc::new(entry))
 }
 
 /// An `append_id` no other client will make: 128 bits from the OS's random hash keys, the time
@@ -377,25 +415,36 @@ fn from_status(status: &tonic::Status) -> LedgerError {
 }
 
 impl LedgerApi for Client {
-    async fn append(&self, mut request: AppendRequest) -> Result<Arc<Entry>, LedgerError> {
-        // With several servers an append may be sent again to another: an append_id makes
-        // that return the entry the first attempt made instead of a second one.
-        if self.nodes.len() > 1 && request.append_id.as_deref().is_none_or(str::is_empty) {
-            request.append_id = Some(fresh_append_id());
-        }
-        let sent = self.config.verify.then(|| request.clone());
-        let wire = convert::append_request_to_wire(request);
+    async fn append(&self, request: AppendRequest) -> Result<Arc<Entry>, LedgerError> {
+        let (wire, sent) = self.prepared(request);
         let (_counted, stream) = self.lanes.start();
         let wire = if stream {
-            self.append_streamed(wire).await?
+            self.append_streamed(None, wire).await?
         } else {
             self.append_unary(wire).await?
         };
-        let entry = convert::entry_from_wire(wire)?;
-        if let Some(sent) = sent {
-            verify::appended(&sent, &entry)?;
+        answered(wire, sent.as_ref())
+    }
+
+    /// Queues the append on the client's first stream: appends queued one after another are
+    /// sent, and answered, in that order.
+    async fn append_queued(&self, request: AppendRequest) -> PendingAppend {
+        let (wire, sent) = self.prepared(request);
+        if !self.lanes.usable() {
+            let outcome = match self.append_unary(wire).await {
+                Ok(wire) => answered(wire, sent.as_ref()),
+                Err(e) => Err(e),
+            };
+            return Box::pin(std::future::ready(outcome));
         }
-        Ok(Arc::new(entry))
+        let (server, context) = self.context_service();
+        let queued = self.lanes.send(Some(0), server, &context, wire.clone());
+        let client = self.clone();
+        Box::pin(async move {
+            let (_counted, _) = client.lanes.start();
+            let wire = client.streamed_answer(server, queued, wire).await?;
+            answered(wire, sent.as_ref())
+        })
     }
 
     async fn get(&self, request: GetRequest) -> Result<GetResponse, LedgerError> {

@@ -27,7 +27,7 @@ use crate::Transport;
 pub(crate) const LANES_DEFAULT: usize = 2;
 
 /// One append's answer from a lane: the server's response, or how the stream ended.
-type Answer = Result<v1::AppendStreamResponse, tonic::Status>;
+pub(crate) type Answer = Result<v1::AppendStreamResponse, tonic::Status>;
 
 /// The lanes of one client.
 pub(crate) struct Lanes {
@@ -73,37 +73,42 @@ impl Lanes {
     /// flight, and the server takes streams).
     pub(crate) fn start(&self) -> (InFlight<'_>, bool) {
         let before = self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let stream =
-            before > 0 && !self.open.is_empty() && !self.unsupported.load(Ordering::Relaxed);
+        let stream = before > 0 && self.usable();
         (InFlight(&self.in_flight), stream)
     }
 
     /// Sends `request` on a lane to server `server` (opening one through `context` if
-    /// needed) and waits for its answer. `None`: the server does not take streams; send it
-    /// unary.
-    pub(crate) async fn append(
+    /// needed): lane `lane`, or the next one round robin. Requests sent on one lane are
+    /// answered in the order sent. The answer comes through [`Self::answer`].
+    pub(crate) fn send(
         &self,
+        lane: Option<usize>,
         server: usize,
         context: &ContextServiceClient<Transport>,
         request: v1::AppendRequest,
-    ) -> Option<Answer> {
+    ) -> oneshot::Receiver<Answer> {
         let (answer, answered) = oneshot::channel();
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.open.len();
+        let i = lane.unwrap_or_else(|| self.next.fetch_add(1, Ordering::Relaxed)) % self.open.len();
+        let mut slot = self.open[i].lock().unwrap_or_else(PoisonError::into_inner);
+        let lane = match slot.take() {
+            Some(l) if l.server == server && !l.ended.load(Ordering::Acquire) => l,
+            _ => Lane::open(server, context.clone()),
+        };
         {
-            let mut slot = self.open[i].lock().unwrap_or_else(PoisonError::into_inner);
-            let usable = slot
-                .as_ref()
-                .is_some_and(|l| l.server == server && !l.ended.load(Ordering::Acquire));
-            if !usable {
-                *slot = Some(Lane::open(server, context.clone()));
-            }
-            let lane = slot.as_ref()?;
             let mut waiting = lane.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-            if lane.requests.send(request).is_err() {
-                return Some(Err(tonic::Status::unavailable("the append stream closed")));
+            if lane.requests.send(request).is_ok() {
+                waiting.push_back(answer);
+            } else {
+                drop(answer.send(Err(tonic::Status::unavailable("the append stream closed"))));
             }
-            waiting.push_back(answer);
         }
+        *slot = Some(lane);
+        answered
+    }
+
+    /// The answer to a request sent with [`Self::send`]. `None`: the server does not take
+    /// streams (from now on, [`Self::start`] says so); send it unary.
+    pub(crate) async fn answer(&self, answered: oneshot::Receiver<Answer>) -> Option<Answer> {
         match answered.await {
             Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
                 self.unsupported.store(true, Ordering::Relaxed);
@@ -112,6 +117,11 @@ impl Lanes {
             Ok(answer) => Some(answer),
             Err(_) => Some(Err(tonic::Status::unavailable("the append stream closed"))),
         }
+    }
+
+    /// Whether appends may ride streams at all.
+    pub(crate) fn usable(&self) -> bool {
+        !self.open.is_empty() && !self.unsupported.load(Ordering::Relaxed)
     }
 }
 

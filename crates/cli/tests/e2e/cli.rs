@@ -142,6 +142,44 @@ fn watch_follows_live_and_a_closed_pipe_exits_quietly() {
     assert_eq!(status.code(), Some(0), "a broken pipe exits quietly with 0");
 }
 
+#[test]
+fn append_many_sends_stdin_on_one_stream_and_a_rerun_with_its_append_id_adds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &[]);
+    let url = node.url();
+    let lines: String = (1..=500).map(|i| format!("line {i}\n")).collect();
+    let args = ["append", "batch", "k", "--many", "lines", "--append-id", "import-7", "--json"];
+    let first = run(&url, &args, Some(lines.as_bytes()));
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let printed: Vec<serde_json::Value> =
+        stdout(&first).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(printed.len(), 500);
+    for (i, entry) in printed.iter().enumerate() {
+        assert_eq!(entry["sequence"], i + 1, "printed in order, sequences in stdin order");
+    }
+    assert_eq!(crate::stream::rpc_count(&node, "AppendStream"), 1, "one stream");
+    assert_eq!(crate::stream::rpc_count(&node, "Append"), 500);
+
+    let again = run(&url, &args, Some(lines.as_bytes()));
+    assert!(again.status.success());
+    assert_eq!(stdout(&again), stdout(&first), "the same entries, none new");
+
+    // Framed: payloads may hold line endings; one refused payload is reported, the rest go on.
+    let mut framed = Vec::new();
+    for payload in [&b"a\nb"[..], &vec![0u8; 5 << 20], b"after"] {
+        framed.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_be_bytes());
+        framed.extend_from_slice(payload);
+    }
+    let out = run(&url, &["append", "framed", "k", "--many", "framed", "--json"], Some(&framed));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("entry 2 of stdin was not appended"), "{stderr}");
+    let printed: Vec<serde_json::Value> =
+        stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(printed.len(), 2);
+    assert_eq!(printed[1]["sequence"], 2);
+}
+
 /// A node that lies: its Get changes one payload byte of entry 2, and its inclusion proofs carry
 /// a damaged hash. Everything else it answers honestly.
 #[derive(Clone)]

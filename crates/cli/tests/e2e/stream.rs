@@ -23,7 +23,7 @@ fn request(context: &str, payload: String, append_id: &str) -> v1::AppendRequest
 }
 
 /// The count of `method` in the node's RPC metrics.
-fn rpc_count(node: &Node, method: &str) -> u64 {
+pub(crate) fn rpc_count(node: &Node, method: &str) -> u64 {
     let (status, body) = node.http_get("/metrics");
     assert_eq!(status, 200);
     let prefix = format!("converge_rpc_duration_seconds_count{{method=\"{method}\"}} ");
