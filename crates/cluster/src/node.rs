@@ -442,12 +442,13 @@ impl Cluster {
                 .map_err(|e| crate::forward::raft_status(&e))
         };
         if membership.voter_ids().any(|v| v == node) {
-            // A caught-up learner takes the voter's place in the same change, so the shard
-            // never has fewer voters than wanted (two voters survive no failure).
+            // A learner takes the voter's place in the same change, so the shard never has
+            // fewer voters than wanted (two voters survive no failure, and promoting a
+            // learner later would pass through a configuration that needs both of them).
             let mut voters: BTreeSet<NodeId> = membership.voter_ids().collect();
             voters.remove(&node);
             if voters.len() < self.inner.voters_wanted as usize
-                && let Some(learner) = caught_up_learner(raft, Some(node))
+                && let Some(learner) = replacement(raft, node)
             {
                 voters.insert(learner);
             }
@@ -537,6 +538,25 @@ fn caught_up_learner(raft: &Raft, except: Option<NodeId>) -> Option<NodeId> {
             .flatten()
             .is_some_and(|matched| matched.index + CAUGHT_UP_ENTRIES >= last)
     })
+}
+
+/// The learner to take voter `removed`'s place in the shard `raft` leads: a caught-up one,
+/// else the one furthest along (the change commits with the remaining voters either way; a
+/// lagging learner catches up as a voter). A learner the leader has never reached is not
+/// chosen: it may be gone.
+fn replacement(raft: &Raft, removed: NodeId) -> Option<NodeId> {
+    if let Some(learner) = caught_up_learner(raft, Some(removed)) {
+        return Some(learner);
+    }
+    let m = raft.metrics().borrow().clone();
+    let replication = m.replication.as_ref()?;
+    m.membership_config
+        .membership()
+        .learner_ids()
+        .filter(|l| *l != removed)
+        .filter_map(|l| replication.get(&l).copied().flatten().map(|matched| (matched.index, l)))
+        .max()
+        .map(|(_, l)| l)
 }
 
 fn millis(d: Duration) -> u64 {

@@ -48,8 +48,10 @@ impl Cluster {
             let m = raft.metrics().borrow().clone();
             let membership = m.membership_config.membership();
             for (id, node) in membership.nodes() {
-                // A voter only if it votes in every shard (promotions go shard by shard).
-                let voter = membership.voter_ids().any(|v| v == *id);
+                // A voter only if it votes in every shard (promotions go shard by shard), and
+                // in both halves of a membership change under way (a node being promoted
+                // does not count yet, one being removed no longer).
+                let voter = membership.get_joint_config().iter().all(|c| c.contains(id));
                 members
                     .entry(*id)
                     .and_modify(|member| member.1 &= voter)

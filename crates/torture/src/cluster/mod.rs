@@ -305,6 +305,8 @@ impl Nemesis<'_> {
                 let seed = self.nodes.slots[leader].addr.to_string();
                 self.nodes.start(f, &Start::JoinVia(seed));
                 self.nodes.await_member(f, Duration::from_secs(120)).await;
+                // Promoted in every shard before the next fault (see AddNodeRemoveLeader).
+                self.await_voters(3).await;
             }
             Fault::AddNodeRemoveLeader => {
                 // A slot never used, or one whose node was removed (wiped: a new node there).
