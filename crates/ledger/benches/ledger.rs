@@ -2,7 +2,7 @@
 //!
 //! Run all: `cargo bench -p converge-ledger --bench ledger`; one scenario:
 //! `cargo bench -p converge-ledger --bench ledger -- durable`. Scenarios: `durable`,
-//! `group-commit`, `memory`, `reads`, `watch`, `snapshot`, `memory-footprint`. Each figure is
+//! `group-commit`, `append-many`, `memory`, `reads`, `watch`, `snapshot`, `memory-footprint`. Each figure is
 //! the median of several runs, with the spread (min–max) beside it; fsync latency is measured
 //! in the same runs, so ratios against it are fair on a noisy machine. Disk scenarios use the
 //! system temp directory unless `CONVERGE_BENCH_DIR` names another.
@@ -178,6 +178,78 @@ async fn memory() {
             runs.push(append_load(&ledger, 64, contexts, Duration::from_secs(2)).await);
         }
         report(&format!("memory mode, 1 KiB, 64 appenders, {label}"), &runs);
+    }
+}
+
+/// `writers` tasks each send batches of `batch` 1 KiB entries with `append_many` for
+/// `duration`, each to its own context.
+async fn many_load(ledger: &Ledger, writers: usize, batch: usize, duration: Duration) -> Run {
+    let stop = Instant::now() + duration;
+    let counter = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..writers)
+        .map(|t| {
+            let ledger = ledger.clone();
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut appended = 0usize;
+                let context = format!("many-{t}");
+                while Instant::now() < stop {
+                    let first = counter.fetch_add(batch as u64, Ordering::Relaxed);
+                    let requests = (first..first + batch as u64)
+                        .map(|i| AppendRequest::new(context.as_str(), "facts", payload(i)))
+                        .collect();
+                    let started = Instant::now();
+                    for outcome in ledger.append_many(requests).await {
+                        outcome.expect("append");
+                    }
+                    appended += batch;
+                    latencies.push(started.elapsed());
+                }
+                (appended, latencies)
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let (mut count, mut all) = (0, Vec::new());
+    for t in tasks {
+        let (n, latencies) = t.await.expect("task");
+        count += n;
+        all.extend(latencies);
+    }
+    let elapsed = started.elapsed().max(duration);
+    all.sort_unstable();
+    Run {
+        per_second: count as f64 / elapsed.as_secs_f64(),
+        p50: percentile(&all, 0.5),
+        p99: percentile(&all, 0.99),
+        fsync: ledger.stats().log.and_then(|l| l.sync_median),
+    }
+}
+
+/// `append_many` in memory and on disk (latencies are per batch).
+async fn append_many() {
+    for (storage, writers, batch) in
+        [("memory", 4, 1024), ("durable", 4, 1024), ("durable", 16, 256)]
+    {
+        let mut runs = Vec::new();
+        for _ in 0..RUNS {
+            let dir = bench_dir();
+            let config = if storage == "memory" {
+                LedgerConfig::memory()
+            } else {
+                LedgerConfig::disk(dir.path())
+            };
+            let ledger = Ledger::open(config).expect("open");
+            runs.push(many_load(&ledger, writers, batch, Duration::from_secs(3)).await);
+            ledger.close().await.expect("close");
+        }
+        report(
+            &format!(
+                "append_many, {storage}, 1 KiB, {writers} writers × batches of {batch} (latency per batch)"
+            ),
+            &runs,
+        );
     }
 }
 
@@ -485,6 +557,9 @@ fn main() {
     }
     if wants("durable") {
         rt.block_on(durable());
+    }
+    if wants("append-many") {
+        rt.block_on(append_many());
     }
     if wants("group-commit") {
         rt.block_on(group_commit());
