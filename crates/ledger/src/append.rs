@@ -25,12 +25,11 @@ pub(crate) async fn append(inner: &Inner, req: AppendRequest) -> Result<Arc<Entr
 /// Validates `req`, waits for room in the append budget, and hands it to its context: appends
 /// queued one after another take sequences in that order. Returns before it is durable.
 pub(crate) async fn queue(inner: &Inner, req: AppendRequest) -> Result<Queued, LedgerError> {
-    let checked = Checked::new(inner, req)?;
-    if inner.closing.load(std::sync::atomic::Ordering::SeqCst) {
-        return Err(LedgerError::Unavailable(
-            "the ledger is shutting down; retry against a running node".into(),
-        ));
-    }
+    queue_checked(inner, Checked::new(inner, req)?).await
+}
+
+async fn queue_checked(inner: &Inner, checked: Checked) -> Result<Queued, LedgerError> {
+    closed(inner)?;
     // Admission: bound the bytes waiting for their fsync, held until durable or failed.
     let admitted = inner.admission.admit(checked.bytes).await?;
     enqueue(inner, checked, inner.config.clock.now(), Some(admitted))
@@ -58,6 +57,142 @@ pub(crate) fn apply(
             rx => settled(rx).await.map(|_| ()),
         }
     }))
+}
+
+/// Most appends of one context `many` stamps under one lock and waits for with one wake-up.
+const RUN_MAX: usize = 1024;
+
+/// `append_many` on the embedded ledger: the appends of each context, in order, go in runs
+/// (one admission, one lock, one atomic log batch and one wake-up per run); an append with an
+/// `append_id` goes alone, after the run before it, since it may be a retry. One outcome per
+/// request, in order; a refused request does not stop the others.
+pub(crate) async fn many(
+    inner: &Inner,
+    requests: Vec<AppendRequest>,
+) -> Vec<Result<Arc<Entry>, LedgerError>> {
+    let mut outcomes: Vec<Option<Result<Arc<Entry>, LedgerError>>> =
+        std::iter::repeat_with(|| None).take(requests.len()).collect();
+    let mut waits: Vec<(Vec<usize>, Wait)> = Vec::new();
+    let mut runs: std::collections::HashMap<String, Vec<(usize, Checked)>> =
+        std::collections::HashMap::new();
+    for (i, req) in requests.into_iter().enumerate() {
+        let checked = match Checked::new(inner, req) {
+            Ok(checked) => checked,
+            Err(refused) => {
+                outcomes[i] = Some(Err(refused));
+                continue;
+            }
+        };
+        let context = checked.context_id.as_str().to_owned();
+        if checked.append_id.is_some() {
+            if let Some(run) = runs.remove(&context) {
+                waits.push(submit_run(inner, run).await);
+            }
+            waits.push((vec![i], Wait::One(queue_checked(inner, checked).await)));
+            continue;
+        }
+        let run = runs.entry(context.clone()).or_default();
+        run.push((i, checked));
+        if run.len() >= RUN_MAX
+            && let Some(run) = runs.remove(&context)
+        {
+            waits.push(submit_run(inner, run).await);
+        }
+    }
+    for (_, run) in runs {
+        waits.push(submit_run(inner, run).await);
+    }
+    for (indexes, wait) in waits {
+        match wait {
+            Wait::One(queued) => {
+                let outcome = match queued {
+                    Ok(queued) => queued.wait().await,
+                    Err(refused) => Err(refused),
+                };
+                outcomes[indexes[0]] = Some(outcome);
+            }
+            Wait::Run(Err(refused)) => {
+                for i in indexes {
+                    outcomes[i] = Some(Err(refused.clone()));
+                }
+            }
+            Wait::Run(Ok((entries, rx))) => {
+                let durable = match rx {
+                    None => Ok(()),
+                    rx => settled(rx).await.map(|_| ()),
+                };
+                for (i, entry) in indexes.into_iter().zip(entries) {
+                    outcomes[i] = Some(durable.clone().map(|()| entry));
+                }
+            }
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Err(LedgerError::Internal("an append had no outcome".into()))))
+        .collect()
+}
+
+/// What `many` waits for: one append, or a run of one context.
+enum Wait {
+    One(Result<Queued, LedgerError>),
+    Run(Result<(Vec<Arc<Entry>>, Option<Durable>), LedgerError>),
+}
+
+/// The wait for an entry's durability (its completion).
+type Durable = oneshot::Receiver<converge_storage::Result<Arc<Entry>>>;
+
+/// Queues a run of one context's appends together.
+async fn submit_run(inner: &Inner, run: Vec<(usize, Checked)>) -> (Vec<usize>, Wait) {
+    let (indexes, checked): (Vec<usize>, Vec<Checked>) = run.into_iter().unzip();
+    let submitted = async {
+        closed(inner)?;
+        let bytes = checked.iter().map(|c| c.bytes).sum();
+        let admitted = inner.admission.admit(bytes).await?;
+        let context_id = checked[0].context_id.clone();
+        let context = inner.store.context(&context_id).map_err(errors::storage)?;
+        let news = checked
+            .into_iter()
+            .map(|c| {
+                let prefix = PartialContentHash::new(&c.context_id, &c.key, &c.payload);
+                NewEntry {
+                    key: c.key,
+                    payload: c.payload,
+                    metadata: c.metadata,
+                    received: c.received,
+                    append_id: None,
+                    prefix,
+                }
+            })
+            .collect();
+        let (completion, rx): (Completion, _) = if inner.store.is_memory() {
+            (Box::new(move |_| drop(admitted)), None)
+        } else {
+            let (tx, rx) = oneshot::channel();
+            (
+                Box::new(move |result| {
+                    drop(admitted);
+                    drop(tx.send(result));
+                }),
+                Some(rx),
+            )
+        };
+        let entries = context
+            .append_batch(news, inner.config.clock.now(), completion)
+            .map_err(errors::storage)?;
+        Ok((entries, rx))
+    };
+    (indexes, Wait::Run(submitted.await))
+}
+
+/// Refuses appends once the ledger is shutting down.
+fn closed(inner: &Inner) -> Result<(), LedgerError> {
+    if inner.closing.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(LedgerError::Unavailable(
+            "the ledger is shutting down; retry against a running node".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// An append request whose fields passed validation.

@@ -173,6 +173,13 @@ impl LedgerApi for Ledger {
         append::append(&self.inner, request).await
     }
 
+    async fn append_many(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Vec<Result<Arc<Entry>, LedgerError>> {
+        append::many(&self.inner, requests).await
+    }
+
     async fn append_queued(&self, request: AppendRequest) -> PendingAppend {
         match append::queue(&self.inner, request).await {
             Ok(queued) => Box::pin(queued.wait()),

@@ -536,3 +536,63 @@ async fn lamport_clocks_at_or_above_two_to_the_62_are_refused_and_the_context_ke
     }
     assert_eq!(l.tree_head("loaded").await.unwrap().tree_size, 0);
 }
+
+#[tokio::test]
+async fn append_many_answers_each_request_in_order_and_keeps_each_context_in_order() {
+    for storage in ["memory", "disk"] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = if storage == "memory" {
+            LedgerConfig::memory()
+        } else {
+            LedgerConfig::disk(dir.path())
+        };
+        let l = Ledger::open(config).unwrap();
+        let first = append(&l, "a", "k", "recorded").await;
+        let mut requests = Vec::new();
+        for i in 0..3000 {
+            let context = ["a", "b", "c"][i % 3];
+            requests.push(AppendRequest::new(context, "k", format!("p{i}")));
+        }
+        requests[10] = AppendRequest::new("", "k", "no context"); // refused alone
+        requests[20] = AppendRequest::new("a", "k", "again").with_append_id("x"); // goes alone
+        requests[30] = AppendRequest::new("a", "k", "again").with_append_id("x"); // its retry
+        let sent = requests.clone();
+        let outcomes = l.append_many(requests).await;
+        assert_eq!(outcomes.len(), sent.len(), "{storage}");
+        assert!(matches!(outcomes[10], Err(LedgerError::InvalidArgument(_))), "{storage}");
+        let x = outcomes[20].as_ref().unwrap();
+        assert_eq!(outcomes[30].as_ref().unwrap(), x, "{storage}: the retry returns the entry");
+        let mut last: BTreeMap<&str, u64> = BTreeMap::from([("a", first.sequence().0)]);
+        for (i, (outcome, req)) in outcomes.iter().zip(&sent).enumerate() {
+            if i == 10 || i == 30 {
+                continue;
+            }
+            let entry = outcome.as_ref().unwrap();
+            assert_eq!(entry.payload(), &req.payload, "{storage}: #{i} answers its request");
+            let previous = last.insert(req.context_id.as_str(), entry.sequence().0).unwrap_or(0);
+            assert_eq!(entry.sequence().0, previous + 1, "{storage}: #{i} in order");
+        }
+        let context_a = l.get(GetRequest::all("a")).await.unwrap();
+        assert_eq!(context_a.latest_sequence, last["a"]);
+        assert_eq!(context_a.entries[0], first);
+        l.close().await.unwrap();
+        drop(l);
+        if storage == "disk" {
+            // Acknowledged means durable: all there after reopening.
+            let l = Ledger::open(LedgerConfig::disk(dir.path())).unwrap();
+            for (context, latest) in &last {
+                let held = l.get(GetRequest::all(*context)).await.unwrap();
+                assert_eq!(held.latest_sequence, *latest);
+                let ours: Vec<_> = outcomes
+                    .iter()
+                    .zip(&sent)
+                    .enumerate()
+                    .filter(|(i, (_, r))| *i != 30 && r.context_id == *context)
+                    .filter_map(|(_, (o, _))| o.as_ref().ok().cloned())
+                    .collect();
+                let tail = &held.entries[held.entries.len() - ours.len()..];
+                assert_eq!(tail, &ours[..], "{context}");
+            }
+        }
+    }
+}

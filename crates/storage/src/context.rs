@@ -309,6 +309,45 @@ impl Context {
         Ok(Appended::New(entry))
     }
 
+    /// Appends `news` in order as one run: stamped at `now` under one lock, written as one
+    /// atomic batch. None may carry an `append_id` (those go through [`Self::append`], which
+    /// looks for a recorded one). `done` fires once, when the last is durable.
+    pub fn append_batch(
+        self: &Arc<Self>,
+        news: Vec<NewEntry>,
+        now: Timestamp,
+        done: Completion,
+    ) -> Result<Vec<Arc<Entry>>> {
+        debug_assert!(news.iter().all(|n| n.append_id.is_none()), "ids go one at a time");
+        let mut st = self.lock();
+        let mut next = st.next;
+        let mut batch = Vec::with_capacity(news.len());
+        for new in news {
+            let stamp = next.stamp(now, new.received)?;
+            let hash =
+                new.prefix.finish(stamp.sequence, stamp.appended_at, stamp.lamport, &new.metadata);
+            let parts = EntryParts {
+                sequence: stamp.sequence,
+                key: new.key,
+                payload: new.payload,
+                appended_at: stamp.appended_at,
+                lamport: stamp.lamport,
+                metadata: new.metadata,
+            };
+            let entry = Arc::new(Entry::from_trusted_parts(parts, hash));
+            next.advance(&Stamp::of(&entry))?;
+            batch.push((entry, None));
+        }
+        let entries = batch.iter().map(|(e, _)| Arc::clone(e)).collect();
+        if batch.is_empty() {
+            drop(st);
+            done(Err(Error::OutOfRange("nothing to append".into())));
+        } else {
+            self.submit(&mut st, batch, Some(done))?;
+        }
+        Ok(entries)
+    }
+
     /// Appends entries produced elsewhere with every field fixed (a loaded snapshot's suffix;
     /// later, replicated entries), as one atomic batch: after a crash either all of them are
     /// there or none. The context's latest sequence must be `expected_latest`, with nothing in
