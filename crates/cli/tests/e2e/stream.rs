@@ -168,3 +168,31 @@ async fn concurrent_appends_of_one_client_share_streams_and_a_lone_one_goes_unar
     }
     assert_eq!(rpc_count(&node, "AppendStream"), streams);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_open_append_streams_shuts_down_cleanly_and_the_streams_end_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::start(dir.path(), &[]);
+    let channel =
+        tonic::transport::Endpoint::from_shared(node.url()).unwrap().connect().await.unwrap();
+    let mut grpc = ContextServiceClient::new(channel);
+    let (requests, queue) = tokio::sync::mpsc::unbounded_channel();
+    let queue =
+        futures_util::stream::unfold(queue, |mut q| async move { q.recv().await.map(|r| (r, q)) });
+    requests.send(request("c", "before".into(), "")).unwrap();
+    let mut responses = grpc.append_stream(queue).await.unwrap().into_inner();
+    let first = responses.message().await.unwrap().expect("an answer");
+    assert_eq!(first.entry.expect("appended").sequence, 1);
+
+    // The stream stays open (the client has not finished it); SIGTERM still stops the node.
+    let started = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || node.terminate()).await.unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
+    let end = responses.message().await;
+    assert!(
+        matches!(&end, Err(s) if s.code() == tonic::Code::Unavailable),
+        "the stream ends with UNAVAILABLE: {end:?}"
+    );
+    drop(requests);
+}
