@@ -113,6 +113,40 @@ async fn any_node_answers_and_shows_its_own_writes_at_once() {
             assert!(heads.windows(2).all(|w| w[0] == w[1]), "{context}: {heads:?}");
         }
     }
+
+    // AppendStream on every node (most of its appends forwarded): answered in request order,
+    // each context's appends in the order sent, all applied on the answering node at once.
+    for (i, node) in nodes.iter().enumerate() {
+        let channel =
+            tonic::transport::Endpoint::from_shared(node.url()).unwrap().connect().await.unwrap();
+        let mut grpc =
+            converge_proto::v1::context_service_client::ContextServiceClient::new(channel);
+        let requests: Vec<_> = (0..300)
+            .map(|k| converge_proto::v1::AppendRequest {
+                context_id: format!("stream-{i}-{}", k % 6),
+                key: "k".into(),
+                payload: format!("{k}").into_bytes().into(),
+                ..Default::default()
+            })
+            .collect();
+        let sent = requests.clone();
+        let mut answers =
+            grpc.append_stream(futures_util::stream::iter(requests)).await.unwrap().into_inner();
+        let mut last = std::collections::HashMap::new();
+        for req in &sent {
+            let answer = answers.message().await.unwrap().expect("one answer per request");
+            let entry = answer.entry.unwrap_or_else(|| panic!("{:?}", answer.error));
+            assert_eq!(entry.payload, req.payload, "answered in request order");
+            let previous = last.insert(req.context_id.clone(), entry.sequence).unwrap_or(0);
+            assert_eq!(entry.sequence, previous + 1, "{}: in the order sent", req.context_id);
+        }
+        assert!(answers.message().await.unwrap().is_none());
+        let client = node.client().await;
+        for (context, latest) in last {
+            let got = client.get(GetRequest::all(context.as_str())).await.unwrap();
+            assert_eq!(got.latest_sequence, latest, "{context} applied on the node that answered");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
