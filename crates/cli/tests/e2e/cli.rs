@@ -147,7 +147,8 @@ fn append_many_sends_stdin_on_one_stream_and_a_rerun_with_its_append_id_adds_not
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), &[]);
     let url = node.url();
-    let lines: String = (1..=500).map(|i| format!("line {i}\n")).collect();
+    let lines: Vec<String> = (1..=500).map(|i| format!("line {i}")).collect();
+    let lines = lines.join("\n") + "\n";
     let args = ["append", "batch", "k", "--many", "lines", "--append-id", "import-7", "--json"];
     let first = run(&url, &args, Some(lines.as_bytes()));
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
