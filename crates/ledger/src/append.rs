@@ -165,18 +165,7 @@ async fn submit_run(inner: &Inner, run: Vec<(usize, Checked)>) -> (Vec<usize>, W
                 }
             })
             .collect();
-        let (completion, rx): (Completion, _) = if inner.store.is_memory() {
-            (Box::new(move |_| drop(admitted)), None)
-        } else {
-            let (tx, rx) = oneshot::channel();
-            (
-                Box::new(move |result| {
-                    drop(admitted);
-                    drop(tx.send(result));
-                }),
-                Some(rx),
-            )
-        };
+        let (completion, rx) = completion(inner, Some(admitted));
         let entries = context
             .append_batch(news, inner.config.clock.now(), completion)
             .map_err(errors::storage)?;
@@ -274,19 +263,7 @@ fn enqueue(
         .append_id
         .as_ref()
         .map(|id| (id.to_string(), new.key.clone(), new.payload.clone(), new.metadata.clone()));
-    // Memory mode completes before `append` returns, so it needs no channel.
-    let (completion, rx): (Completion, _) = if inner.store.is_memory() {
-        (Box::new(move |_| drop(admitted)), None)
-    } else {
-        let (tx, rx) = oneshot::channel();
-        (
-            Box::new(move |result| {
-                drop(admitted);
-                drop(tx.send(result));
-            }),
-            Some(rx),
-        )
-    };
+    let (completion, rx) = completion(inner, admitted);
     let outcome = context.append(new, now, completion).map_err(errors::storage)?;
     let refused = match (&outcome, requested) {
         (Appended::Recorded(entry), Some((id, key, payload, metadata)))
@@ -303,4 +280,19 @@ fn enqueue(
     };
     let (Appended::New(entry) | Appended::Recorded(entry)) = outcome;
     Ok(Queued { entry, refused, rx })
+}
+
+/// The completion of an append (or a run): releases `admitted` and, on disk, sends the
+/// outcome to the returned wait. Memory mode completes before `append` returns, so it needs no
+/// channel.
+fn completion(inner: &Inner, admitted: Option<Admitted>) -> (Completion, Option<Durable>) {
+    if inner.store.is_memory() {
+        return (Box::new(move |_| drop(admitted)), None);
+    }
+    let (tx, rx) = oneshot::channel();
+    let completion: Completion = Box::new(move |result| {
+        drop(admitted);
+        drop(tx.send(result));
+    });
+    (completion, Some(rx))
 }

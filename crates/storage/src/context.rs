@@ -257,7 +257,7 @@ impl Context {
     /// dropped uncalled.
     pub fn append(
         self: &Arc<Self>,
-        new: NewEntry,
+        mut new: NewEntry,
         now: Timestamp,
         done: Completion,
     ) -> Result<Appended> {
@@ -293,19 +293,9 @@ impl Context {
                 }
             }
         }
-        let stamp = st.next.stamp(now, new.received)?;
-        let hash =
-            new.prefix.finish(stamp.sequence, stamp.appended_at, stamp.lamport, &new.metadata);
-        let parts = EntryParts {
-            sequence: stamp.sequence,
-            key: new.key,
-            payload: new.payload,
-            appended_at: stamp.appended_at,
-            lamport: stamp.lamport,
-            metadata: new.metadata,
-        };
-        let entry = Arc::new(Entry::from_trusted_parts(parts, hash));
-        self.submit(&mut st, vec![(Arc::clone(&entry), new.append_id)], Some(done))?;
+        let append_id = new.append_id.take();
+        let entry = stamped(&st.next, new, now)?;
+        self.submit(&mut st, vec![(Arc::clone(&entry), append_id)], Some(done))?;
         Ok(Appended::New(entry))
     }
 
@@ -323,18 +313,7 @@ impl Context {
         let mut next = st.next;
         let mut batch = Vec::with_capacity(news.len());
         for new in news {
-            let stamp = next.stamp(now, new.received)?;
-            let hash =
-                new.prefix.finish(stamp.sequence, stamp.appended_at, stamp.lamport, &new.metadata);
-            let parts = EntryParts {
-                sequence: stamp.sequence,
-                key: new.key,
-                payload: new.payload,
-                appended_at: stamp.appended_at,
-                lamport: stamp.lamport,
-                metadata: new.metadata,
-            };
-            let entry = Arc::new(Entry::from_trusted_parts(parts, hash));
+            let entry = stamped(&next, new, now)?;
             next.advance(&Stamp::of(&entry))?;
             batch.push((entry, None));
         }
@@ -456,6 +435,21 @@ impl Context {
             }
         }
     }
+}
+
+/// `new` as the entry that follows `next`, stamped at `now` (its hash finished).
+fn stamped(next: &Sequencer, new: NewEntry, now: Timestamp) -> Result<Arc<Entry>> {
+    let stamp = next.stamp(now, new.received)?;
+    let hash = new.prefix.finish(stamp.sequence, stamp.appended_at, stamp.lamport, &new.metadata);
+    let parts = EntryParts {
+        sequence: stamp.sequence,
+        key: new.key,
+        payload: new.payload,
+        appended_at: stamp.appended_at,
+        lamport: stamp.lamport,
+        metadata: new.metadata,
+    };
+    Ok(Arc::new(Entry::from_trusted_parts(parts, hash)))
 }
 
 impl Context {
