@@ -44,9 +44,15 @@ struct Lane {
     /// The server it was opened on.
     server: usize,
     requests: mpsc::UnboundedSender<v1::AppendRequest>,
-    waiting: Arc<Mutex<VecDeque<oneshot::Sender<Answer>>>>,
-    /// Set by the reader when the stream ended.
-    ended: Arc<AtomicBool>,
+    waiting: Arc<Mutex<Waiting>>,
+}
+
+/// The answers a lane owes, oldest first, and whether its stream has ended (then nothing more
+/// may wait on it). One lock covers both, so no answer is pushed after the last is failed.
+#[derive(Default)]
+struct Waiting {
+    answers: VecDeque<oneshot::Sender<Answer>>,
+    ended: bool,
 }
 
 /// Counts an append in flight until dropped.
@@ -90,19 +96,33 @@ impl Lanes {
         let (answer, answered) = oneshot::channel();
         let i = lane.unwrap_or_else(|| self.next.fetch_add(1, Ordering::Relaxed)) % self.open.len();
         let mut slot = self.open[i].lock().unwrap_or_else(PoisonError::into_inner);
-        let lane = match slot.take() {
-            Some(l) if l.server == server && !l.ended.load(Ordering::Acquire) => l,
-            _ => Lane::open(server, context.clone()),
-        };
-        {
-            let mut waiting = lane.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-            if lane.requests.send(request).is_ok() {
-                waiting.push_back(answer);
-            } else {
-                drop(answer.send(Err(tonic::Status::unavailable("the append stream closed"))));
+        let mut pending = Some((request, answer));
+        // A lane whose stream ended is replaced; if the new one has ended already too (its
+        // server refused the stream at once), the append fails.
+        for _ in 0..2 {
+            let lane = match slot.take() {
+                Some(l) if l.server == server => l,
+                _ => Lane::open(server, context.clone()),
+            };
+            if let Some((request, answer)) = pending.take() {
+                let mut waiting = lane.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+                if waiting.ended {
+                    pending = Some((request, answer));
+                } else {
+                    match lane.requests.send(request) {
+                        Ok(()) => waiting.answers.push_back(answer),
+                        Err(mpsc::error::SendError(request)) => pending = Some((request, answer)),
+                    }
+                }
+            }
+            if pending.is_none() {
+                *slot = Some(lane);
+                return answered;
             }
         }
-        *slot = Some(lane);
+        if let Some((_, answer)) = pending {
+            drop(answer.send(Err(tonic::Status::unavailable("the append stream closed"))));
+        }
         answered
     }
 
@@ -129,18 +149,16 @@ impl Lane {
     /// Opens a stream to server `server` and starts its reader.
     fn open(server: usize, mut context: ContextServiceClient<Transport>) -> Self {
         let (requests, queue) = mpsc::unbounded_channel();
-        let waiting: Arc<Mutex<VecDeque<oneshot::Sender<Answer>>>> = Arc::default();
-        let ended = Arc::new(AtomicBool::new(false));
-        let lane =
-            Self { server, requests, waiting: Arc::clone(&waiting), ended: Arc::clone(&ended) };
+        let waiting: Arc<Mutex<Waiting>> = Arc::default();
+        let lane = Self { server, requests, waiting: Arc::clone(&waiting) };
         tokio::spawn(async move {
             let status = match context.append_stream(Queue(queue)).await {
                 Ok(responses) => read(responses.into_inner(), &waiting).await,
                 Err(status) => status,
             };
-            ended.store(true, Ordering::Release);
             let mut waiting = waiting.lock().unwrap_or_else(PoisonError::into_inner);
-            for answer in waiting.drain(..) {
+            waiting.ended = true;
+            for answer in waiting.answers.drain(..) {
                 let _ = answer.send(Err(status.clone()));
             }
         });
@@ -151,7 +169,7 @@ impl Lane {
 /// Hands each response to the oldest waiting append; how the stream ended.
 async fn read(
     mut responses: tonic::Streaming<v1::AppendStreamResponse>,
-    waiting: &Mutex<VecDeque<oneshot::Sender<Answer>>>,
+    waiting: &Mutex<Waiting>,
 ) -> tonic::Status {
     loop {
         let response = match responses.message().await {
@@ -159,7 +177,7 @@ async fn read(
             Ok(None) => return tonic::Status::unavailable("the server ended the append stream"),
             Err(status) => return status,
         };
-        let oldest = waiting.lock().unwrap_or_else(PoisonError::into_inner).pop_front();
+        let oldest = waiting.lock().unwrap_or_else(PoisonError::into_inner).answers.pop_front();
         match oldest {
             Some(answer) => drop(answer.send(Ok(response))),
             None => {
