@@ -277,16 +277,12 @@ impl Client {
         })
     }
 
-    /// One append on a shared stream (lane `lane`, or the next round robin). Where a unary
-    /// call would move on to another server (the stream's server is unavailable), it is sent
-    /// again unary, with its `append_id`.
-    async fn append_streamed(
-        &self,
-        lane: Option<usize>,
-        request: v1::AppendRequest,
-    ) -> Result<v1::Entry, LedgerError> {
+    /// One append on the next shared stream, round robin. Where a unary call would move on to
+    /// another server (the stream's server is unavailable), it is sent again unary, with its
+    /// `append_id`.
+    async fn append_streamed(&self, request: v1::AppendRequest) -> Result<v1::Entry, LedgerError> {
         let (server, context) = self.context_service();
-        let sent = self.lanes.send(lane, server, &context, request.clone());
+        let sent = self.lanes.send(None, server, &context, request.clone());
         self.streamed_answer(server, sent, request).await
     }
 
@@ -419,7 +415,7 @@ impl LedgerApi for Client {
         let (wire, sent) = self.prepared(request);
         let (_counted, stream) = self.lanes.start();
         let wire = if stream {
-            self.append_streamed(None, wire).await?
+            self.append_streamed(wire).await?
         } else {
             self.append_unary(wire).await?
         };

@@ -51,12 +51,15 @@ pub(crate) fn apply(
         return Err(refused);
     }
     let Queued { entry, rx, .. } = queued;
-    Ok((entry, async move {
-        match rx {
-            None => Ok(()),
-            rx => settled(rx).await.map(|_| ()),
-        }
-    }))
+    Ok((entry, until_durable(rx)))
+}
+
+/// Waits for a completion, if there is one (memory mode has none: it is durable at once).
+async fn until_durable(rx: Option<Durable>) -> Result<(), LedgerError> {
+    match rx {
+        None => Ok(()),
+        rx => settled(rx).await.map(|_| ()),
+    }
 }
 
 /// Most appends of one context `many` stamps under one lock and waits for with one wake-up.
@@ -83,19 +86,22 @@ pub(crate) async fn many(
                 continue;
             }
         };
-        let context = checked.context_id.as_str().to_owned();
         if checked.append_id.is_some() {
-            if let Some(run) = runs.remove(&context) {
+            if let Some(run) = runs.remove(checked.context_id.as_str()) {
                 waits.push(submit_run(inner, run).await);
             }
             waits.push((vec![i], Wait::One(queue_checked(inner, checked).await)));
             continue;
         }
-        let run = runs.entry(context.clone()).or_default();
-        run.push((i, checked));
-        if run.len() >= RUN_MAX
-            && let Some(run) = runs.remove(&context)
-        {
+        // The context's name is copied once per run, not once per append.
+        let full = if let Some(run) = runs.get_mut(checked.context_id.as_str()) {
+            run.push((i, checked));
+            (run.len() >= RUN_MAX).then(|| run[0].1.context_id.as_str().to_owned())
+        } else {
+            runs.insert(checked.context_id.as_str().to_owned(), vec![(i, checked)]);
+            None
+        };
+        if let Some(run) = full.and_then(|context| runs.remove(&context)) {
             waits.push(submit_run(inner, run).await);
         }
     }
@@ -117,10 +123,7 @@ pub(crate) async fn many(
                 }
             }
             Wait::Run(Ok((entries, rx))) => {
-                let durable = match rx {
-                    None => Ok(()),
-                    rx => settled(rx).await.map(|_| ()),
-                };
+                let durable = until_durable(rx).await;
                 for (i, entry) in indexes.into_iter().zip(entries) {
                     outcomes[i] = Some(durable.clone().map(|()| entry));
                 }

@@ -549,7 +549,8 @@ async fn append_many_answers_each_request_in_order_and_keeps_each_context_in_ord
         let l = Ledger::open(config).unwrap();
         let first = append(&l, "a", "k", "recorded").await;
         let mut requests = Vec::new();
-        for i in 0..3000 {
+        // Over 1,024 per context after the append_id splits: runs fill up and a new one starts.
+        for i in 0..3300 {
             let context = ["a", "b", "c"][i % 3];
             requests.push(AppendRequest::new(context, "k", format!("p{i}")));
         }
