@@ -209,6 +209,11 @@ impl EntryId {
     pub fn to_hex(&self) -> String {
         hex::encode(&self.0)
     }
+
+    /// Whether `text` is this id as the wire writes it (lowercase hex).
+    pub fn is_written_as(&self, text: &str) -> bool {
+        hex::is_encoding_of(text, &self.0)
+    }
 }
 
 impl fmt::Display for EntryId {

@@ -24,6 +24,14 @@ pub fn encode(bytes: &[u8]) -> String {
     text
 }
 
+/// Whether `text` is the lowercase hexadecimal of `bytes` (without allocating).
+pub fn is_encoding_of(text: &str, bytes: &[u8]) -> bool {
+    text.len() == bytes.len() * 2
+        && text.as_bytes().chunks_exact(2).zip(bytes).all(|(pair, &byte)| {
+            pair[0] == DIGITS[usize::from(byte >> 4)] && pair[1] == DIGITS[usize::from(byte & 0x0f)]
+        })
+}
+
 /// The bytes that `text` encodes.
 pub fn decode(text: &str) -> Result<Vec<u8>, HexError> {
     let digits = text.as_bytes();
@@ -53,6 +61,16 @@ fn nibble(digit: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recognises_exactly_its_lowercase_encoding() {
+        let bytes = [0x00, 0x9f, 0xa5, 0xff];
+        assert!(is_encoding_of("009fa5ff", &bytes));
+        assert!(is_encoding_of("", &[]));
+        for other in ["009FA5FF", "009fa5fe", "009fa5f", "009fa5ff00", "109fa5ff"] {
+            assert!(!is_encoding_of(other, &bytes), "{other}");
+        }
+    }
 
     #[test]
     fn round_trip() {

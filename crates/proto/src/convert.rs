@@ -39,6 +39,7 @@ pub fn hash_from_wire(bytes: &[u8], what: &str) -> Result<Hash, LedgerError> {
 /// An entry from the wire, checked field by field. Its content hash is taken as sent; a
 /// verifying client also recomputes it.
 pub fn entry_from_wire(entry: v1::Entry) -> Result<Entry, LedgerError> {
+    let id = entry.id;
     let key = Key::try_new(entry.key).map_err(|e| bad("an entry", e))?;
     let metadata = Metadata::try_from_pairs(entry.metadata).map_err(|e| bad("an entry", e))?;
     let content_hash = hash_from_wire(&entry.content_hash, "an entry content hash")?;
@@ -51,14 +52,13 @@ pub fn entry_from_wire(entry: v1::Entry) -> Result<Entry, LedgerError> {
         metadata,
     };
     let entry = Entry::from_trusted_parts(parts, content_hash);
-    if entry.id().to_hex() != entry_id_or_empty(&entry) {
-        return Err(bad("an entry", "its id is not the prefix of its content hash"));
+    if !entry.id().is_written_as(&id) {
+        return Err(bad(
+            "an entry",
+            format!("its id {id:?} is not the hex of its content hash's first 16 bytes"),
+        ));
     }
     Ok(entry)
-}
-
-fn entry_id_or_empty(entry: &Entry) -> String {
-    entry.id().to_hex()
 }
 
 /// An append request from the wire (empty `append_id` means none, as proto3 strings do).
@@ -269,4 +269,44 @@ pub fn consistency_from_wire(
         from_root: hash_from_wire(&proof.from_root, "a consistency proof root")?,
         to_root: hash_from_wire(&proof.to_root, "a consistency proof root")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use converge_core::ContextId;
+
+    use super::*;
+
+    fn wire_entry() -> v1::Entry {
+        let parts = EntryParts {
+            sequence: Seq(3),
+            key: Key::try_new("facts").unwrap(),
+            payload: bytes::Bytes::from_static(b"x"),
+            appended_at: Timestamp(5),
+            lamport: LamportTime(8),
+            metadata: Metadata::default(),
+        };
+        entry_to_wire(&Entry::seal(&ContextId::try_new("c").unwrap(), parts))
+    }
+
+    #[test]
+    fn an_entry_round_trips() {
+        let wire = wire_entry();
+        let entry = entry_from_wire(wire.clone()).unwrap();
+        assert_eq!(entry_to_wire(&entry), wire);
+    }
+
+    #[test]
+    fn an_entry_whose_id_is_not_its_hashs_is_refused() {
+        for id in ["", "00112233445566778899aabbccddeeff"] {
+            let mut wire = wire_entry();
+            wire.id = id.into();
+            let err = entry_from_wire(wire).unwrap_err();
+            assert!(matches!(err, LedgerError::Verification(_)), "{err:?}");
+            assert!(err.to_string().contains("its id"), "{err}");
+        }
+        let mut wire = wire_entry();
+        wire.id = wire.id.to_uppercase();
+        assert!(entry_from_wire(wire).is_err(), "ids are lowercase on the wire");
+    }
 }
