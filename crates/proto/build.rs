@@ -16,6 +16,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .bytes(".")
         .btree_map(".")
+        // Written by hand so one encoding serves every watcher (see src/watch_event.rs).
+        .extern_path(".converge.context.v1.WatchEvent", "crate::watch_event::WatchEvent")
         .emit_rerun_if_changed(false)
         .build_transport(false)
         // Request decode failures are INVALID_ARGUMENT, not INTERNAL (see src/codec.rs).

@@ -5,8 +5,9 @@
 //! descriptor set for server reflection, the conversions between wire messages and
 //! `converge-api` types ([`convert`]), the mapping between `LedgerError` and gRPC
 //! statuses ([`status`]), the protobuf codec that makes an undecodable request
-//! `INVALID_ARGUMENT` ([`codec`]), and the write coalescing both ends put under HTTP/2
-//! ([`coalesce`]).
+//! `INVALID_ARGUMENT` ([`codec`]), the write coalescing both ends put under HTTP/2
+//! ([`coalesce`]), and the watch event whose encoding is shared by all watchers
+//! ([`watch_event`]).
 //!
 //! What it is not: it holds no ledger behaviour; the server and the client are thin shells
 //! around it.
@@ -15,6 +16,7 @@ pub mod coalesce;
 pub mod codec;
 pub mod convert;
 pub mod status;
+pub mod watch_event;
 
 /// The generated code, in modules named after the proto packages (generated code names the
 /// types of another package by relative paths).
@@ -31,6 +33,7 @@ pub mod converge {
         /// The public services.
         pub mod v1 {
             tonic::include_proto!("converge.context.v1");
+            pub use crate::watch_event::WatchEvent;
         }
     }
     /// `converge.cluster.v1`.

@@ -19,5 +19,6 @@ pub mod limits;
 pub mod metrics;
 pub mod run;
 pub mod service;
+mod watch_events;
 
 pub use run::{Listeners, Replication, Security, ServeError, run, run_node};

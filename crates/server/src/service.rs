@@ -21,6 +21,7 @@ use tracing::error;
 
 use crate::append_stream::AppendPipeline;
 use crate::metrics::{Method, Metrics};
+use crate::watch_events::{Encodings, WatchEventStream};
 
 /// The message a client gets when a handler panicked. The panic itself is logged.
 pub(crate) const PANIC_MESSAGE: &str = "the server failed internally while handling this request (logged); it was not applied unless a later read shows it";
@@ -32,12 +33,14 @@ pub struct LedgerService<L = Ledger> {
     metrics: Arc<Metrics>,
     /// Turns true when the server begins to shut down (ends append streams).
     closing: Option<watch::Receiver<bool>>,
+    /// Watch events encoded once for all watchers of a context.
+    encodings: Arc<Encodings>,
 }
 
 impl<L: LedgerApi + Clone + 'static> LedgerService<L> {
     /// The services of `ledger`, counting into `metrics`.
     pub fn new(ledger: L, metrics: Arc<Metrics>) -> Self {
-        Self { ledger, metrics, closing: None }
+        Self { ledger, metrics, closing: None, encodings: Arc::default() }
     }
 
     /// The same services, ending append streams once `closing` turns true.
@@ -161,49 +164,13 @@ impl<L: LedgerApi + Clone + 'static> ContextService for LedgerService<L> {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let metrics = Arc::clone(&self.metrics);
         self.call(Method::Watch, async {
-            let entries =
-                self.ledger.watch(convert::watch_request_from_wire(request.into_inner())).await?;
-            Ok(Box::pin(WatchEventStream { entries, metrics, done: false }) as WatchEvents)
+            let request = convert::watch_request_from_wire(request.into_inner());
+            let context_id = request.context_id.clone();
+            let entries = self.ledger.watch(request).await?;
+            let recent = self.encodings.of(&context_id);
+            Ok(Box::pin(WatchEventStream::new(entries, recent, metrics)) as WatchEvents)
         })
         .await
-    }
-}
-
-/// Entries as watch events; a panic while producing one ends the stream with `INTERNAL`.
-struct WatchEventStream {
-    entries: converge_api::WatchStream,
-    metrics: Arc<Metrics>,
-    done: bool,
-}
-
-impl futures_core::Stream for WatchEventStream {
-    type Item = Result<v1::WatchEvent, Status>;
-
-    fn poll_next(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        use std::task::Poll;
-        if self.done {
-            return Poll::Ready(None);
-        }
-        let this = &mut *self;
-        let polled =
-            std::panic::catch_unwind(AssertUnwindSafe(|| this.entries.as_mut().poll_next(cx)));
-        match polled {
-            Ok(Poll::Ready(Some(Ok(entry)))) => Poll::Ready(Some(Ok(v1::WatchEvent {
-                entry: Some(convert::entry_to_wire(&entry)),
-            }))),
-            Ok(Poll::Ready(Some(Err(err)))) => Poll::Ready(Some(Err(status::to_status(&err)))),
-            Ok(Poll::Ready(None)) => Poll::Ready(None),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(panic) => {
-                this.done = true;
-                this.metrics.panicked();
-                error!(panic = panic_text(panic.as_ref()), "watch stream panicked");
-                Poll::Ready(Some(Err(Status::internal(PANIC_MESSAGE))))
-            }
-        }
     }
 }
 
