@@ -1,6 +1,7 @@
 //! `bench`: a gRPC load generator. Appends from `--in-flight` concurrent tasks over `--clients`
 //! connections for `--duration` seconds (paced at `--rate` if given), optionally with
-//! `--watchers` watching the first context, against `--server` or against a node it starts
+//! `--watchers` watching the first context (over `--watch-clients` connections of their own),
+//! against `--server` or against a node it starts
 //! itself (durable, in a temporary directory). Prints appends/s, latency percentiles, watch
 //! delivery latency and, when it can see the node, the median fsync measured in the same run.
 
@@ -59,6 +60,10 @@ pub struct BenchArgs {
     /// Watchers of the first context.
     #[arg(long, default_value_t = 0)]
     pub watchers: usize,
+    /// gRPC connections the watchers share, apart from the appenders' (watchers are usually
+    /// other processes than writers).
+    #[arg(long, default_value_t = 4)]
+    pub watch_clients: usize,
     /// Appends per second in all (default: as fast as possible).
     #[arg(long)]
     pub rate: Option<u64>,
@@ -277,8 +282,8 @@ async fn http_get(url: &str) -> anyhow::Result<String> {
 
 pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
-        args.clients > 0 && args.in_flight > 0 && args.contexts > 0,
-        "--clients, --in-flight and --contexts must be positive"
+        args.clients > 0 && args.in_flight > 0 && args.contexts > 0 && args.watch_clients > 0,
+        "--clients, --watch-clients, --in-flight and --contexts must be positive"
     );
     let (server, node) = if let Some(server) = &args.server {
         (server.clone(), None)
@@ -297,7 +302,13 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let origin = Instant::now();
     let acks: Acks = Arc::default();
     let (stop_watchers, stop) = tokio::sync::watch::channel(false);
-    let watches = watchers(&clients, args.watchers, origin, &stop).await?;
+    let mut watch_clients = Vec::new();
+    if args.watchers > 0 {
+        for _ in 0..args.watch_clients {
+            watch_clients.push(Client::connect(server.clone()).await?);
+        }
+    }
+    let watches = watchers(&watch_clients, args.watchers, origin, &stop).await?;
     let load = appenders(&clients, &args, origin, &acks).await?;
     let fsync = fsync_median(node.as_ref(), args.metrics.as_deref()).await;
     // Give watchers a moment to receive the last entries, then stop them.
