@@ -2,8 +2,8 @@
 //! connections for `--duration` seconds (paced at `--rate` if given), optionally with
 //! `--watchers` watching the first context (over `--watch-clients` connections of their own),
 //! against `--server` or against a node it starts itself (durable, in a temporary directory).
-//! Prints appends/s, latency percentiles, watch
-//! delivery latency and, when it can see the node, the median fsync measured in the same run.
+//! Prints appends/s, latency percentiles, watch delivery latency and, when it can see the
+//! node, the median fsync measured in the same run.
 
 #![allow(
     clippy::cast_possible_truncation,
