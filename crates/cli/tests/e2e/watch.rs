@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use converge_api::{AppendRequest, LedgerApi, WatchRequest};
+use converge_api::{AppendRequest, GetRequest, LedgerApi, WatchRequest};
 use converge_client::Client;
 use futures_util::StreamExt as _;
 use tokio::time::timeout;
@@ -31,29 +31,42 @@ async fn two_hundred_concurrent_watchers_each_see_every_entry_once() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), &[]);
     let client = node.client().await;
+    // The server encodes each entry once for all of them; every one must still get each
+    // entry's own fields. Half start at the beginning, half part-way (from the same window).
     let mut watchers = Vec::new();
-    for _ in 0..200 {
+    for w in 0..200 {
+        let from_sequence = if w % 2 == 0 { 0 } else { 100 };
         let mut stream = client
-            .watch(WatchRequest { context_id: "hot".into(), key: None, from_sequence: 0 })
+            .watch(WatchRequest { context_id: "hot".into(), key: None, from_sequence })
             .await
             .unwrap();
         watchers.push(tokio::spawn(async move {
-            let mut seqs = Vec::new();
-            while (seqs.len() as u64) < N {
+            let mut entries = Vec::new();
+            while (entries.len() as u64) < N - from_sequence {
                 let entry = timeout(Duration::from_secs(120), stream.next())
                     .await
                     .expect("delivered in time")
                     .unwrap()
                     .unwrap();
-                seqs.push(entry.sequence().0);
+                entries.push(entry);
             }
-            seqs
+            (from_sequence, entries)
         }));
     }
     write(std::slice::from_ref(&client), "hot", N as usize, 16, 256).await;
-    let expected: Vec<u64> = (1..=N).collect();
+    let stored = client
+        .get(GetRequest { context_id: "hot".into(), key: None, after_sequence: 0, limit: 0 })
+        .await
+        .unwrap()
+        .entries;
+    assert_eq!(stored.len() as u64, N);
     for w in watchers {
-        assert_eq!(w.await.unwrap(), expected);
+        let (from, seen) = w.await.unwrap();
+        let expected = &stored[from as usize..];
+        assert_eq!(seen.len(), expected.len());
+        for (got, want) in seen.iter().zip(expected) {
+            assert_eq!(**got, **want, "a watcher got entry {} as stored", want.sequence());
+        }
     }
 }
 
