@@ -18,6 +18,7 @@
 
 mod admission;
 mod append;
+mod catch_up;
 mod config;
 mod errors;
 mod ledger;

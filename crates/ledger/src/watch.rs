@@ -25,6 +25,7 @@ use converge_core::{ContextId, Entry, Key, Seq};
 use converge_storage::{Context, ReadQuery, Store};
 use tokio::sync::Notify;
 
+use crate::catch_up::{CatchUp, Found, copy_after};
 use crate::errors;
 use crate::ledger::Inner;
 use crate::request;
@@ -124,14 +125,6 @@ struct Window {
     bytes: usize,
 }
 
-/// What a watcher found in the window.
-enum Found {
-    /// Copied this many entries that follow the watcher's last one.
-    Copied(usize),
-    /// The entries after the watcher's last one have left the window.
-    Lagged,
-}
-
 impl Feed {
     fn new(capacity: usize, fan_out: Arc<FanOut>) -> Arc<Self> {
         Arc::new(Self {
@@ -180,8 +173,7 @@ impl Feed {
         self.notify.notify_waiters();
     }
 
-    /// Copies up to `max` entries and about `bytes_max` payload bytes (at least one entry)
-    /// after `last` into `out`.
+    /// Copies entries after `last` from the window into `out` (see [`copy_after`]).
     fn read_after(
         &self,
         last: Seq,
@@ -190,28 +182,7 @@ impl Feed {
         out: &mut VecDeque<Arc<Entry>>,
     ) -> Found {
         let window = self.window.read().unwrap_or_else(PoisonError::into_inner);
-        let window = &window.entries;
-        let (Some(front), Some(back)) = (window.front(), window.back()) else {
-            return Found::Copied(0);
-        };
-        if back.sequence() <= last {
-            return Found::Copied(0);
-        }
-        let Some(skip) =
-            last.0.checked_add(1).and_then(|next| next.checked_sub(front.sequence().0))
-        else {
-            return Found::Lagged;
-        };
-        let skip = usize::try_from(skip).unwrap_or(usize::MAX);
-        let mut bytes = 0;
-        for entry in window.iter().skip(skip).take(max) {
-            if bytes > 0 && bytes + entry.payload().len() > bytes_max {
-                break;
-            }
-            bytes += entry.payload().len().max(1);
-            out.push_back(Arc::clone(entry));
-        }
-        Found::Copied(out.len())
+        copy_after(&window.entries, last, max, bytes_max, out)
     }
 }
 
@@ -222,6 +193,8 @@ pub(crate) struct Hub {
     context: Option<Arc<Context>>,
     store: Store,
     feed: Arc<Feed>,
+    /// What its watchers catching up last read from storage.
+    catch_up: CatchUp,
     lagging: AtomicUsize,
     registry: Weak<Registry>,
 }
@@ -269,6 +242,7 @@ impl Hubs {
             context: Some(context),
             store: store.clone(),
             feed,
+            catch_up: CatchUp::default(),
             lagging: AtomicUsize::new(0),
             registry: Arc::downgrade(&self.registry),
         });
@@ -344,6 +318,8 @@ pub(crate) fn watch(inner: &Arc<Inner>, req: &WatchRequest) -> Result<WatchStrea
         // Closing began while the hub was made: `close_all` may have missed it.
         hub.feed.close();
     }
+    // Every watch starts by catching up (from its first sequence to the latest).
+    hub.catch_up.reader_started();
     let watcher = Watcher {
         hub,
         key,
@@ -433,14 +409,28 @@ impl Watcher {
 
     fn fall_behind(&mut self) {
         self.caught_up = false;
+        self.hub.catch_up.reader_started();
         if !self.lagging {
             self.lagging = true;
             self.hub.lagging.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Reads the next page of the backlog after `last`.
+    /// Reads the next page of the backlog after `last`: from what another watcher catching up
+    /// just read, if it holds the next entry, otherwise from storage.
     fn read_page(&mut self) -> Result<(), LedgerError> {
+        if self.key.is_none() {
+            let copied = self.hub.catch_up.read_after(
+                self.last,
+                PAGE_ENTRIES,
+                PAGE_BYTES,
+                &mut self.backlog,
+            );
+            if copied > 0 {
+                self.last = self.backlog.back().expect("copied").sequence();
+                return Ok(());
+            }
+        }
         let mut query = ReadQuery {
             after: self.last,
             limit: PAGE_ENTRIES,
@@ -454,6 +444,9 @@ impl Watcher {
             query.bytes_max = usize::MAX;
             page = self.hub.context().read(&query).map_err(errors::storage)?;
         }
+        if self.key.is_none() {
+            self.hub.catch_up.keep(&page.entries);
+        }
         let full = page.entries.len() == PAGE_ENTRIES || page.over_budget;
         if let Some(last) = page.entries.last() {
             self.last = last.sequence();
@@ -462,6 +455,7 @@ impl Watcher {
             // Everything up to the context's latest entry (when the read began) was examined.
             self.last = self.last.max(page.latest);
             self.caught_up = true;
+            self.hub.catch_up.reader_done();
             if self.lagging {
                 self.lagging = false;
                 self.hub.lagging.fetch_sub(1, Ordering::Relaxed);
@@ -474,6 +468,9 @@ impl Watcher {
 
 impl Drop for Watcher {
     fn drop(&mut self) {
+        if !self.caught_up {
+            self.hub.catch_up.reader_done();
+        }
         if self.lagging {
             self.hub.lagging.fetch_sub(1, Ordering::Relaxed);
         }

@@ -85,6 +85,68 @@ async fn many_watchers_subscribing_while_a_writer_appends_flat_out_disk() {
     race(disk(dir.path())).await;
 }
 
+/// Appends entries `range` to `ctx` in order, `batch` at a time: entry `i` is sequence `i`,
+/// with key "odd" or "even" after it.
+async fn write_in_order(l: &Ledger, ctx: &str, range: std::ops::RangeInclusive<u64>, batch: u64) {
+    let mut next = *range.start();
+    while next <= *range.end() {
+        let last = (next + batch - 1).min(*range.end());
+        let requests = (next..=last)
+            .map(|seq| {
+                let key = if seq % 2 == 1 { "odd" } else { "even" };
+                AppendRequest::new(ctx, key, format!("entry {seq}"))
+            })
+            .collect();
+        for (seq, outcome) in (next..).zip(l.append_many(requests).await) {
+            assert_eq!(outcome.unwrap().sequence().0, seq);
+        }
+        next = last + 1;
+    }
+}
+
+/// Watchers far behind catch up together (sharing what each reads from storage) while the
+/// writer goes on: each sees exactly its entries, in order.
+async fn catching_up_together(l: Ledger) {
+    const BEFORE: u64 = 20_000;
+    const TOTAL: u64 = 22_000;
+    write_in_order(&l, "deep", 1..=BEFORE, 1000).await;
+    let writer = tokio::spawn({
+        let l = l.clone();
+        async move { write_in_order(&l, "deep", BEFORE + 1..=TOTAL, 50).await }
+    });
+    let mut watchers = Vec::new();
+    for w in 0..36u64 {
+        let l = l.clone();
+        watchers.push(tokio::spawn(async move {
+            // Most start together at 0, others part-way; every fourth filters by key.
+            let from = if w % 3 == 0 { w * 397 } else { 0 };
+            let key = (w % 4 == 3).then_some("odd");
+            let mut stream = watch(&l, "deep", from, key).await;
+            let expected: Vec<u64> =
+                (from + 1..=TOTAL).filter(|seq| key.is_none() || seq % 2 == 1).collect();
+            let got = seqs(&take(&mut stream, expected.len()).await);
+            (got, expected)
+        }));
+    }
+    writer.await.unwrap();
+    for w in watchers {
+        let (got, expected) = w.await.unwrap();
+        assert_eq!(got, expected, "a watcher catching up misses nothing and repeats nothing");
+    }
+    assert_eq!(l.lagging_watchers(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_far_behind_catch_up_together_memory() {
+    catching_up_together(memory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_far_behind_catch_up_together_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    catching_up_together(disk(dir.path())).await;
+}
+
 #[tokio::test]
 async fn from_sequence_and_key_filter() {
     let l = memory();
