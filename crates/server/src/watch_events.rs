@@ -96,25 +96,29 @@ struct Encoded {
 impl Recent {
     /// The encoded events of `entries`, in order, into `out`.
     fn encode(&self, entries: &[Arc<Entry>], out: &mut VecDeque<Bytes>) {
-        let mut found: Vec<Option<Bytes>> = {
+        let mut found = 0;
+        {
             let window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
-            entries.iter().map(|entry| window.get(entry)).collect()
-        };
-        let mut made = Vec::new();
-        for (slot, entry) in found.iter_mut().zip(entries) {
-            if slot.is_none() {
-                let event = WatchEvent::encode_entry(&convert::entry_to_wire(entry));
-                made.push((entry, event.clone()));
-                *slot = Some(event);
+            for entry in entries {
+                let Some(event) = window.get(entry) else { break };
+                out.push_back(event);
+                found += 1;
             }
         }
-        if !made.is_empty() {
-            let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
-            for (entry, event) in made {
-                window.insert(entry, event);
-            }
+        if found == entries.len() {
+            return;
         }
-        out.extend(found.into_iter().flatten());
+        // The first watcher to get an entry encodes it (and, in practice, the ones after it).
+        let made: Vec<Bytes> = entries[found..]
+            .iter()
+            .map(|entry| WatchEvent::encode_entry(&convert::entry_to_wire(entry)))
+            .collect();
+        let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+        for (entry, event) in entries[found..].iter().zip(&made) {
+            window.insert(entry, event.clone());
+        }
+        drop(window);
+        out.extend(made);
     }
 }
 
@@ -167,6 +171,8 @@ pub(crate) struct WatchEventStream {
     entries: converge_api::WatchStream,
     recent: Arc<Recent>,
     metrics: Arc<Metrics>,
+    /// Entries taken from the watch, kept to reuse its allocation.
+    batch: Vec<Arc<Entry>>,
     /// Encoded events not yet yielded.
     ready: VecDeque<Bytes>,
     /// Whether the watch has ended, and how.
@@ -190,12 +196,19 @@ impl WatchEventStream {
         recent: Arc<Recent>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self { entries, recent, metrics, ready: VecDeque::new(), watch: Watch::Open }
+        Self {
+            entries,
+            recent,
+            metrics,
+            batch: Vec::new(),
+            ready: VecDeque::new(),
+            watch: Watch::Open,
+        }
     }
 
     /// Takes what the watch has ready and encodes it.
     fn fill(&mut self, cx: &mut Context<'_>) {
-        let mut batch = Vec::new();
+        let mut batch = std::mem::take(&mut self.batch);
         while batch.len() < BATCH {
             match self.entries.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(entry))) => batch.push(entry),
@@ -211,6 +224,8 @@ impl WatchEventStream {
             }
         }
         self.recent.encode(&batch, &mut self.ready);
+        batch.clear();
+        self.batch = batch;
     }
 }
 
