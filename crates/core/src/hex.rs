@@ -18,18 +18,22 @@ const DIGITS: &[u8; 16] = b"0123456789abcdef";
 pub fn encode(bytes: &[u8]) -> String {
     let mut text = String::with_capacity(bytes.len() * 2);
     for &byte in bytes {
-        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+        let [high, low] = digits(byte);
+        text.push(char::from(high));
+        text.push(char::from(low));
     }
     text
+}
+
+/// The two lowercase digits of `byte`.
+fn digits(byte: u8) -> [u8; 2] {
+    [DIGITS[usize::from(byte >> 4)], DIGITS[usize::from(byte & 0x0f)]]
 }
 
 /// Whether `text` is the lowercase hexadecimal of `bytes` (without allocating).
 pub fn is_encoding_of(text: &str, bytes: &[u8]) -> bool {
     text.len() == bytes.len() * 2
-        && text.as_bytes().chunks_exact(2).zip(bytes).all(|(pair, &byte)| {
-            pair[0] == DIGITS[usize::from(byte >> 4)] && pair[1] == DIGITS[usize::from(byte & 0x0f)]
-        })
+        && text.as_bytes().chunks_exact(2).zip(bytes).all(|(pair, &byte)| pair == digits(byte))
 }
 
 /// The bytes that `text` encodes.
