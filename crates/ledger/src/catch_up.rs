@@ -19,51 +19,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use converge_core::{Entry, Seq};
 
+use crate::run::{Found, Run};
+
 /// Entries kept for watchers catching up, per context.
 pub(crate) const CATCH_UP_ENTRIES: usize = 4096;
 
 /// Payload bytes kept for watchers catching up, per context.
 pub(crate) const CATCH_UP_BYTES: usize = 16 * 1024 * 1024;
-
-/// What a reader found in a run of consecutive entries.
-pub(crate) enum Found {
-    /// Copied this many entries that follow the reader's last one.
-    Copied(usize),
-    /// The entries after the reader's last one are older than the run.
-    Lagged,
-}
-
-/// Copies up to `max` entries and about `bytes_max` payload bytes (at least one entry) that
-/// follow `last` in `run` (consecutive entries) into `out`.
-pub(crate) fn copy_after(
-    run: &VecDeque<Arc<Entry>>,
-    last: Seq,
-    max: usize,
-    bytes_max: usize,
-    out: &mut VecDeque<Arc<Entry>>,
-) -> Found {
-    let (Some(front), Some(back)) = (run.front(), run.back()) else {
-        return Found::Copied(0);
-    };
-    if back.sequence() <= last {
-        return Found::Copied(0);
-    }
-    let Some(skip) = last.0.checked_add(1).and_then(|next| next.checked_sub(front.sequence().0))
-    else {
-        return Found::Lagged;
-    };
-    let skip = usize::try_from(skip).unwrap_or(usize::MAX);
-    let (mut bytes, mut copied) = (0, 0);
-    for entry in run.iter().skip(skip).take(max) {
-        if bytes > 0 && bytes + entry.payload().len() > bytes_max {
-            break;
-        }
-        bytes += entry.payload().len().max(1);
-        out.push_back(Arc::clone(entry));
-        copied += 1;
-    }
-    Found::Copied(copied)
-}
 
 /// The entries a context's catching-up watchers last read from storage.
 #[derive(Default)]
@@ -73,15 +35,8 @@ pub(crate) struct CatchUp {
     readers: AtomicUsize,
 }
 
-/// Consecutive entries and their payload bytes.
-#[derive(Default)]
-struct Run {
-    entries: VecDeque<Arc<Entry>>,
-    bytes: usize,
-}
-
 impl CatchUp {
-    /// Copies entries after `last` that the run holds into `out` (see [`copy_after`]).
+    /// Copies entries after `last` that the run holds into `out` (see [`Run::copy_after`]).
     pub(crate) fn read_after(
         &self,
         last: Seq,
@@ -90,7 +45,7 @@ impl CatchUp {
         out: &mut VecDeque<Arc<Entry>>,
     ) -> usize {
         let run = self.run.lock().unwrap_or_else(PoisonError::into_inner);
-        match copy_after(&run.entries, last, max, bytes_max, out) {
+        match run.copy_after(last, max, bytes_max, out) {
             Found::Copied(n) => n,
             Found::Lagged => 0,
         }
@@ -100,25 +55,19 @@ impl CatchUp {
     pub(crate) fn keep(&self, page: &[Arc<Entry>]) {
         let Some(first) = page.first() else { return };
         let mut run = self.run.lock().unwrap_or_else(PoisonError::into_inner);
-        let next = run.entries.back().map(|e| e.sequence().0 + 1);
-        let continues =
-            run.entries.front().is_some_and(|front| front.sequence() <= first.sequence())
-                && next.is_some_and(|next| first.sequence().0 <= next);
-        if !continues {
-            run.entries.clear();
-            run.bytes = 0;
+        // A page that starts within the run, or right after it, extends it; any other
+        // replaces it.
+        let extends = run
+            .first()
+            .is_some_and(|front| front <= first.sequence() && first.sequence().0 <= run.next());
+        if !extends {
+            run.clear();
         }
-        let next = run.entries.back().map_or(0, |e| e.sequence().0 + 1);
+        let next = run.next();
         for entry in page.iter().filter(|e| e.sequence().0 >= next) {
-            run.bytes += entry.payload().len();
-            run.entries.push_back(Arc::clone(entry));
+            run.push(entry);
         }
-        while run.entries.len() > page.len()
-            && (run.entries.len() > CATCH_UP_ENTRIES || run.bytes > CATCH_UP_BYTES)
-        {
-            let dropped = run.entries.pop_front().expect("longer than the page");
-            run.bytes -= dropped.payload().len();
-        }
+        run.trim(CATCH_UP_ENTRIES, CATCH_UP_BYTES, page.len());
     }
 
     /// A watcher of the context begins catching up.
@@ -139,7 +88,7 @@ impl CatchUp {
     #[cfg(test)]
     fn held(&self) -> (Option<u64>, usize) {
         let run = self.run.lock().unwrap();
-        (run.entries.front().map(|e| e.sequence().0), run.entries.len())
+        (run.first().map(|s| s.0), run.len())
     }
 }
 

@@ -25,6 +25,7 @@ mod ledger;
 mod load;
 mod read;
 mod request;
+mod run;
 mod watch;
 
 pub use config::{

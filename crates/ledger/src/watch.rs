@@ -25,10 +25,11 @@ use converge_core::{ContextId, Entry, Key, Seq};
 use converge_storage::{Context, ReadQuery, Store};
 use tokio::sync::Notify;
 
-use crate::catch_up::{CatchUp, Found, copy_after};
+use crate::catch_up::CatchUp;
 use crate::errors;
 use crate::ledger::Inner;
 use crate::request;
+use crate::run::{Found, Run};
 
 /// Entries read per backlog page.
 const PAGE_ENTRIES: usize = 256;
@@ -48,7 +49,7 @@ pub const WATCH_WINDOW_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 /// The live window of one watched context.
 struct Feed {
-    window: RwLock<Window>,
+    window: RwLock<Run>,
     capacity: usize,
     /// Watchers wait on this.
     notify: Notify,
@@ -118,20 +119,10 @@ impl FanOut {
     }
 }
 
-/// The newest entries and the payload bytes they hold.
-#[derive(Default)]
-struct Window {
-    entries: VecDeque<Arc<Entry>>,
-    bytes: usize,
-}
-
 impl Feed {
     fn new(capacity: usize, fan_out: Arc<FanOut>) -> Arc<Self> {
         Arc::new(Self {
-            window: RwLock::new(Window {
-                entries: VecDeque::with_capacity(capacity.clamp(1, 4096)),
-                bytes: 0,
-            }),
+            window: RwLock::new(Run::with_capacity(capacity.clamp(1, 4096))),
             capacity: capacity.max(1),
             notify: Notify::new(),
             queued: AtomicBool::new(false),
@@ -146,15 +137,11 @@ impl Feed {
         {
             let mut window = self.window.write().unwrap_or_else(PoisonError::into_inner);
             for entry in entries {
-                window.bytes += entry.payload().len();
-                window.entries.push_back(Arc::clone(entry));
+                window.push(entry);
             }
-            while window.entries.len() > self.capacity
-                || (window.bytes > WATCH_WINDOW_BYTES_MAX && window.entries.len() > 1)
-            {
-                let dropped = window.entries.pop_front().expect("not empty");
-                window.bytes -= dropped.payload().len();
-            }
+            // `capacity` is at least 1, so this is: at most `capacity` entries, and over
+            // `WATCH_WINDOW_BYTES_MAX` bytes only with the newest entry alone.
+            window.trim(self.capacity, WATCH_WINDOW_BYTES_MAX, 1);
         }
         if !self.queued.swap(true, Ordering::SeqCst) {
             self.fan_out.push(Arc::clone(self));
@@ -173,7 +160,7 @@ impl Feed {
         self.notify.notify_waiters();
     }
 
-    /// Copies entries after `last` from the window into `out` (see [`copy_after`]).
+    /// Copies entries after `last` from the window into `out` (see [`Run::copy_after`]).
     fn read_after(
         &self,
         last: Seq,
@@ -181,8 +168,10 @@ impl Feed {
         bytes_max: usize,
         out: &mut VecDeque<Arc<Entry>>,
     ) -> Found {
-        let window = self.window.read().unwrap_or_else(PoisonError::into_inner);
-        copy_after(&window.entries, last, max, bytes_max, out)
+        self.window
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .copy_after(last, max, bytes_max, out)
     }
 }
 
