@@ -134,18 +134,18 @@ impl Window {
         if self.slots.is_empty() {
             self.first = seq;
         }
-        let Some(index) = seq.checked_sub(self.first) else {
+        let Some(mut index) = seq.checked_sub(self.first) else {
             return; // older than every entry kept: a watcher catching up
         };
-        let encoded = Encoded { content_hash: entry.content_hash(), event };
-        let len = self.slots.len() as u64;
-        if index >= len + RECENT_ENTRIES as u64 {
+        if index >= self.slots.len() as u64 + RECENT_ENTRIES as u64 {
             // Far ahead of everything kept: none of it is recent any more.
             self.slots.clear();
             self.bytes = 0;
             self.first = seq;
+            index = 0;
         }
-        let index = usize::try_from(seq - self.first).expect("within RECENT_ENTRIES of the end");
+        let index = usize::try_from(index).expect("within RECENT_ENTRIES of the end");
+        let encoded = Encoded { content_hash: entry.content_hash(), event };
         while self.slots.len() <= index {
             self.slots.push_back(None);
         }
@@ -184,9 +184,7 @@ enum Watch {
     Open,
     /// Ended with this error, to send once the events before it are.
     Failed(Status),
-    /// Ended without error.
-    Ended,
-    /// Everything has been sent.
+    /// Ended: nothing follows the events already encoded.
     Done,
 }
 
@@ -217,7 +215,7 @@ impl WatchEventStream {
                     break;
                 }
                 Poll::Ready(None) => {
-                    self.watch = Watch::Ended;
+                    self.watch = Watch::Done;
                     break;
                 }
                 Poll::Pending => break,
@@ -253,7 +251,7 @@ impl futures_core::Stream for WatchEventStream {
                 Poll::Pending
             }
             Watch::Failed(status) => Poll::Ready(Some(Err(status))),
-            Watch::Ended | Watch::Done => Poll::Ready(None),
+            Watch::Done => Poll::Ready(None),
         }
     }
 }
