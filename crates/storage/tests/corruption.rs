@@ -90,13 +90,17 @@ struct Rec {
 /// Entry records are kind 1 (batch records, kind 4, start every group-commit batch).
 const ENTRY: u8 = 1;
 
-/// The records of a segment, in order.
+/// The records of a segment, in order (up to the zeros the writer writes ahead of them: no
+/// record is empty).
 fn records(path: &Path) -> Vec<Rec> {
     let bytes = std::fs::read(path).unwrap();
     let mut at = 128usize;
     let mut out = vec![];
     while at + 9 <= bytes.len() {
         let len = u32::from_be_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
         out.push(Rec { start: at as u64, end: (at + 8 + len) as u64, kind: bytes[at + 8] });
         at += 8 + len;
     }
@@ -218,13 +222,31 @@ fn zeroes_and_garbage_at_the_tail_are_cut() {
         let dir = tmp.path().join(name);
         copy_dir(&image, &dir);
         let path = newest_segment(&dir);
+        let clean_len = records(&path).last().unwrap().end as usize;
         let mut bytes = std::fs::read(&path).unwrap();
-        let clean_len = bytes.len();
+        bytes.truncate(clean_len); // without the zeros written ahead: the tail under test
         bytes.extend_from_slice(&tail);
         std::fs::write(&path, &bytes).unwrap();
         assert_eq!(entries_after_open(&dir).unwrap(), entries, "{name}");
         assert_eq!(std::fs::metadata(&path).unwrap().len(), clean_len as u64, "{name} cut off");
     }
+}
+
+/// The writer keeps the newest segment longer than its records (zeros, so that an fsync does
+/// not also flush a new file size); a clean close cuts that, and so does recovery after a
+/// crash, keeping every entry.
+#[test]
+fn the_length_kept_ahead_of_the_records_is_cut_at_close_and_after_a_crash() {
+    let (tmp, image, entries) = crash_image(20, 64 * 1024 * 1024);
+    let path = newest_segment(&image);
+    let end = records(&path).last().unwrap().end;
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.len() as u64 > end, "a running store's segment reaches past its records");
+    assert!(bytes[end as usize..].iter().all(|&b| b == 0), "and reads as zeros there");
+    let closed = newest_segment(&tmp.path().join("live"));
+    assert_eq!(std::fs::metadata(&closed).unwrap().len(), end, "a clean close cuts it");
+    assert_eq!(entries_after_open(&image).unwrap(), entries, "recovery keeps every entry");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), end, "and cuts the zeros");
 }
 
 #[test]

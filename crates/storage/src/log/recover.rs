@@ -337,7 +337,11 @@ fn replay_last(
         }
     } else {
         if good_end < segment.len {
-            warn!(file = %segment.path.display(), offset = good_end, cut = segment.len - good_end, "truncating a torn tail of the newest segment");
+            // Zeros alone are what the writer writes ahead of its records (or what a power
+            // cut leaves of a write that never reached the disk): nothing to warn about.
+            if !is_zeros(&*file, &segment.path, good_end, segment.len)? {
+                warn!(file = %segment.path.display(), offset = good_end, cut = segment.len - good_end, "truncating a torn tail of the newest segment");
+            }
             file.set_len(good_end).map_err(|e| Error::io("truncating", &segment.path, e))?;
         }
         // What this scan read may still be only in the page cache (an unsynced write before a
@@ -351,6 +355,7 @@ fn replay_last(
         path: segment.path,
         file,
         len: good_end,
+        file_len: good_end,
         last_lsn: expected - 1,
         digest,
     };
@@ -398,6 +403,21 @@ fn check_torn_tail(
         }
     }
     Ok(())
+}
+
+/// Whether bytes `[from, to)` of `file` are all zero.
+fn is_zeros(file: &dyn VfsFile, path: &Path, from: u64, to: u64) -> Result<bool> {
+    let mut buf = vec![0; SCAN_CHUNK_BYTES.min(usize::try_from(to - from).unwrap_or(usize::MAX))];
+    let mut at = from;
+    while at < to {
+        let n = buf.len().min(usize::try_from(to - at).unwrap_or(usize::MAX));
+        file.read_exact_at(&mut buf[..n], at).map_err(|e| Error::io("reading", path, e))?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
 }
 
 /// Holds the records of an atomic batch until its last record arrives.

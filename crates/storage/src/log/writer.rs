@@ -19,8 +19,10 @@ pub(super) struct Active {
     pub(super) number: u32,
     pub(super) path: PathBuf,
     pub(super) file: Arc<dyn VfsFile>,
-    /// Bytes in the file (header and records).
+    /// Bytes of header and records: the next batch goes here.
     pub(super) len: u64,
+    /// The file's length: zeros (see [`extend_ahead`]) follow the records up to here.
+    pub(super) file_len: u64,
     /// The LSN of the last record written, or the one before the first.
     pub(super) last_lsn: u64,
     pub(super) digest: Digest,
@@ -41,6 +43,7 @@ pub(super) fn create_segment(log: &DiskLog, header: &SegmentHeader) -> Result<Ac
         path,
         file,
         len: SEGMENT_HEADER_BYTES as u64,
+        file_len: SEGMENT_HEADER_BYTES as u64,
         last_lsn: header.first_lsn - 1,
         digest: Digest::default(),
     })
@@ -48,6 +51,9 @@ pub(super) fn create_segment(log: &DiskLog, header: &SegmentHeader) -> Result<Ac
 
 /// Seals `active` and starts the next segment.
 pub(super) fn rotate(log: &DiskLog, active: &mut Active) -> Result<()> {
+    // A seal ends its file (recovery reads it from there), so the length kept ahead is cut
+    // first, durably: else a power cut could keep the seal but lose the shorter length.
+    cut_zeros(active)?;
     // Everything before the seal is on disk before the seal is written, so a seal on disk
     // vouches for every record before it (buffered mode has not synced them yet).
     if log.synced_lsn() < active.last_lsn {
@@ -81,6 +87,40 @@ pub(super) fn start_next(log: &DiskLog, active: &mut Active, seal: Seal) -> Resu
         previous: seal,
     };
     *active = create_segment(log, &next)?;
+    Ok(())
+}
+
+/// How far ahead of its records the writer keeps a segment's length.
+const AHEAD_BYTES: u64 = 1024 * 1024;
+
+/// Before a batch that ends at `end` is written: unless the file is already that long, sets
+/// its length [`AHEAD_BYTES`] further (never past the segment's size; the new bytes read as
+/// zeros and take no disk space), so the batches after it do not grow the file. Their
+/// `fdatasync` then flushes only their data, not the file's new size too: on ext4 that is a
+/// second synchronous write saved, and a quarter to a third of a small append's fsync time.
+/// The length reaches the disk with the next fsync. To recovery, zeros after the last record
+/// are a tail to cut, as a torn write would leave.
+fn extend_ahead(log: &DiskLog, active: &mut Active, end: u64) -> Result<()> {
+    if end <= active.file_len {
+        return Ok(());
+    }
+    let to = (end + AHEAD_BYTES).min(log.segment_bytes);
+    if to > end {
+        active.file.set_len(to).map_err(|e| Error::io("extending", &active.path, e))?;
+    }
+    active.file_len = to.max(end);
+    Ok(())
+}
+
+/// Cuts the length kept ahead of the records, durably (before a seal, and at a clean close,
+/// so a closed segment is exactly its records).
+fn cut_zeros(active: &mut Active) -> Result<()> {
+    if active.file_len > active.len {
+        let path = &active.path;
+        active.file.set_len(active.len).map_err(|e| Error::io("truncating", path, e))?;
+        active.file.sync_all().map_err(|e| Error::io("fsyncing", path, e))?;
+        active.file_len = active.len;
+    }
     Ok(())
 }
 
@@ -125,6 +165,7 @@ fn write_batch(log: &DiskLog, active: &mut Active, buf: &mut [u8], items: &[Item
     let end = items.last().map_or(0, |i| i.start + i.len);
     assert_eq!(end, buf.len(), "the batch is exactly its records");
     log.faults.before_write().map_err(|e| Error::io("writing", &active.path, e))?;
+    extend_ahead(log, active, offset + buf.len() as u64)?;
     active.file.write_all_at(buf, offset).map_err(|e| Error::io("writing", &active.path, e))?;
     active.digest.add(&buf[..record::BATCH_RECORD_BYTES]);
     for item in items {
@@ -160,15 +201,18 @@ pub(super) fn run(log: &DiskLog, mut writer: Writer) {
     while let Some(batch) = take(log, &mut writer, true) {
         write_and_report(log, &mut writer, batch);
     }
-    finish(log, &writer);
+    finish(log, &mut writer);
 }
 
-/// At close: a buffered log syncs what it wrote, so a clean stop loses nothing.
-pub(super) fn finish(log: &DiskLog, writer: &Writer) {
-    if log.poisoned().is_none()
-        && log.synced_lsn() < writer.active.last_lsn
-        && let Err(err) = sync_active(log, &writer.active)
-    {
+/// At close: a buffered log syncs what it wrote, so a clean stop loses nothing, and the length
+/// kept ahead is cut.
+pub(super) fn finish(log: &DiskLog, writer: &mut Writer) {
+    if log.poisoned().is_some() {
+        return;
+    }
+    let active = &mut writer.active;
+    let synced = if log.synced_lsn() < active.last_lsn { sync_active(log, active) } else { Ok(()) };
+    if let Err(err) = synced.and_then(|()| cut_zeros(active)) {
         log.poison(err);
     }
 }
