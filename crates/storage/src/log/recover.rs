@@ -337,8 +337,8 @@ fn replay_last(
         }
     } else {
         if good_end < segment.len {
-            // Zeros alone are what the writer writes ahead of its records (or what a power
-            // cut leaves of a write that never reached the disk): nothing to warn about.
+            // Zeros alone are the length the writer keeps ahead of its records (or what a
+            // power cut leaves of a write that never reached the disk): nothing to warn about.
             if !is_zeros(&*file, &segment.path, good_end, segment.len)? {
                 warn!(file = %segment.path.display(), offset = good_end, cut = segment.len - good_end, "truncating a torn tail of the newest segment");
             }

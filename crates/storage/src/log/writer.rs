@@ -53,7 +53,7 @@ pub(super) fn create_segment(log: &DiskLog, header: &SegmentHeader) -> Result<Ac
 pub(super) fn rotate(log: &DiskLog, active: &mut Active) -> Result<()> {
     // A seal ends its file (recovery reads it from there), so the length kept ahead is cut
     // first, durably: else a power cut could keep the seal but lose the shorter length.
-    cut_zeros(active)?;
+    cut_ahead(active)?;
     // Everything before the seal is on disk before the seal is written, so a seal on disk
     // vouches for every record before it (buffered mode has not synced them yet).
     if log.synced_lsn() < active.last_lsn {
@@ -114,7 +114,7 @@ fn extend_ahead(log: &DiskLog, active: &mut Active, end: u64) -> Result<()> {
 
 /// Cuts the length kept ahead of the records, durably (before a seal, and at a clean close,
 /// so a closed segment is exactly its records).
-fn cut_zeros(active: &mut Active) -> Result<()> {
+fn cut_ahead(active: &mut Active) -> Result<()> {
     if active.file_len > active.len {
         let path = &active.path;
         active.file.set_len(active.len).map_err(|e| Error::io("truncating", path, e))?;
@@ -212,7 +212,7 @@ pub(super) fn finish(log: &DiskLog, writer: &mut Writer) {
     }
     let active = &mut writer.active;
     let synced = if log.synced_lsn() < active.last_lsn { sync_active(log, active) } else { Ok(()) };
-    if let Err(err) = synced.and_then(|()| cut_zeros(active)) {
+    if let Err(err) = synced.and_then(|()| cut_ahead(active)) {
         log.poison(err);
     }
 }
