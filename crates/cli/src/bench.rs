@@ -233,23 +233,23 @@ async fn watchers(
         if count > 0 { clients[0].tree_head("bench-0").await?.tree_size } else { 0 };
     for w in 0..count {
         let client = clients[w % clients.len()].clone();
-        let mut stream = client
+        let stream = client
             .watch(WatchRequest { context_id: "bench-0".into(), key: None, from_sequence })
             .await?;
         let mut stop = stop.clone();
         handles.push(tokio::spawn(async move {
+            // One stop future for the whole watch, not one per entry (the bench's own cost
+            // per delivery should stay small next to the client's).
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            let mut stream = stream.take_until(Box::pin(stopped));
             let mut seen = Vec::new();
-            loop {
-                tokio::select! {
-                    _ = stop.wait_for(|s| *s) => break,
-                    next = stream.next() => {
-                        let Some(Ok(entry)) = next else { break };
-                        let mut sent = [0; 8];
-                        sent.copy_from_slice(&entry.payload()[..8]);
-                        let received = origin.elapsed().as_nanos() as u64;
-                        seen.push((entry.sequence().0, u64::from_le_bytes(sent), received));
-                    }
-                }
+            while let Some(Ok(entry)) = stream.next().await {
+                let mut sent = [0; 8];
+                sent.copy_from_slice(&entry.payload()[..8]);
+                let received = origin.elapsed().as_nanos() as u64;
+                seen.push((entry.sequence().0, u64::from_le_bytes(sent), received));
             }
             seen
         }));
