@@ -42,7 +42,7 @@ const RECORD_HEADER_BYTES: usize = 8;
 /// A record longer than this is damage (a payload at its ceiling plus everything around it).
 const RECORD_BYTES_MAX: usize = 80 * 1024 * 1024;
 /// How far past its records the file's length is set when a write would reach it.
-const AHEAD_BYTES: u64 = 1024 * 1024;
+pub const AHEAD_BYTES: u64 = 1024 * 1024;
 
 /// One shard's Raft log. Cheap to clone; clones share the file.
 #[derive(Clone)]
@@ -195,17 +195,6 @@ fn encode_record(out: &mut Vec<u8>, entry: &Entry) {
     out.extend_from_slice(&crc.to_be_bytes());
     out.extend_from_slice(&len);
     out.extend_from_slice(&body);
-}
-
-/// Writes `bytes` after the records, first setting the file's length [`AHEAD_BYTES`] past
-/// them if they would reach it.
-fn write_records(file: &dyn VfsFile, st: &mut State, bytes: &[u8]) -> io::Result<()> {
-    let end = st.end + bytes.len() as u64;
-    if end > st.file_len {
-        file.set_len(end + AHEAD_BYTES)?;
-        st.file_len = end + AHEAD_BYTES;
-    }
-    file.write_all_at(bytes, st.end)
 }
 
 type Recovered = (u64, Vec<u64>, u64, Option<LogId<NodeId>>);
@@ -380,7 +369,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             encode_record(&mut bytes, &entry);
             last = Some(entry.log_id);
         }
-        if let Err(e) = write_records(self.inner.file.as_ref(), &mut st, &bytes) {
+        let end = st.end + bytes.len() as u64;
+        let written = if end > st.file_len {
+            self.inner.file.set_len(end + AHEAD_BYTES).map(|()| st.file_len = end + AHEAD_BYTES)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = written.and_then(|()| self.inner.file.write_all_at(&bytes, st.end)) {
             st.failed = Some(format!("write to the Raft log failed: {e}"));
             return Err(write_error(&e));
         }
