@@ -10,15 +10,9 @@
 //! openraft the entries are flushed: a follower acknowledges, and a leader counts itself, only
 //! for entries on disk. A vote is durable before `save_vote` returns.
 //!
-//! The file's length is kept up to [`AHEAD_BYTES`] past its last record (`set_len`, which
-//! writes nothing and reads as zeros), extended before a write would reach it: the fsync after
-//! most writes then flushes their data only, not a new file size too, as the ledger's log does
-//! (see the storage section of ARCHITECTURE.md).
-//!
 //! Recovery reads the records in order and cuts the file at the first record that is torn or
-//! does not check, and so also at the zeros kept ahead (no record is all zeros: its checksum
-//! covers its length): a write that never completed was never reported flushed, so nothing it
-//! held was acknowledged. The log is never purged (a ledger keeps everything; a new member catches
+//! does not check: a write that never completed was never reported flushed, so nothing it held
+//! was acknowledged. The log is never purged (a ledger keeps everything; a new member catches
 //! up by replaying it); truncation removes only entries Raft has not committed.
 
 use std::fmt::Debug;
@@ -41,8 +35,6 @@ use crate::wire;
 const RECORD_HEADER_BYTES: usize = 8;
 /// A record longer than this is damage (a payload at its ceiling plus everything around it).
 const RECORD_BYTES_MAX: usize = 80 * 1024 * 1024;
-/// How far past its records the file's length is set when a write would reach it.
-pub const AHEAD_BYTES: u64 = 1024 * 1024;
 
 /// One shard's Raft log. Cheap to clone; clones share the file.
 #[derive(Clone)]
@@ -66,8 +58,6 @@ struct State {
     offsets: Vec<u64>,
     /// Where the next record goes.
     end: u64,
-    /// The file's length: `end`, or up to [`AHEAD_BYTES`] more zeros.
-    file_len: u64,
     last: Option<LogId<NodeId>>,
     vote: Option<Vote<NodeId>>,
     /// A failed write or fsync: every later write fails too.
@@ -105,15 +95,7 @@ impl LogStore {
             dir: dir.to_path_buf(),
             vfs,
             file,
-            state: Mutex::new(State {
-                first,
-                offsets,
-                end,
-                file_len: end,
-                last,
-                vote,
-                failed: None,
-            }),
+            state: Mutex::new(State { first, offsets, end, last, vote, failed: None }),
             flushes: Mutex::new(tx),
         });
         let weak = Arc::downgrade(&inner);
@@ -230,15 +212,12 @@ fn recover(file: &dyn VfsFile, path: &Path) -> io::Result<Recovered> {
         at += record_len;
     }
     if at < buf.len() {
-        // Zeros are the length kept ahead of the records: not damage, nothing to report.
-        if buf[at..].iter().any(|&b| b != 0) {
-            tracing::warn!(
-                path = %path.display(),
-                kept = at,
-                cut = buf.len() - at,
-                "the Raft log ends in a torn or damaged record; cutting it (it was never reported flushed)"
-            );
-        }
+        tracing::warn!(
+            path = %path.display(),
+            kept = at,
+            cut = buf.len() - at,
+            "the Raft log ends in a torn or damaged record; cutting it (it was never reported flushed)"
+        );
         file.set_len(at as u64)?;
         file.sync_all()?;
     }
@@ -369,13 +348,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             encode_record(&mut bytes, &entry);
             last = Some(entry.log_id);
         }
-        let end = st.end + bytes.len() as u64;
-        let written = if end > st.file_len {
-            self.inner.file.set_len(end + AHEAD_BYTES).map(|()| st.file_len = end + AHEAD_BYTES)
-        } else {
-            Ok(())
-        };
-        if let Err(e) = written.and_then(|()| self.inner.file.write_all_at(&bytes, st.end)) {
+        if let Err(e) = self.inner.file.write_all_at(&bytes, st.end) {
             st.failed = Some(format!("write to the Raft log failed: {e}"));
             return Err(write_error(&e));
         }
@@ -412,7 +385,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         st.offsets.truncate(keep);
         st.end = end;
-        st.file_len = end;
         drop(st);
         // The last kept entry's id is read back rather than kept for every entry in memory.
         let last = match log_id.index.checked_sub(1) {
