@@ -10,6 +10,11 @@
 //! openraft the entries are flushed: a follower acknowledges, and a leader counts itself, only
 //! for entries on disk. A vote is durable before `save_vote` returns.
 //!
+//! The log also publishes how far it is durable ([`Flushed`]). openraft applies a committed
+//! entry as soon as it is in the log, flushed or not, so the state machine waits for this
+//! before it saves an applied position: after a power cut the log must still reach as far as
+//! the state machine says it applied.
+//!
 //! Recovery reads the records in order and cuts the file at the first record that is torn or
 //! does not check: a write that never completed was never reported flushed, so nothing it held
 //! was acknowledged. The log is never purged (a ledger keeps everything; a new member catches
@@ -21,6 +26,8 @@ use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::watch;
 
 use converge_proto::cluster as pb;
 use converge_storage::vfs::{OpenMode, Vfs, VfsFile};
@@ -49,6 +56,17 @@ struct Inner {
     state: Mutex<State>,
     /// Flush requests for the sync thread.
     flushes: Mutex<mpsc::Sender<LogFlushed<TypeConfig>>>,
+    /// How far the file is durable.
+    flushed: watch::Sender<Flushed>,
+}
+
+/// How far a shard's Raft log is durable.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Flushed {
+    /// Every entry up to this index is on disk.
+    pub upto: Option<u64>,
+    /// A write or fsync failed: the log goes no further.
+    pub failed: Option<String>,
 }
 
 struct State {
@@ -62,6 +80,9 @@ struct State {
     vote: Option<Vote<NodeId>>,
     /// A failed write or fsync: every later write fails too.
     failed: Option<String>,
+    /// Bumped by every truncation: a flush that began before one cannot say how far the
+    /// rewritten log is durable.
+    truncations: u64,
 }
 
 impl LogStore {
@@ -83,6 +104,8 @@ impl LogStore {
             vfs.sync_dir(dir)?;
         }
         let (first, offsets, end, last) = recover(file.as_ref(), &path)?;
+        // What the last run wrote may still be only in the page cache.
+        file.sync_data()?;
         let vote = read_vote(vfs.as_ref(), dir)?.map(|vote| {
             if vote.committed && vote.leader_id.node_id == me {
                 Vote::new(vote.leader_id.term, me)
@@ -95,8 +118,17 @@ impl LogStore {
             dir: dir.to_path_buf(),
             vfs,
             file,
-            state: Mutex::new(State { first, offsets, end, last, vote, failed: None }),
+            state: Mutex::new(State {
+                first,
+                offsets,
+                end,
+                last,
+                vote,
+                failed: None,
+                truncations: 0,
+            }),
             flushes: Mutex::new(tx),
+            flushed: watch::Sender::new(Flushed { upto: last.map(|l| l.index), failed: None }),
         });
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
@@ -112,6 +144,17 @@ impl LogStore {
     /// The last entry's index, if any.
     pub fn last_index(&self) -> Option<u64> {
         self.state().last.map(|id| id.index)
+    }
+
+    /// How far the log is durable, as it changes.
+    pub fn flushed(&self) -> watch::Receiver<Flushed> {
+        self.inner.flushed.subscribe()
+    }
+
+    /// Records that the log stops at a failure: nothing is flushed beyond it.
+    fn fail(&self, st: &mut State, failed: String) {
+        self.inner.flushed.send_modify(|f| f.failed = Some(failed.clone()));
+        st.failed = Some(failed);
     }
 
     fn read_range(&self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
@@ -264,11 +307,26 @@ fn sync_loop(inner: &std::sync::Weak<Inner>, rx: &mpsc::Receiver<LogFlushed<Type
         let mut waiting = vec![first];
         waiting.extend(rx.try_iter());
         let Some(inner) = inner.upgrade() else { return };
-        let result = inner.file.sync_data().map_err(|e| {
-            let mut st = inner.state.lock().unwrap_or_else(PoisonError::into_inner);
-            st.failed = Some(format!("fsync of the Raft log failed: {e}"));
-            e
-        });
+        let store = LogStore { inner };
+        // Everything written up to `last` is in the file before this fsync starts.
+        let (last, truncations) = {
+            let st = store.state();
+            (st.last.map(|l| l.index), st.truncations)
+        };
+        let result = store.inner.file.sync_data();
+        let mut st = store.state();
+        match &result {
+            Ok(()) if st.truncations == truncations => {
+                store.inner.flushed.send_if_modified(|f| {
+                    let further = f.upto < last;
+                    f.upto = f.upto.max(last);
+                    further
+                });
+            }
+            Ok(()) => {}
+            Err(e) => store.fail(&mut st, format!("fsync of the Raft log failed: {e}")),
+        }
+        drop(st);
         for flushed in waiting {
             flushed.log_io_completed(
                 result.as_ref().copied().map_err(|e| io::Error::new(e.kind(), e.to_string())),
@@ -349,7 +407,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             last = Some(entry.log_id);
         }
         if let Err(e) = self.inner.file.write_all_at(&bytes, st.end) {
-            st.failed = Some(format!("write to the Raft log failed: {e}"));
+            self.fail(&mut st, format!("write to the Raft log failed: {e}"));
             return Err(write_error(&e));
         }
         if st.last.is_none() {
@@ -380,11 +438,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // join entries appended after it.
         let cut = self.inner.file.set_len(end).and_then(|()| self.inner.file.sync_all());
         if let Err(e) = cut {
-            st.failed = Some(format!("truncating the Raft log failed: {e}"));
+            self.fail(&mut st, format!("truncating the Raft log failed: {e}"));
             return Err(write_error(&e));
         }
         st.offsets.truncate(keep);
         st.end = end;
+        st.truncations += 1;
+        // The fsync above made every entry kept durable, and no more are left.
+        let kept = if keep > 0 { log_id.index.checked_sub(1) } else { None };
+        self.inner.flushed.send_modify(|f| f.upto = kept);
         drop(st);
         // The last kept entry's id is read back rather than kept for every entry in memory.
         let last = match log_id.index.checked_sub(1) {

@@ -214,7 +214,8 @@ impl Cluster {
         for shard in 0..membership.shards {
             let dir = config.data_dir.join("raft").join(format!("shard-{shard}"));
             let log = LogStore::open(Arc::clone(&vfs), &dir, id)?;
-            let sm = StateMachine::open(shard, ledger.clone(), Arc::clone(&vfs), &dir)?;
+            let sm =
+                StateMachine::open(shard, ledger.clone(), Arc::clone(&vfs), &dir, log.flushed())?;
             durable.push(sm.durable());
             let raft = Raft::new(
                 id,

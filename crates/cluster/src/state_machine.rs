@@ -14,7 +14,9 @@
 //!   `append_id` (the client's, or `raft:SHARD:INDEX[:K]` from its log position), so applying it
 //!   again returns the entry it made the first time; a load of what the context already holds
 //!   adds nothing. The saved position is written only after the ledger made everything before
-//!   it durable, so it is never ahead of the ledger.
+//!   it durable, so it is never ahead of the ledger, and only once the Raft log holds it on
+//!   disk (openraft applies entries it has not flushed yet), so it is never ahead of the log:
+//!   openraft takes the log to reach at least as far as the position a restart starts from.
 //! - **Visible when durable.** Apply hands entries to the ledger and returns without waiting
 //!   for the ledger's fsync (the Raft log already holds them on a majority), so applying is
 //!   pipelined with the ledger's group commit. A settler task per shard follows the ledger's
@@ -42,6 +44,7 @@ use openraft::{
 };
 use prost::Message as _;
 
+use crate::log_store::Flushed;
 use crate::types::{Entry, NodeId, StorageError, TypeConfig};
 use crate::wire;
 
@@ -88,15 +91,19 @@ pub struct StateMachine {
     saved_at: Instant,
     settling: mpsc::UnboundedSender<Settling>,
     durable: watch::Receiver<Durable>,
+    /// How far the shard's Raft log is durable.
+    log_flushed: watch::Receiver<Flushed>,
 }
 
 impl StateMachine {
-    /// The state machine of `shard`, saving its applied position in `dir`.
+    /// The state machine of `shard`, saving its applied position in `dir`; `log_flushed`
+    /// follows the shard's Raft log ([`LogStore::flushed`](crate::log_store::LogStore::flushed)).
     pub fn open(
         shard: u32,
         ledger: Ledger,
         vfs: Arc<dyn Vfs>,
         dir: &Path,
+        log_flushed: watch::Receiver<Flushed>,
     ) -> std::io::Result<Self> {
         vfs.create_dir_all(dir)?;
         let (applied, membership) = read_applied(vfs.as_ref(), dir)?.unwrap_or_default();
@@ -113,6 +120,7 @@ impl StateMachine {
             saved_at: Instant::now(),
             settling,
             durable,
+            log_flushed,
         })
     }
 
@@ -136,6 +144,25 @@ impl StateMachine {
         }
     }
 
+    /// Waits until the Raft log holds every entry up to `index` on disk.
+    async fn until_flushed(&mut self, index: u64) -> Result<(), StorageError> {
+        let flushed = self
+            .log_flushed
+            .wait_for(|f| f.failed.is_some() || f.upto >= Some(index))
+            .await
+            .map(|f| f.failed.clone());
+        match flushed {
+            Ok(None) => Ok(()),
+            Ok(Some(failed)) => {
+                Err(StorageIOError::write_state_machine(AnyError::error(failed)).into())
+            }
+            Err(_) => {
+                Err(StorageIOError::write_state_machine(AnyError::error("the Raft log is closed"))
+                    .into())
+            }
+        }
+    }
+
     fn settled(
         &self,
         log_id: LogId<NodeId>,
@@ -146,8 +173,12 @@ impl StateMachine {
         })
     }
 
-    /// Saves `upto` (durable) as the applied position, with the membership applied last.
-    fn save(&mut self, upto: Option<LogId<NodeId>>) -> Result<(), StorageError> {
+    /// Saves `upto` (durable in the ledger) as the applied position, with the membership
+    /// applied last, once the Raft log holds `upto` on disk.
+    async fn save(&mut self, upto: Option<LogId<NodeId>>) -> Result<(), StorageError> {
+        if let Some(upto) = upto {
+            self.until_flushed(upto.index).await?;
+        }
         let state = pb::AppliedState {
             applied: upto.as_ref().map(wire::log_id_to),
             membership_log_id: self.membership.log_id().as_ref().map(wire::log_id_to),
@@ -310,12 +341,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             if let Some(applied) = self.applied {
                 self.until_durable(applied.index).await?;
             }
-            self.save(self.applied)?;
+            self.save(self.applied).await?;
         } else if self.saved_at.elapsed() >= SAVE_INTERVAL {
             let upto = self.durable.borrow().upto;
             // The membership saved must be the one in force at `upto`.
             if self.membership.log_id().as_ref().map(|l| l.index) <= upto.map(|l| l.index) {
-                self.save(upto)?;
+                self.save(upto).await?;
             }
         }
         Ok(outcomes)
@@ -379,6 +410,12 @@ impl RaftSnapshotBuilder<TypeConfig> for NoSnapshots {
 }
 
 type Applied = (Option<LogId<NodeId>>, StoredMembership<NodeId, openraft::BasicNode>);
+
+/// The applied position saved in `dir`: where the state machine of a node restarted on it
+/// would say it stands.
+pub fn saved_position(vfs: &dyn Vfs, dir: &Path) -> std::io::Result<Option<LogId<NodeId>>> {
+    Ok(read_applied(vfs, dir)?.and_then(|(applied, _)| applied))
+}
 
 fn read_applied(vfs: &dyn Vfs, dir: &Path) -> std::io::Result<Option<Applied>> {
     let path = dir.join("applied");

@@ -22,9 +22,13 @@ async fn entries_and_votes_survive_a_reopen_and_a_torn_tail_is_cut() {
     let dir = tempfile::tempdir().unwrap();
     {
         let mut log = open(dir.path(), 1);
+        let flushed = log.flushed();
         log.blocking_append((0..=5).map(|i| blank(1, i))).await.unwrap();
+        assert_eq!(flushed.borrow().upto, Some(5), "flushed entries are reported durable");
         log.truncate(LogId::new(CommittedLeaderId::new(1, 7), 4)).await.unwrap();
+        assert_eq!(flushed.borrow().upto, Some(3), "a truncation takes back what it cut");
         log.blocking_append([blank(2, 4)]).await.unwrap();
+        assert_eq!(flushed.borrow().upto, Some(4));
         log.save_vote(&Vote::new(2, 9)).await.unwrap();
     }
     // A torn write at the end: half a record's header.

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use converge_cluster::log_store::LogStore;
+use converge_cluster::log_store::{Flushed, LogStore};
 use converge_cluster::state_machine::StateMachine;
 use converge_cluster::types::{StorageError, TypeConfig};
 use converge_ledger::{Ledger, LedgerConfig};
@@ -29,7 +29,10 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let log =
             LogStore::open(Arc::clone(&vfs), &dir.path().join("raft"), 1).expect("the log opens");
         let ledger = Ledger::open(LedgerConfig::memory()).expect("a memory ledger opens");
-        let sm = StateMachine::open(0, ledger, vfs, &dir.path().join("raft"))
+        // The suite applies entries it never appended to the log: take them as flushed.
+        let (_, flushed) =
+            tokio::sync::watch::channel(Flushed { upto: Some(u64::MAX), failed: None });
+        let sm = StateMachine::open(0, ledger, vfs, &dir.path().join("raft"), flushed)
             .expect("the state machine opens");
         Ok((dir, log, sm))
     }

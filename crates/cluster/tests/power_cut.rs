@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use converge_api::{AppendRequest, GetRequest, LedgerApi as _};
 use converge_cluster::log_store::LogStore;
+use converge_cluster::state_machine::saved_position;
 use converge_cluster::{Cluster, ClusterConfig, Start, Timing};
 use converge_ledger::{Ledger, LedgerConfig};
 use converge_storage::StoreConfig;
@@ -356,12 +357,18 @@ async fn cut_and_restart(
     copy_tree(&disk, &dir, next).expect("copy the node's files to its new directory");
     for shard in &acknowledged {
         let matched = shard.peers.iter().find(|p| p.node == id).and_then(|p| p.matched);
-        let log = LogStore::open(
-            Arc::new(disk.clone()),
-            &next.join("raft").join(format!("shard-{}", shard.shard)),
-            id,
-        )
-        .expect("open the cut node's Raft log");
+        let shard_dir = next.join("raft").join(format!("shard-{}", shard.shard));
+        let log = LogStore::open(Arc::new(disk.clone()), &shard_dir, id)
+            .expect("open the cut node's Raft log");
+        // What the node applied, it must still hold in its log: a restart starts from the
+        // saved position, and openraft takes the log to reach at least that far.
+        let applied = saved_position(&disk, &shard_dir).expect("read the applied position");
+        assert!(
+            applied.map(|a| a.index) <= log.last_index(),
+            "{pattern:?} cut, shard {}: the state machine saved position {applied:?} but the log holds up to {:?} after the cut",
+            shard.shard,
+            log.last_index()
+        );
         assert!(
             log.last_index() >= matched,
             "{pattern:?} cut, shard {}: the node acknowledged entries up to {matched:?} but its log holds up to {:?} after the cut",
