@@ -193,6 +193,23 @@ fn copy_tree(disk: &SimDisk, from: &Path, to: &Path) -> std::io::Result<()> {
     disk.sync_dir(to)
 }
 
+/// Removes the files of the tree `dir` on `disk`, so a long run holds the data of one
+/// incarnation per node rather than of every one (the disk frees them at the next cut).
+fn remove_tree(disk: &SimDisk, dir: &Path) -> std::io::Result<()> {
+    for name in disk.list(dir)? {
+        let path = dir.join(&name);
+        if name == "index" {
+            continue;
+        }
+        if disk.list(&path).is_ok() {
+            remove_tree(disk, &path)?;
+        } else {
+            disk.remove_file(&path)?;
+        }
+    }
+    disk.sync_dir(dir)
+}
+
 /// What the appenders saw acknowledged: per context, sequence → payload.
 type Acked = Arc<Mutex<BTreeMap<String, BTreeMap<u64, Vec<u8>>>>>;
 
@@ -355,6 +372,7 @@ async fn cut_and_restart(
     // they must be on the disk it comes back with.
     let acknowledged = first.cluster.status().await.shards;
     copy_tree(&disk, &dir, next).expect("copy the node's files to its new directory");
+    remove_tree(&disk, &dir).expect("remove the node's old directory");
     for shard in &acknowledged {
         let matched = shard.peers.iter().find(|p| p.node == id).and_then(|p| p.matched);
         let shard_dir = next.join("raft").join(format!("shard-{}", shard.shard));
