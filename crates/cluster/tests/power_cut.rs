@@ -151,14 +151,23 @@ impl Node {
         Self { cluster, ledger, disk, dir, address, power, server }
     }
 
-    /// Cuts the power: from now on nothing leaves the node, and the disk is what it would be
-    /// after a cut now, under `pattern`. Returns that disk.
+    /// Cuts the power: its server answers nothing more, its Raft stops, and the disk is what
+    /// it would be after a cut then, under `pattern` (what is not yet synced may be lost).
+    /// Returns that disk.
+    ///
+    /// The switch cuts only what comes *in* (`Powered` wraps the node's server). The node's
+    /// own calls to its peers keep flowing until its Raft has stopped, so the disk is imaged
+    /// after that, not before: imaged at once, a shard *leader* went on committing on its
+    /// followers entries its image did not hold, won the next election without them, and the
+    /// replicas differed (seeds 1796101775, 1796101836). A machine without power sends
+    /// nothing; cutting the node's outgoing calls too, and imaging at once, is the stronger
+    /// test.
     async fn cut(self, rng: &mut Rng, pattern: CrashPattern) -> (SimDisk, PathBuf, String) {
         self.power.store(false, Ordering::SeqCst);
-        let kept = self.disk.with_cut_point(|at| at.crash(rng, pattern));
         self.server.abort();
         let _ = self.server.await;
         self.cluster.shutdown().await;
+        let kept = self.disk.with_cut_point(|at| at.crash(rng, pattern));
         // Whatever closing writes goes to the old disk, which is gone.
         let _ = self.ledger.close().await;
         (kept, self.dir, self.address)
