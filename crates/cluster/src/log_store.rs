@@ -65,7 +65,7 @@ struct Inner {
 pub struct Flushed {
     /// Every entry up to this index is on disk.
     pub upto: Option<u64>,
-    /// A write or fsync failed: the log goes no further.
+    /// A write or fsync failed: the log goes no further, and every later write fails too.
     pub failed: Option<String>,
 }
 
@@ -78,8 +78,6 @@ struct State {
     end: u64,
     last: Option<LogId<NodeId>>,
     vote: Option<Vote<NodeId>>,
-    /// A failed write or fsync: every later write fails too.
-    failed: Option<String>,
     /// Bumped by every truncation: a flush that began before one cannot say how far the
     /// rewritten log is durable.
     truncations: u64,
@@ -118,15 +116,7 @@ impl LogStore {
             dir: dir.to_path_buf(),
             vfs,
             file,
-            state: Mutex::new(State {
-                first,
-                offsets,
-                end,
-                last,
-                vote,
-                failed: None,
-                truncations: 0,
-            }),
+            state: Mutex::new(State { first, offsets, end, last, vote, truncations: 0 }),
             flushes: Mutex::new(tx),
             flushed: watch::Sender::new(Flushed { upto: last.map(|l| l.index), failed: None }),
         });
@@ -151,10 +141,9 @@ impl LogStore {
         self.inner.flushed.subscribe()
     }
 
-    /// Records that the log stops at a failure: nothing is flushed beyond it.
-    fn fail(&self, st: &mut State, failed: String) {
-        self.inner.flushed.send_modify(|f| f.failed = Some(failed.clone()));
-        st.failed = Some(failed);
+    /// Records that the log stops at a failure: nothing is flushed or written beyond it.
+    fn fail(&self, failed: String) {
+        self.inner.flushed.send_modify(|f| f.failed = Some(failed));
     }
 
     fn read_range(&self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
@@ -314,7 +303,7 @@ fn sync_loop(inner: &std::sync::Weak<Inner>, rx: &mpsc::Receiver<LogFlushed<Type
             (st.last.map(|l| l.index), st.truncations)
         };
         let result = store.inner.file.sync_data();
-        let mut st = store.state();
+        let st = store.state();
         match &result {
             Ok(()) if st.truncations == truncations => {
                 store.inner.flushed.send_if_modified(|f| {
@@ -324,7 +313,7 @@ fn sync_loop(inner: &std::sync::Weak<Inner>, rx: &mpsc::Receiver<LogFlushed<Type
                 });
             }
             Ok(()) => {}
-            Err(e) => store.fail(&mut st, format!("fsync of the Raft log failed: {e}")),
+            Err(e) => store.fail(format!("fsync of the Raft log failed: {e}")),
         }
         drop(st);
         for flushed in waiting {
@@ -387,8 +376,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let mut st = self.state();
-        if let Some(failed) = &st.failed {
-            return Err(write_error(&Damaged(failed.clone())));
+        if let Some(failed) = self.inner.flushed.borrow().failed.clone() {
+            return Err(write_error(&Damaged(failed)));
         }
         let mut bytes = Vec::new();
         let mut offsets = Vec::new();
@@ -407,7 +396,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             last = Some(entry.log_id);
         }
         if let Err(e) = self.inner.file.write_all_at(&bytes, st.end) {
-            self.fail(&mut st, format!("write to the Raft log failed: {e}"));
+            self.fail(format!("write to the Raft log failed: {e}"));
             return Err(write_error(&e));
         }
         if st.last.is_none() {
@@ -438,7 +427,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // join entries appended after it.
         let cut = self.inner.file.set_len(end).and_then(|()| self.inner.file.sync_all());
         if let Err(e) = cut {
-            self.fail(&mut st, format!("truncating the Raft log failed: {e}"));
+            self.fail(format!("truncating the Raft log failed: {e}"));
             return Err(write_error(&e));
         }
         st.offsets.truncate(keep);
