@@ -105,6 +105,7 @@ async fn serve_cluster(
             start,
             peer_token: config.cluster.peer_token.clone(),
             peer_tls,
+            peer_source: None,
             timing: Timing::default(),
         },
     )

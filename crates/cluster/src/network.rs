@@ -2,6 +2,7 @@
 //! Raft and by forwarding, and openraft's network over it.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -47,12 +48,13 @@ pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     token: Option<Arc<str>>,
     tls: Option<ClientTlsConfig>,
+    source: Option<IpAddr>,
 }
 
 impl Peers {
     /// Connections that present `token` (role `peer`) if the cluster uses tokens, over TLS
-    /// if `tls` is given.
-    pub fn new(token: Option<String>, tls: Option<&PeerTls>) -> Self {
+    /// if `tls` is given, dialled from `source` if given.
+    pub fn new(token: Option<String>, tls: Option<&PeerTls>, source: Option<IpAddr>) -> Self {
         let tls = tls.map(|tls| {
             let config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
             match &tls.identity {
@@ -60,7 +62,7 @@ impl Peers {
                 None => config,
             }
         });
-        Self { channels: Arc::default(), token: token.map(Arc::from), tls }
+        Self { channels: Arc::default(), token: token.map(Arc::from), tls, source }
     }
 
     /// A client for the peer at `address` (`host:port`); connects lazily, once per address.
@@ -77,6 +79,7 @@ impl Peers {
                 .map_err(|e| bad(&e))?
                 .connect_timeout(CONNECT_TIMEOUT)
                 .tcp_nodelay(true)
+                .local_address(self.source)
                 .http2_keep_alive_interval(Duration::from_secs(1))
                 .keep_alive_timeout(Duration::from_secs(2));
             if let Some(tls) = &self.tls {

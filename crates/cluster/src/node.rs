@@ -1,6 +1,7 @@
 //! A cluster node: one Raft per shard over the node's ledger, started, joined and stopped.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,6 +49,9 @@ pub struct ClusterConfig {
     pub peer_token: Option<String>,
     /// TLS to peers, if the nodes serve TLS.
     pub peer_tls: Option<PeerTls>,
+    /// The local address this node dials its peers from (a host with several addresses);
+    /// `None` lets the operating system pick.
+    pub peer_source: Option<IpAddr>,
     /// Raft timing.
     pub timing: Timing,
 }
@@ -174,7 +178,8 @@ impl Cluster {
         let id = node_id(&identity.id);
         // The Raft files live on the ledger's disk, beside its own.
         let vfs = Arc::clone(&ledger.store().config().vfs);
-        let peers = Peers::new(config.peer_token.clone(), config.peer_tls.as_ref());
+        let peers =
+            Peers::new(config.peer_token.clone(), config.peer_tls.as_ref(), config.peer_source);
         let recorded = Membership::read(vfs.as_ref(), &config.data_dir)?;
         let membership = match (&config.start, recorded) {
             (_, Some(recorded)) => recorded,

@@ -1,23 +1,26 @@
-//! A simulated power cut on a follower (the one fault the process-level suite cannot make:
+//! A simulated power cut on one node (the one fault the process-level suite cannot make:
 //! `kill -9` keeps the page cache). Three nodes run in this process, each on its own
-//! simulated disk, talking gRPC over loopback. Appends go on through the other two while the
-//! third loses power again and again, under every pattern a cut can leave unsynced writes in,
-//! and comes back on what its disk kept. The ledger's and the Raft log's writes both go
-//! through the disk, so a cut can lose the tail of either.
+//! simulated disk and its own loopback address, talking gRPC. Appends go on through the other
+//! two while the third loses power again and again, under every pattern a cut can leave
+//! unsynced writes in, and comes back on what its disk kept. The ledger's and the Raft log's
+//! writes both go through the disk, so a cut can lose the tail of either. The cut node
+//! follows some shards and often leads others: shard leaders are spread over the nodes.
 //!
-//! A cut must look like one from outside: from the instant of the cut the node sends nothing
-//! (every read and write on its connections fails from then on, and the connections die), so
-//! nothing it acknowledged can be missing from the disk it comes back with.
+//! A cut looks like one from outside: its disk is imaged at the instant of the cut, and from
+//! then on nothing the node sends arrives and nothing reaches it (every connection with it
+//! fails on its next read or write, and dies), while it goes on running against a disk that
+//! is gone until it stops.
 //!
-//! At each cut, the node's Raft log as the cut left it must hold every entry the leader had
-//! its acknowledgement for. Then, once the cluster has settled, every node must hold byte-identical entries and equal
-//! tree heads, gap-free; every acknowledged append must be there at the sequence it was
-//! acknowledged with; no append may be there twice.
+//! At each cut, the node's Raft log as the cut left it must hold every entry a leader had its
+//! acknowledgement for. Then, once the cluster has settled, every node must hold
+//! byte-identical entries and equal tree heads, gap-free; every acknowledged append must be
+//! there at the sequence it was acknowledged with; no append may be there twice.
 //!
 //! `CONVERGE_POWER_CUT_MINUTES=N cargo test -p converge-cluster --release --test power_cut --
 //! --ignored` runs cuts for N minutes (seed from `CONVERGE_POWER_CUT_SEED`, printed).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,17 +43,39 @@ use tonic::transport::server::{Connected, TcpIncoming};
 const CONTEXTS: usize = 6;
 const APPENDERS: usize = 6;
 
-/// A connection of a node's that works only while the node has power: from the cut on, every
-/// read and write fails, so the connection dies as it would with the machine (a peer then
-/// connects again, to whatever listens on the address next).
+/// Which hosts have power: each node lives on its own loopback address (127.0.0.1, .2, .3),
+/// listens and dials its peers from it, and each incarnation of a node gets a switch of its
+/// own.
+#[derive(Clone, Default)]
+struct Mains(Arc<Mutex<HashMap<IpAddr, Arc<AtomicBool>>>>);
+
+impl Mains {
+    /// A new incarnation on `host`, with power.
+    fn switch_on(&self, host: IpAddr) -> Arc<AtomicBool> {
+        let switch = Arc::new(AtomicBool::new(true));
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(host, Arc::clone(&switch));
+        switch
+    }
+
+    /// The switch of the incarnation on `host` now (one that stays on for a host of none).
+    fn switch_of(&self, host: IpAddr) -> Arc<AtomicBool> {
+        let hosts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        hosts.get(&host).cloned().unwrap_or_else(|| Arc::new(AtomicBool::new(true)))
+    }
+}
+
+/// A connection a node accepted, which works only while both ends have power: from the cut of
+/// either on, every read and write fails, so the connection dies as it would with the machine
+/// (a peer then connects again, to whatever listens on the address next). Both directions of
+/// a cut node's traffic end so: what it serves, and what it sends to its peers.
 struct Powered {
     stream: tokio::net::TcpStream,
-    on: Arc<AtomicBool>,
+    ends: [Arc<AtomicBool>; 2],
 }
 
 impl Powered {
     fn check(&self) -> std::io::Result<()> {
-        if self.on.load(Ordering::SeqCst) {
+        if self.ends.iter().all(|end| end.load(Ordering::SeqCst)) {
             Ok(())
         } else {
             Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "the power is off"))
@@ -70,7 +95,12 @@ impl AsyncRead for Powered {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         self.check()?;
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        // Checked again once read: bytes a cut node sent after its cut are never taken in,
+        // however the reader's check and read interleave with the cut.
+        this.check()?;
+        read
     }
 }
 
@@ -100,7 +130,7 @@ struct Node {
     ledger: Ledger,
     disk: SimDisk,
     dir: PathBuf,
-    address: String,
+    address: SocketAddr,
     power: Arc<AtomicBool>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -114,11 +144,17 @@ fn timing() -> Timing {
 }
 
 impl Node {
-    async fn start(disk: SimDisk, dir: PathBuf, address: Option<String>, start: Start) -> Self {
-        let listener = tokio::net::TcpListener::bind(address.as_deref().unwrap_or("127.0.0.1:0"))
-            .await
-            .expect("bind a loopback port");
-        let address = listener.local_addr().expect("a bound address").to_string();
+    /// Starts a node on `address` (a loopback address of its own, port 0 for any).
+    async fn start(
+        mains: &Mains,
+        disk: SimDisk,
+        dir: PathBuf,
+        address: SocketAddr,
+        start: Start,
+    ) -> Self {
+        let listener = tokio::net::TcpListener::bind(address).await.expect("bind a loopback port");
+        let address = listener.local_addr().expect("a bound address");
+        let power = mains.switch_on(address.ip());
         let storage = StoreConfig {
             vfs: Arc::new(disk.clone()),
             // The index is on the real disk, written only by checkpoints: none are taken, so
@@ -130,17 +166,22 @@ impl Node {
         let ledger = Ledger::open(LedgerConfig::with_storage(storage)).expect("open the ledger");
         let config = ClusterConfig {
             data_dir: dir.clone(),
-            advertise: address.clone(),
+            advertise: address.to_string(),
             start,
             peer_token: None,
             peer_tls: None,
+            peer_source: Some(address.ip()),
             timing: timing(),
         };
         let cluster = Cluster::start(ledger.clone(), config).await.expect("start the node");
-        let power = Arc::new(AtomicBool::new(true));
-        let on = Arc::clone(&power);
-        let incoming = TcpIncoming::from(listener)
-            .map(move |stream| stream.map(|stream| Powered { stream, on: Arc::clone(&on) }));
+        let (on, mains) = (Arc::clone(&power), mains.clone());
+        let incoming = TcpIncoming::from(listener).map(move |stream| {
+            stream.map(|stream| {
+                let far = stream.peer_addr().map(|a| mains.switch_of(a.ip()));
+                let far = far.unwrap_or_else(|_| Arc::new(AtomicBool::new(false)));
+                Powered { stream, ends: [Arc::clone(&on), far] }
+            })
+        });
         let service = cluster.peer_service();
         let server = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
@@ -151,24 +192,16 @@ impl Node {
         Self { cluster, ledger, disk, dir, address, power, server }
     }
 
-    /// Cuts the power: its server answers nothing more, its Raft stops, and the disk is what
-    /// it would be after a cut then, under `pattern` (what is not yet synced may be lost).
-    /// Returns that disk.
-    ///
-    /// The switch cuts only what comes *in* (`Powered` wraps the node's server). The node's
-    /// own calls to its peers keep flowing until its Raft has stopped, so the disk is imaged
-    /// after that, not before: imaged at once, a shard *leader* went on committing on its
-    /// followers entries its image did not hold, won the next election without them, and the
-    /// replicas differed (seeds 1796101775, 1796101836). A machine without power sends
-    /// nothing; cutting the node's outgoing calls too, and imaging at once, is the stronger
-    /// test.
-    async fn cut(self, rng: &mut Rng, pattern: CrashPattern) -> (SimDisk, PathBuf, String) {
+    /// Cuts the power: from this instant the node takes in nothing and nothing it sends
+    /// arrives, and its disk is what a cut now leaves under `pattern` (what is not yet synced
+    /// may be lost). Then its Raft and ledger stop, writing to a disk that is gone. Returns
+    /// the disk it comes back on.
+    async fn cut(self, rng: &mut Rng, pattern: CrashPattern) -> (SimDisk, PathBuf, SocketAddr) {
         self.power.store(false, Ordering::SeqCst);
+        let kept = self.disk.with_cut_point(|at| at.crash(rng, pattern));
         self.server.abort();
         let _ = self.server.await;
         self.cluster.shutdown().await;
-        let kept = self.disk.with_cut_point(|at| at.crash(rng, pattern));
-        // Whatever closing writes goes to the old disk, which is gone.
         let _ = self.ledger.close().await;
         (kept, self.dir, self.address)
     }
@@ -299,23 +332,37 @@ async fn run(seed: u64, cuts: Option<usize>, minutes: Option<u64>) {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    println!("power cut on a follower: seed {seed}");
+    println!("power cuts on one node: seed {seed}");
     let mut rng = Rng::new(seed);
     let work = tempfile::tempdir().expect("a temporary directory");
     let disks: Vec<SimDisk> = (0..3).map(|_| SimDisk::new()).collect();
+    let mains = Mains::default();
+    let host = |n: u8| SocketAddr::from(([127, 0, 0, n], 0));
     let first = Node::start(
+        &mains,
         disks[0].clone(),
         work.path().join("node1"),
-        None,
+        host(1),
         Start::Bootstrap { shards: 2, voters: 3 },
     )
     .await;
-    let seeds = vec![first.address.clone()];
-    let second =
-        Node::start(disks[1].clone(), work.path().join("node2"), None, Start::Join(seeds.clone()))
-            .await;
-    let mut third =
-        Node::start(disks[2].clone(), work.path().join("node3-0"), None, Start::Join(seeds)).await;
+    let seeds = vec![first.address.to_string()];
+    let second = Node::start(
+        &mains,
+        disks[1].clone(),
+        work.path().join("node2"),
+        host(2),
+        Start::Join(seeds.clone()),
+    )
+    .await;
+    let mut third = Node::start(
+        &mains,
+        disks[2].clone(),
+        work.path().join("node3-0"),
+        host(3),
+        Start::Join(seeds),
+    )
+    .await;
     let joined = Instant::now();
     while !(third.is_voter().await && second.is_voter().await) {
         assert!(joined.elapsed() < Duration::from_secs(60), "nodes 2 and 3 did not become voters");
@@ -341,8 +388,9 @@ async fn run(seed: u64, cuts: Option<usize>, minutes: Option<u64>) {
         let pattern = CrashPattern::ALL[made % CrashPattern::ALL.len()];
         made += 1;
         third = cut_and_restart(
+            &mains,
             third,
-            &first,
+            [&first, &second],
             &mut rng,
             pattern,
             &work.path().join(format!("node3-{made}")),
@@ -367,24 +415,32 @@ async fn run(seed: u64, cuts: Option<usize>, minutes: Option<u64>) {
 }
 
 /// Cuts `third`'s power under `pattern`, checks its Raft log kept what it acknowledged to the
-/// leader `first`, and brings it back up in `next` on what its disk kept.
+/// leaders among `others`, and brings it back up in `next` on what its disk kept.
 async fn cut_and_restart(
+    mains: &Mains,
     third: Node,
-    first: &Node,
+    others: [&Node; 2],
     rng: &mut Rng,
     pattern: CrashPattern,
     next: &Path,
 ) -> Node {
     let id = third.cluster.id();
     let (disk, dir, address) = third.cut(rng, pattern).await;
-    // What the leader had from it when the power went: it acknowledged those entries, so
-    // they must be on the disk it comes back with.
-    let acknowledged = first.cluster.status().await.shards;
+    // What the other nodes, where they lead a shard, had from it when the power went (nothing
+    // it sent since arrives): it acknowledged those entries, so they must be on the disk it
+    // comes back with. Where it led itself, the final check speaks.
+    let mut acknowledged = BTreeMap::new();
+    for other in others {
+        for shard in other.cluster.status().await.shards {
+            if let Some(matched) = shard.peers.iter().find(|p| p.node == id) {
+                acknowledged.insert(shard.shard, matched.matched);
+            }
+        }
+    }
     copy_tree(&disk, &dir, next).expect("copy the node's files to its new directory");
     remove_tree(&disk, &dir).expect("remove the node's old directory");
-    for shard in &acknowledged {
-        let matched = shard.peers.iter().find(|p| p.node == id).and_then(|p| p.matched);
-        let shard_dir = next.join("raft").join(format!("shard-{}", shard.shard));
+    for (shard, matched) in acknowledged {
+        let shard_dir = next.join("raft").join(format!("shard-{shard}"));
         let log = LogStore::open(Arc::new(disk.clone()), &shard_dir, id)
             .expect("open the cut node's Raft log");
         // What the node applied, it must still hold in its log: a restart starts from the
@@ -392,20 +448,18 @@ async fn cut_and_restart(
         let applied = saved_position(&disk, &shard_dir).expect("read the applied position");
         assert!(
             applied.map(|a| a.index) <= log.last_index(),
-            "{pattern:?} cut, shard {}: the state machine saved position {applied:?} but the log holds up to {:?} after the cut",
-            shard.shard,
+            "{pattern:?} cut, shard {shard}: the state machine saved position {applied:?} but the log holds up to {:?} after the cut",
             log.last_index()
         );
         assert!(
             log.last_index() >= matched,
-            "{pattern:?} cut, shard {}: the node acknowledged entries up to {matched:?} but its log holds up to {:?} after the cut",
-            shard.shard,
+            "{pattern:?} cut, shard {shard}: the node acknowledged entries up to {matched:?} but its log holds up to {:?} after the cut",
             log.last_index()
         );
     }
     // Dark for a while, as a machine that lost power is.
     tokio::time::sleep(Duration::from_millis(rng.below(800))).await;
-    Node::start(disk, next.to_path_buf(), Some(address), Start::Restart).await
+    Node::start(mains, disk, next.to_path_buf(), address, Start::Restart).await
 }
 
 /// Once the nodes agree (or after 60 s), checks what they hold against what was
