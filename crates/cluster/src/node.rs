@@ -180,23 +180,7 @@ impl Cluster {
         let vfs = Arc::clone(&ledger.store().config().vfs);
         let peers =
             Peers::new(config.peer_token.clone(), config.peer_tls.as_ref(), config.peer_source);
-        let recorded = Membership::read(vfs.as_ref(), &config.data_dir)?;
-        let membership = match (&config.start, recorded) {
-            (_, Some(recorded)) => recorded,
-            (Start::Bootstrap { shards, voters }, None) => {
-                Membership { shards: *shards, voters: *voters }
-            }
-            (Start::Join(seeds), None) => ask_membership(&peers, seeds).await?,
-            (Start::Restart, None) => {
-                return Err(ClusterError::Config(format!(
-                    "{} is not a cluster node's data directory: start it with --bootstrap (a new cluster) or --join ADDR (an existing one)",
-                    config.data_dir.display()
-                )));
-            }
-        };
-        if membership.shards == 0 || membership.voters == 0 {
-            return Err(ClusterError::Config("shards and voters must be at least 1".into()));
-        }
+        let membership = membership(vfs.as_ref(), &config, &peers).await?;
         let raft_config = Arc::new(
             Config {
                 cluster_name: "converge".into(),
@@ -587,6 +571,33 @@ async fn resolve(seeds: &[String]) -> Vec<String> {
     }
     out.dedup();
     out
+}
+
+/// The cluster's shape: as this node recorded it, else as `config.start` says (bootstrapping,
+/// or asked of a member when joining).
+async fn membership(
+    vfs: &dyn Vfs,
+    config: &ClusterConfig,
+    peers: &Peers,
+) -> Result<Membership, ClusterError> {
+    let recorded = Membership::read(vfs, &config.data_dir)?;
+    let membership = match (&config.start, recorded) {
+        (_, Some(recorded)) => recorded,
+        (Start::Bootstrap { shards, voters }, None) => {
+            Membership { shards: *shards, voters: *voters }
+        }
+        (Start::Join(seeds), None) => ask_membership(peers, seeds).await?,
+        (Start::Restart, None) => {
+            return Err(ClusterError::Config(format!(
+                "{} is not a cluster node's data directory: start it with --bootstrap (a new cluster) or --join ADDR (an existing one)",
+                config.data_dir.display()
+            )));
+        }
+    };
+    if membership.shards == 0 || membership.voters == 0 {
+        return Err(ClusterError::Config("shards and voters must be at least 1".into()));
+    }
+    Ok(membership)
 }
 
 /// The shard and voter counts of the cluster the seeds belong to.
