@@ -426,15 +426,16 @@ async fn cut_and_restart(
 ) -> Node {
     let id = third.cluster.id();
     let (disk, dir, address) = third.cut(rng, pattern).await;
-    // What the other nodes, where they lead a shard, had from it when the power went (nothing
-    // it sent since arrives): it acknowledged those entries, so they must be on the disk it
-    // comes back with. Where it led itself, the final check speaks.
-    let mut acknowledged = BTreeMap::new();
+    // Every shard, with what the other nodes, where they lead it, had from the cut node when
+    // the power went (nothing it sent since arrives): it acknowledged those entries, so they
+    // must be on the disk it comes back with. Where it led itself, nothing is known here (the
+    // final check speaks), but its saved position is checked all the same.
+    let mut acknowledged = BTreeMap::<u32, Option<u64>>::new();
     for other in others {
         for shard in other.cluster.status().await.shards {
-            if let Some(matched) = shard.peers.iter().find(|p| p.node == id) {
-                acknowledged.insert(shard.shard, matched.matched);
-            }
+            let matched = shard.peers.iter().find(|p| p.node == id).and_then(|p| p.matched);
+            let known = acknowledged.entry(shard.shard).or_default();
+            *known = (*known).max(matched);
         }
     }
     copy_tree(&disk, &dir, next).expect("copy the node's files to its new directory");
