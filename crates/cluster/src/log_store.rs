@@ -15,10 +15,21 @@
 //! before it saves an applied position: after a power cut the log must still reach as far as
 //! the state machine says it applied.
 //!
-//! Recovery reads the records in order and cuts the file at the first record that is torn or
-//! does not check: a write that never completed was never reported flushed, so nothing it held
-//! was acknowledged. The log is never purged (a ledger keeps everything; a new member catches
-//! up by replaying it); truncation removes only entries Raft has not committed.
+//! ```text
+//! raft/shard-N/flushed  u32 crc32c ‖ u64 end: every record before byte `end` of the log was
+//!                       fsynced (replaced atomically, at most once a second, after an fsync;
+//!                       lowered before a truncation cuts below it)
+//! ```
+//!
+//! Recovery reads the records in order, a bounded chunk at a time, and stops at the first
+//! record that is torn or does not check. Before `flushed`'s mark that is damage, not a torn
+//! write (those bytes were on disk once): the node refuses to start, naming the file and byte,
+//! rather than vote or answer with a log that lost what it acknowledged to a leader. After the
+//! mark it is cut as a torn tail: a write that never completed was never reported flushed, so
+//! nothing it held was acknowledged. (Damage in the last second's writes cannot be told from a
+//! torn write and is cut like one, logged.) The log is never purged (a ledger keeps
+//! everything; a new member catches up by replaying it); truncation removes only entries Raft
+//! has not committed.
 
 use std::fmt::Debug;
 use std::io;
@@ -40,8 +51,11 @@ use crate::wire;
 
 /// Bytes before a record's body: checksum and length.
 const RECORD_HEADER_BYTES: usize = 8;
-/// A record longer than this is damage (a payload at its ceiling plus everything around it).
-const RECORD_BYTES_MAX: usize = 80 * 1024 * 1024;
+/// The largest record, written or read: an entry larger than this is refused before it is
+/// written, and a length above it on recovery is damage. It holds a payload at its ceiling,
+/// or a load at its ceiling ([`crate::limits::LOAD_BYTES_MAX_CEILING`]), with room for
+/// the batch of appends around it.
+pub const RECORD_BYTES_MAX: usize = 80 * 1024 * 1024;
 
 /// One shard's Raft log. Cheap to clone; clones share the file.
 #[derive(Clone)]
@@ -58,7 +72,24 @@ struct Inner {
     flushes: Mutex<mpsc::Sender<LogFlushed<TypeConfig>>>,
     /// How far the file is durable.
     flushed: watch::Sender<Flushed>,
+    /// The durable mark of how far the file was fsynced (`flushed`), and when it was written.
+    /// Taken before `state` by whoever takes both.
+    mark: Mutex<Mark>,
 }
+
+/// What the `flushed` file says, and when this run last wrote it.
+struct Mark {
+    end: u64,
+    written: std::time::Instant,
+}
+
+/// How often, at most, the `flushed` mark is rewritten (three small fsyncs each time): damage
+/// in writes newer than this cannot be told from a torn write.
+const MARK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// The file holding the mark.
+const MARK_FILE: &str = "flushed";
+/// How much of the log recovery reads at once.
+const RECOVERY_CHUNK_BYTES: usize = 1 << 20;
 
 /// How far a shard's Raft log is durable.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -101,7 +132,8 @@ impl LogStore {
             file.sync_all()?;
             vfs.sync_dir(dir)?;
         }
-        let (first, offsets, end, last) = recover(file.as_ref(), &path)?;
+        let mark = read_mark(vfs.as_ref(), dir)?;
+        let (first, offsets, end, last) = recover(file.as_ref(), &path, mark)?;
         // What the last run wrote may still be only in the page cache.
         file.sync_data()?;
         let vote = read_vote(vfs.as_ref(), dir)?.map(|vote| {
@@ -119,6 +151,7 @@ impl LogStore {
             state: Mutex::new(State { first, offsets, end, last, vote, truncations: 0 }),
             flushes: Mutex::new(tx),
             flushed: watch::Sender::new(Flushed { upto: last.map(|l| l.index), failed: None }),
+            mark: Mutex::new(Mark { end: mark.min(end), written: std::time::Instant::now() }),
         });
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
@@ -139,6 +172,23 @@ impl LogStore {
     /// How far the log is durable, as it changes.
     pub fn flushed(&self) -> watch::Receiver<Flushed> {
         self.inner.flushed.subscribe()
+    }
+
+    /// After an fsync that covered every byte before `end`: rewrites the mark if it is due
+    /// and no truncation came between (it could have cut below `end`).
+    fn advance_mark(&self, end: u64, truncations: u64) {
+        let mut mark = self.inner.mark.lock().unwrap_or_else(PoisonError::into_inner);
+        if end <= mark.end || mark.written.elapsed() < MARK_INTERVAL {
+            return;
+        }
+        if self.state().truncations != truncations {
+            return;
+        }
+        match write_mark(self.inner.vfs.as_ref(), &self.inner.dir, end) {
+            Ok(()) => *mark = Mark { end, written: std::time::Instant::now() },
+            // Not fatal: the mark only lags, so less damage can be told from a torn tail.
+            Err(e) => tracing::warn!(error = %e, "could not update the Raft log's fsync mark"),
+        }
     }
 
     /// Records that the log stops at a failure: nothing is flushed or written beyond it.
@@ -202,36 +252,39 @@ fn decode_record(bytes: &[u8]) -> Option<(&[u8], usize)> {
         .then_some((body, RECORD_HEADER_BYTES + len))
 }
 
-fn encode_record(out: &mut Vec<u8>, entry: &Entry) {
+/// Appends `entry`'s record to `out`, unless it is longer than recovery would accept.
+fn encode_record(out: &mut Vec<u8>, entry: &Entry) -> Result<(), Damaged> {
     let body = wire::entry_to(entry).encode_to_vec();
-    let len = u32::try_from(body.len()).expect("a Raft entry is far below 4 GiB").to_be_bytes();
+    if body.len() > RECORD_BYTES_MAX {
+        return Err(Damaged(format!(
+            "entry {} is {} bytes, over the largest record ({RECORD_BYTES_MAX})",
+            entry.log_id.index,
+            body.len()
+        )));
+    }
+    let len = u32::try_from(body.len()).expect("RECORD_BYTES_MAX is below 4 GiB").to_be_bytes();
     let crc = crc32c::crc32c_append(crc32c::crc32c(&len), &body);
     out.extend_from_slice(&crc.to_be_bytes());
     out.extend_from_slice(&len);
     out.extend_from_slice(&body);
+    Ok(())
 }
 
 type Recovered = (u64, Vec<u64>, u64, Option<LogId<NodeId>>);
 
-/// Reads every record; cuts the file after the last one that checks.
-fn recover(file: &dyn VfsFile, path: &Path) -> io::Result<Recovered> {
+/// Reads every record, a chunk at a time; cuts a torn tail after the last one that checks,
+/// and refuses damage before `mark` (the byte up to which the log was once fsynced).
+fn recover(file: &dyn VfsFile, path: &Path, mark: u64) -> io::Result<Recovered> {
     let len = file.len()?;
-    let mut buf = vec![0; usize::try_from(len).map_err(io::Error::other)?];
-    file.read_exact_at(&mut buf, 0)?;
-    let (mut at, mut offsets, mut first, mut last) = (0usize, Vec::new(), 0, None);
-    while at < buf.len() {
-        let Some((body, record_len)) = decode_record(&buf[at..]) else { break };
-        let Ok(entry) = pb::LogEntry::decode(body)
-            .map_err(io::Error::other)
-            .and_then(|e| wire::entry_from(e).map_err(io::Error::other))
-        else {
-            break;
-        };
+    let mut chunk = Chunk::default();
+    let (mut at, mut offsets, mut first, mut last) = (0u64, Vec::new(), 0, None);
+    while at < len {
+        let Some((entry, record_len)) = chunk.record(file, at, len)? else { break };
         let index = entry.log_id.index;
         let expected = last.map_or(index, |l: LogId<NodeId>| l.index + 1);
         if index != expected {
             return Err(io::Error::other(format!(
-                "{}: entry {index} follows entry {} (the Raft log must be gap-free)",
+                "{}: entry {index} follows entry {} at byte {at} (the Raft log must be gap-free)",
                 path.display(),
                 expected.wrapping_sub(1)
             )));
@@ -239,21 +292,135 @@ fn recover(file: &dyn VfsFile, path: &Path) -> io::Result<Recovered> {
         if last.is_none() {
             first = index;
         }
-        offsets.push(at as u64);
+        offsets.push(at);
         last = Some(entry.log_id);
-        at += record_len;
+        at += record_len as u64;
     }
-    if at < buf.len() {
+    if len < mark {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the Raft log {} is {len} bytes, shorter than the {mark} bytes it was once fsynced to (its `{MARK_FILE}` file): records it acknowledged are gone. This node refuses to start; restore the disk, or wipe the whole data directory and join as a new node",
+                path.display()
+            ),
+        ));
+    }
+    if at < len {
+        if at < mark {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the Raft log {} is damaged at byte {at}: the record there is torn or fails its checksum, but the log was fsynced up to byte {mark} (its `{MARK_FILE}` file), so the record was once whole. This node refuses to start rather than vote or answer with a log that lost what it acknowledged. Restore the disk, or wipe the whole data directory and join as a new node",
+                    path.display()
+                ),
+            ));
+        }
         tracing::warn!(
             path = %path.display(),
             kept = at,
-            cut = buf.len() - at,
-            "the Raft log ends in a torn or damaged record; cutting it (it was never reported flushed)"
+            cut = len - at,
+            "the Raft log ends in a torn or damaged record written after its last fsync mark; cutting it (it was never reported flushed)"
         );
-        file.set_len(at as u64)?;
+        file.set_len(at)?;
         file.sync_all()?;
     }
-    Ok((first, offsets, at as u64, last))
+    Ok((first, offsets, at, last))
+}
+
+/// A window of the log file read at once, so recovery reads it in bounded chunks.
+#[derive(Default)]
+struct Chunk {
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+impl Chunk {
+    /// The entry whose record starts at `at` and the record's length, if it is whole, checks
+    /// and decodes.
+    fn record(
+        &mut self,
+        file: &dyn VfsFile,
+        at: u64,
+        len: u64,
+    ) -> io::Result<Option<(Entry, usize)>> {
+        let Some(header) = self.bytes_at(file, at, RECORD_HEADER_BYTES, len)? else {
+            return Ok(None);
+        };
+        let body_len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
+        if body_len > RECORD_BYTES_MAX {
+            return Ok(None);
+        }
+        let Some(bytes) = self.bytes_at(file, at, RECORD_HEADER_BYTES + body_len, len)? else {
+            return Ok(None);
+        };
+        let Some((body, record_len)) = decode_record(bytes) else { return Ok(None) };
+        let entry = pb::LogEntry::decode(body)
+            .map_err(io::Error::other)
+            .and_then(|e| wire::entry_from(e).map_err(io::Error::other));
+        Ok(entry.ok().map(|entry| (entry, record_len)))
+    }
+
+    /// The `n` bytes at `at`, reading the file from `at` on if the window does not hold them;
+    /// `None` if the file (`len` bytes) ends first.
+    fn bytes_at(
+        &mut self,
+        file: &dyn VfsFile,
+        at: u64,
+        n: usize,
+        len: u64,
+    ) -> io::Result<Option<&[u8]>> {
+        if at + n as u64 > len {
+            return Ok(None);
+        }
+        let held = at >= self.start && at + n as u64 <= self.start + self.bytes.len() as u64;
+        if !held {
+            let want = n.max(RECOVERY_CHUNK_BYTES).min(usize::try_from(len - at).unwrap_or(n));
+            self.bytes.resize(want, 0);
+            file.read_exact_at(&mut self.bytes, at)?;
+            self.start = at;
+        }
+        let from = usize::try_from(at - self.start).map_err(io::Error::other)?;
+        Ok(self.bytes.get(from..from + n))
+    }
+}
+
+/// The byte up to which the log was once fsynced, as its mark file says (0 if there is none).
+fn read_mark(vfs: &dyn Vfs, dir: &Path) -> io::Result<u64> {
+    let path = dir.join(MARK_FILE);
+    if !vfs.exists(&path)? {
+        return Ok(0);
+    }
+    let file = vfs.open(&path, OpenMode::Existing)?;
+    let mut buf = [0u8; 12];
+    if file.len()? != 12 {
+        return Err(bad_mark(&path));
+    }
+    file.read_exact_at(&mut buf, 0)?;
+    let crc = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    if crc32c::crc32c(&buf[4..]) != crc {
+        return Err(bad_mark(&path));
+    }
+    let mut end = [0u8; 8];
+    end.copy_from_slice(&buf[4..]);
+    Ok(u64::from_be_bytes(end))
+}
+
+fn bad_mark(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "{}: the Raft log's fsync mark does not check (it is replaced atomically, so this is damage); restore the disk, or wipe the whole data directory and join as a new node",
+            path.display()
+        ),
+    )
+}
+
+/// Replaces the mark: every record before byte `end` is on disk.
+fn write_mark(vfs: &dyn Vfs, dir: &Path, end: u64) -> io::Result<()> {
+    let mut bytes = Vec::with_capacity(12);
+    bytes.extend_from_slice(&crc32c::crc32c(&end.to_be_bytes()).to_be_bytes());
+    bytes.extend_from_slice(&end.to_be_bytes());
+    converge_storage::node::write_atomically(vfs, dir, MARK_FILE, &bytes).map_err(io::Error::other)
 }
 
 fn read_vote(vfs: &dyn Vfs, dir: &Path) -> io::Result<Option<Vote<NodeId>>> {
@@ -297,12 +464,16 @@ fn sync_loop(inner: &std::sync::Weak<Inner>, rx: &mpsc::Receiver<LogFlushed<Type
         waiting.extend(rx.try_iter());
         let Some(inner) = inner.upgrade() else { return };
         let store = LogStore { inner };
-        // Everything written up to `last` is in the file before this fsync starts.
-        let (last, truncations) = {
+        // Everything written up to `last` (and byte `end`) is in the file before this fsync
+        // starts.
+        let (last, end, truncations) = {
             let st = store.state();
-            (st.last.map(|l| l.index), st.truncations)
+            (st.last.map(|l| l.index), st.end, st.truncations)
         };
         let result = store.inner.file.sync_data();
+        if result.is_ok() {
+            store.advance_mark(end, truncations);
+        }
         let st = store.state();
         match &result {
             Ok(()) if st.truncations == truncations => {
@@ -392,7 +563,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 ))));
             }
             offsets.push(st.end + bytes.len() as u64);
-            encode_record(&mut bytes, &entry);
+            encode_record(&mut bytes, &entry).map_err(|e| write_error(&e))?;
             last = Some(entry.log_id);
         }
         if let Err(e) = self.inner.file.write_all_at(&bytes, st.end) {
@@ -411,6 +582,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
+        // The mark is lowered first, durably: the bytes cut will be written again, unsynced,
+        // and must not be taken for damage after a power cut.
+        let mut mark = self.inner.mark.lock().unwrap_or_else(PoisonError::into_inner);
+        let cut_at = {
+            let st = self.state();
+            let keep = log_id.index.saturating_sub(st.first);
+            usize::try_from(keep).ok().and_then(|k| st.offsets.get(k).copied())
+        };
+        if let Some(cut_at) = cut_at
+            && mark.end > cut_at
+        {
+            if let Err(e) = write_mark(self.inner.vfs.as_ref(), &self.inner.dir, cut_at) {
+                self.fail(format!("lowering the Raft log's fsync mark failed: {e}"));
+                return Err(write_error(&e));
+            }
+            mark.end = cut_at;
+        }
         let mut st = self.state();
         if log_id.index < st.first {
             return Err(write_error(&Damaged(format!(

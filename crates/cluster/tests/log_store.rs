@@ -69,3 +69,96 @@ async fn a_node_never_restarts_as_leader_of_its_old_term() {
     let mut log = open(dir.path(), 3);
     assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new_committed(6, 4)));
 }
+
+/// Where each record of the log file at `path` starts (records: crc, length, body).
+fn record_offsets(path: &std::path::Path) -> Vec<usize> {
+    let bytes = std::fs::read(path).unwrap();
+    let (mut at, mut offsets) = (0, Vec::new());
+    while at + 8 <= bytes.len() {
+        offsets.push(at);
+        at += 8 + u32::from_be_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+    }
+    offsets
+}
+
+/// Writes entries `0..=5`, then (after the fsync mark's interval) one more, so the mark covers
+/// the first six.
+async fn written_and_marked(dir: &std::path::Path) {
+    let mut log = open(dir, 1);
+    log.blocking_append((0..=5).map(|i| blank(1, i))).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    log.blocking_append([blank(1, 6)]).await.unwrap();
+}
+
+#[tokio::test]
+async fn damage_before_the_fsync_mark_is_refused_naming_file_and_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    written_and_marked(dir.path()).await;
+    let path = dir.path().join("log");
+    let at = record_offsets(&path)[2];
+    let mut bytes = std::fs::read(&path).unwrap();
+    for byte in &mut bytes[at + 9..at + 17] {
+        *byte ^= 0x5A;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+
+    let Err(refused) = LogStore::open(RealFs::shared(), dir.path(), 1) else {
+        panic!("a log damaged before its fsync mark must not open");
+    };
+    let message = refused.to_string();
+    assert!(message.contains(&path.display().to_string()), "names the file: {message}");
+    assert!(message.contains(&format!("damaged at byte {at}")), "names the byte: {message}");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing was cut");
+
+    // A log cut short below its mark is refused too.
+    std::fs::write(&path, &bytes[..at]).unwrap();
+    let Err(refused) = LogStore::open(RealFs::shared(), dir.path(), 1) else {
+        panic!("a log shorter than its fsync mark must not open");
+    };
+    assert!(refused.to_string().contains("shorter than"), "{refused}");
+}
+
+#[tokio::test]
+async fn a_torn_write_after_a_truncation_below_the_mark_is_cut_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    written_and_marked(dir.path()).await;
+    let path = dir.path().join("log");
+    let at = record_offsets(&path)[3];
+    {
+        let mut log = open(dir.path(), 1);
+        // A new leader's entries replace 3.. : the mark comes down to where the cut is.
+        log.truncate(LogId::new(CommittedLeaderId::new(1, 7), 3)).await.unwrap();
+    }
+    // What a power cut can leave of a write that replaced them, never fsynced: garbage.
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert_eq!(bytes.len(), at, "the truncation cut the file");
+    bytes.extend_from_slice(&[0xEE; 100]);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let mut log = open(dir.path(), 1);
+    let kept: Vec<u64> =
+        log.try_get_log_entries(0..).await.unwrap().iter().map(|e| e.log_id.index).collect();
+    assert_eq!(kept, [0, 1, 2], "the torn tail after the lowered mark was cut");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), at as u64);
+}
+
+#[tokio::test]
+async fn an_entry_over_the_record_limit_is_refused_before_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), 1);
+    let huge = converge_proto::cluster::Command {
+        shard: 0,
+        op: Some(converge_proto::cluster::command::Op::Load(converge_proto::v1::LoadRequest {
+            context_id: "c".into(),
+            snapshot: vec![0; converge_cluster::log_store::RECORD_BYTES_MAX + 1].into(),
+            fail_if_exists: false,
+        })),
+    };
+    let entry = Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 7), 0),
+        payload: openraft::EntryPayload::Normal(huge),
+    };
+    let refused = log.blocking_append([entry]).await;
+    assert!(refused.is_err(), "a record recovery would call damage is never written");
+    assert_eq!(std::fs::metadata(dir.path().join("log")).unwrap().len(), 0);
+}

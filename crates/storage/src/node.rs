@@ -122,7 +122,7 @@ fn read_file(vfs: &dyn Vfs, path: &Path) -> Result<Option<Vec<u8>>> {
 }
 
 /// Writes `name` in `dir` via a temporary file, fsync, rename and directory fsync.
-fn write_atomically(vfs: &dyn Vfs, dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+pub fn write_atomically(vfs: &dyn Vfs, dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
     let path = dir.join(name);
     let file =
