@@ -50,6 +50,21 @@ pub enum ClusterCommand {
     Status(ClusterStatusArgs),
     /// Remove a node from every shard; it then refuses client calls.
     Remove(ClusterRemoveArgs),
+    /// Change the cluster-wide limits that decide which appends and loads are accepted
+    /// (recorded in every shard's log; `cluster status` shows them).
+    Limits(ClusterLimitsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterLimitsArgs {
+    /// Largest payload of an append, in bytes (e.g. 4MiB); unchanged if not given.
+    #[arg(long, value_parser = parse_bytes)]
+    pub payload_bytes_max: Option<usize>,
+    /// Largest snapshot a Load may carry, in bytes; unchanged if not given.
+    #[arg(long, value_parser = parse_bytes)]
+    pub load_bytes_max: Option<usize>,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Args)]

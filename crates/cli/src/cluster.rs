@@ -1,4 +1,4 @@
-//! `cluster status` and `cluster remove`.
+//! `cluster status`, `cluster remove` and `cluster limits`.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use converge_proto::cluster::StatusResponse;
 use serde_json::json;
 
-use crate::cli::{ClusterRemoveArgs, ClusterStatusArgs};
+use crate::cli::{ClusterLimitsArgs, ClusterRemoveArgs, ClusterStatusArgs};
 use crate::commands::connect;
 use crate::output;
 
@@ -48,6 +48,10 @@ fn status_json(status: &StatusResponse) -> serde_json::Value {
             "role": s.role,
         })).collect::<Vec<_>>(),
         "voters_wanted": status.voters_wanted,
+        "limits": status.limits.as_ref().map(|l| json!({
+            "payload_bytes_max": l.payload_bytes_max,
+            "load_bytes_max": l.load_bytes_max,
+        })),
     })
 }
 
@@ -78,7 +82,33 @@ fn status_text(status: &StatusResponse) -> String {
             s.role
         );
     }
+    if let Some(limits) = &status.limits {
+        let _ = write!(
+            out,
+            "\nlimits (cluster-wide): payload {} bytes, load {} bytes\n",
+            limits.payload_bytes_max, limits.load_bytes_max
+        );
+    }
     out.trim_end().to_string()
+}
+
+pub async fn limits(args: ClusterLimitsArgs) -> anyhow::Result<ExitCode> {
+    let client = connect(&args.client).await?;
+    let status = client
+        .cluster_status()
+        .await
+        .context("cannot read the cluster's limits (a node that runs alone has none)")?;
+    let current = status.limits.unwrap_or_default();
+    let wanted = converge_proto::cluster::ClusterLimits {
+        payload_bytes_max: args.payload_bytes_max.map_or(current.payload_bytes_max, |v| v as u64),
+        load_bytes_max: args.load_bytes_max.map_or(current.load_bytes_max, |v| v as u64),
+    };
+    client.cluster_set_limits(wanted).await?;
+    output::line(&format!(
+        "cluster limits: payload {} bytes, load {} bytes",
+        wanted.payload_bytes_max, wanted.load_bytes_max
+    ));
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn remove(args: ClusterRemoveArgs) -> anyhow::Result<ExitCode> {

@@ -171,6 +171,13 @@ fn validate(config: &ServeConfig) -> anyhow::Result<()> {
             "a cluster node keeps its Raft log on disk: --bootstrap and --join need --storage disk"
         );
     }
+    let cluster_dir =
+        config.storage == StorageArg::Disk && config.data_dir.join("cluster").exists();
+    if (clustered || cluster_dir) && config.durability == DurabilityArg::Buffered {
+        bail!(
+            "a cluster node runs --durability fsync: with buffered, the node could acknowledge to its peers what a power cut then loses, and its replica would differ from the others. Drop --durability buffered (CONTRACT §5)"
+        );
+    }
     if config.cluster.peer_ca.is_some() && config.tls_cert.is_none() {
         bail!("--peer-ca is for nodes that serve TLS: add --tls-cert and --tls-key");
     }

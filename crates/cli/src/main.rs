@@ -79,6 +79,9 @@ fn run() -> anyhow::Result<ExitCode> {
                     Command::Cluster(cli::ClusterCommand::Remove(args)) => {
                         cluster::remove(args).await
                     }
+                    Command::Cluster(cli::ClusterCommand::Limits(args)) => {
+                        cluster::limits(args).await
+                    }
                     Command::Serve(_) => unreachable!("handled above"),
                 }
             })

@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use converge_ledger::{Durability, Ledger, LedgerConfig, StoreConfig};
 use std::sync::Arc;
 
+use converge_cluster::limits::ClusterLimits;
 use converge_cluster::{Cluster, ClusterConfig, PeerTls, Start, Timing};
 use converge_server::auth::TokenStore;
 use converge_server::limits::HANDSHAKE_TIMEOUT;
@@ -72,11 +73,11 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let http_addr = listeners.http_addr()?.map(|a| a.to_string()).unwrap_or_default();
     info!(grpc = %grpc_addr, http = %http_addr, "serving");
     let security = security(&config)?;
-    let mut out = std::io::stdout();
-    let _ = writeln!(out, "listening on {grpc_addr}");
-    let _ = out.flush();
     match start_of(&config) {
-        None => converge_server::run(ledger, listeners, security, shutdown_signal()).await?,
+        None => {
+            announce(grpc_addr);
+            converge_server::run(ledger, listeners, security, shutdown_signal()).await?;
+        }
         Some(start) => {
             let advertise = config.cluster.advertise.clone().unwrap_or(grpc_addr.to_string());
             serve_cluster(&config, start, advertise, ledger, listeners, security).await?;
@@ -84,6 +85,13 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     }
     info!("stopped");
     Ok(())
+}
+
+/// Prints the one line that says the node accepts requests (CONTRACT §4).
+fn announce(grpc_addr: std::net::SocketAddr) {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "listening on {grpc_addr}");
+    let _ = out.flush();
 }
 
 /// Serves a cluster node: its shards' Raft over `ledger`, the peer and admin services beside
@@ -107,10 +115,13 @@ async fn serve_cluster(
             peer_tls,
             peer_source: None,
             timing: Timing::default(),
+            limits: ClusterLimits::of_node(&config.limits),
         },
     )
     .await
     .context("cannot start the cluster node")?;
+    // Only now: a node that refuses its data directory or flags never says it listens.
+    announce(listeners.grpc_addr()?);
     let replication = Replication {
         services: Box::new({
             let cluster = cluster.clone();

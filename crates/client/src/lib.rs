@@ -176,9 +176,10 @@ impl Client {
                 node(channel, &interceptor, config.message_bytes_max)
             })
             .collect();
+        let nodes = Arc::new(nodes::Nodes::new(list, first));
         Ok(Self {
-            nodes: Arc::new(nodes::Nodes::new(list, first)),
-            lanes: Arc::new(streams::Lanes::new(config.append_streams)),
+            lanes: Arc::new(streams::Lanes::new(config.append_streams, &nodes.topology)),
+            nodes,
             config: Arc::new(config),
             pins: Arc::default(),
         })
@@ -188,9 +189,10 @@ impl Client {
     pub fn from_channel(channel: Channel, config: ClientConfig) -> Result<Self, LedgerError> {
         let interceptor = interceptor(&config)?;
         let node = node(channel, &interceptor, config.message_bytes_max);
+        let nodes = Arc::new(nodes::Nodes::new(vec![node], 0));
         Ok(Self {
-            nodes: Arc::new(nodes::Nodes::new(vec![node], 0)),
-            lanes: Arc::new(streams::Lanes::new(config.append_streams)),
+            lanes: Arc::new(streams::Lanes::new(config.append_streams, &nodes.topology)),
+            nodes,
             config: Arc::new(config),
             pins: Arc::default(),
         })
@@ -217,6 +219,22 @@ impl Client {
             .call(request, |n, r| {
                 let mut admin = n.admin.clone();
                 async move { admin.remove(r).await }
+            })
+            .await
+            .map_err(|s| status::from_status(&s))?;
+        Ok(())
+    }
+
+    /// Changes the cluster-wide limits (CONTRACT §5, `cluster limits`; role admin): recorded
+    /// in every shard's log, in force from there on.
+    pub async fn cluster_set_limits(
+        &self,
+        limits: cluster::ClusterLimits,
+    ) -> Result<(), LedgerError> {
+        self.nodes
+            .call(limits, |n, r| {
+                let mut admin = n.admin.clone();
+                async move { admin.set_limits(r).await }
             })
             .await
             .map_err(|s| status::from_status(&s))?;
@@ -263,11 +281,18 @@ impl Client {
 impl Client {
     /// One append as its own call, moving on to the next server on `UNAVAILABLE`.
     async fn append_unary(&self, request: v1::AppendRequest) -> Result<v1::Entry, LedgerError> {
+        let topology = &self.nodes.topology;
         let resp = self
             .nodes
             .call(request, |n, r| {
                 let mut c = n.context.clone();
-                async move { c.append(r).await }
+                async move {
+                    let answer = c.append(r).await;
+                    if let Ok(response) = &answer {
+                        topology.learn(response.metadata());
+                    }
+                    answer
+                }
             })
             .await
             .map_err(|s| from_status(&s))?
@@ -322,9 +347,11 @@ impl Client {
     /// `request` as sent: with an `append_id` when it may be sent again to another server,
     /// and what to verify the answer against.
     fn prepared(&self, mut request: AppendRequest) -> (v1::AppendRequest, Option<AppendRequest>) {
-        // With several servers an append may be sent again to another: an append_id makes
-        // that return the entry the first attempt made instead of a second one.
-        if self.nodes.len() > 1 && request.append_id.as_deref().is_none_or(str::is_empty) {
+        // With several servers an append may be sent again to another, and in a cluster an
+        // append the node could not confirm may have been committed: an append_id makes a
+        // retry return the entry the first attempt made instead of a second one.
+        let retried = self.nodes.len() > 1 || self.nodes.topology.may_be_cluster();
+        if retried && request.append_id.as_deref().is_none_or(str::is_empty) {
             request.append_id = Some(fresh_append_id());
         }
         let sent = self.config.verify.then(|| request.clone());

@@ -2,7 +2,8 @@
 //! its node unavailable moves on to the next (CONTRACT §5).
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use converge_proto::cluster::admin_client::AdminClient;
@@ -25,6 +26,35 @@ pub(crate) struct Node {
 pub(crate) struct Nodes {
     list: Vec<Node>,
     current: AtomicUsize,
+    /// Whether they are a cluster, as their answers said.
+    pub(crate) topology: Arc<Topology>,
+}
+
+/// Whether the servers are nodes of a cluster: unknown until one answers. A cluster node
+/// marks its answers ([`converge_proto::CLUSTER_HEADER`]); where every append must carry an
+/// `append_id` (CONTRACT §5), one is made for an append that has none while the servers may
+/// be a cluster, so no retry can append twice.
+#[derive(Debug, Default)]
+pub(crate) struct Topology(AtomicU8);
+
+const UNKNOWN: u8 = 0;
+const ALONE: u8 = 1;
+const CLUSTER: u8 = 2;
+
+impl Topology {
+    /// Learns from the metadata of a server's answer. A cluster, once seen, stays one.
+    pub(crate) fn learn(&self, metadata: &tonic::metadata::MetadataMap) {
+        let seen =
+            if metadata.contains_key(converge_proto::CLUSTER_HEADER) { CLUSTER } else { ALONE };
+        self.0.fetch_max(seen, Ordering::Relaxed);
+    }
+
+    /// Whether the servers may be a cluster (they are, or none has answered yet).
+    pub(crate) fn may_be_cluster(&self) -> bool {
+        let known = self.0.load(Ordering::Relaxed);
+        debug_assert!(known <= CLUSTER);
+        known == UNKNOWN || known == CLUSTER
+    }
 }
 
 /// Whether a status says "try another node": it is unavailable, or no longer a member.
@@ -38,7 +68,7 @@ impl Nodes {
     /// `list` (not empty), starting with `first`.
     pub(crate) fn new(list: Vec<Node>, first: usize) -> Self {
         assert!(!list.is_empty(), "a client has at least one server");
-        Self { list, current: AtomicUsize::new(first) }
+        Self { list, current: AtomicUsize::new(first), topology: Arc::default() }
     }
 
     /// How many servers there are.

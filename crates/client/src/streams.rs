@@ -22,6 +22,7 @@ use converge_proto::v1::context_service_client::ContextServiceClient;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::Transport;
+use crate::nodes::Topology;
 
 /// Streams a client keeps open at most.
 pub(crate) const LANES_DEFAULT: usize = 2;
@@ -37,6 +38,8 @@ pub(crate) struct Lanes {
     in_flight: AtomicUsize,
     /// The server answered `UNIMPLEMENTED`: appends stay unary.
     unsupported: AtomicBool,
+    /// Learns from each stream's answer whether the servers are a cluster.
+    topology: Arc<Topology>,
 }
 
 /// One open stream.
@@ -65,13 +68,14 @@ impl Drop for InFlight<'_> {
 }
 
 impl Lanes {
-    /// Up to `count` lanes (0: always unary).
-    pub(crate) fn new(count: usize) -> Self {
+    /// Up to `count` lanes (0: always unary), telling `topology` what the servers are.
+    pub(crate) fn new(count: usize, topology: &Arc<Topology>) -> Self {
         Self {
             open: (0..count).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             unsupported: AtomicBool::new(false),
+            topology: Arc::clone(topology),
         }
     }
 
@@ -102,7 +106,7 @@ impl Lanes {
         for _ in 0..2 {
             let lane = match slot.take() {
                 Some(l) if l.server == server => l,
-                _ => Lane::open(server, context.clone()),
+                _ => Lane::open(server, context.clone(), Arc::clone(&self.topology)),
             };
             if let Some((request, answer)) = pending.take() {
                 let mut waiting = lane.waiting.lock().unwrap_or_else(PoisonError::into_inner);
@@ -147,13 +151,20 @@ impl Lanes {
 
 impl Lane {
     /// Opens a stream to server `server` and starts its reader.
-    fn open(server: usize, mut context: ContextServiceClient<Transport>) -> Self {
+    fn open(
+        server: usize,
+        mut context: ContextServiceClient<Transport>,
+        topology: Arc<Topology>,
+    ) -> Self {
         let (requests, queue) = mpsc::unbounded_channel();
         let waiting: Arc<Mutex<Waiting>> = Arc::default();
         let lane = Self { server, requests, waiting: Arc::clone(&waiting) };
         tokio::spawn(async move {
             let status = match context.append_stream(Queue(queue)).await {
-                Ok(responses) => read(responses.into_inner(), &waiting).await,
+                Ok(responses) => {
+                    topology.learn(responses.metadata());
+                    read(responses.into_inner(), &waiting).await
+                }
                 Err(status) => status,
             };
             let mut waiting = waiting.lock().unwrap_or_else(PoisonError::into_inner);

@@ -42,8 +42,12 @@ fn append_command(
         None | Some("") => request.append_id = Some(cluster.fresh_append_id()),
         Some(_) => {}
     }
+    // Checked here, where it enters, against the cluster's limits: a request the ledger
+    // refuses never enters the replicated log, and apply judges nothing.
+    let shard = shard_of(&request.context_id, cluster.shard_count());
+    cluster.limits(shard).check_append(&request)?;
     Ok(pb::Command {
-        shard: shard_of(&request.context_id, cluster.shard_count()),
+        shard,
         op: Some(pb::command::Op::Append(pb::AppendCommand {
             request: Some(convert::append_request_to_wire(request)),
             now_ns: 0,
@@ -88,8 +92,16 @@ impl LedgerApi for Cluster {
     }
 
     async fn load(&self, request: LoadRequest) -> Result<LoadResponse, LedgerError> {
+        self.check_member()?;
+        let shard = shard_of(&request.context_id, self.shard_count());
+        // The whole blob is verified before it is proposed (hashing is most of a load's CPU).
+        let limits = self.limits(shard);
+        let checked = request.clone();
+        tokio::task::spawn_blocking(move || limits.check_load(&checked))
+            .await
+            .map_err(|e| LedgerError::Internal(format!("checking a load panicked: {e}")))??;
         let command = pb::Command {
-            shard: shard_of(&request.context_id, self.shard_count()),
+            shard,
             op: Some(pb::command::Op::Load(convert::load_request_to_wire(request))),
         };
         let outcome = self.write(command).await?;

@@ -52,6 +52,11 @@ impl Cluster {
         let raft = self.raft(shard).map_err(|s| status::from_status(&s))?;
         let started = Instant::now();
         loop {
+            if self.quorum_lost(shard).is_some() {
+                // Check-quorum: a leader cut off from its majority answers at once rather than
+                // keep the write waiting for a commit that cannot come.
+                return Err(self.no_leader(shard).await);
+            }
             let leader = raft.metrics().borrow().current_leader;
             let attempt = match leader {
                 Some(leader) if leader == self.inner.id => {
@@ -88,7 +93,10 @@ impl Cluster {
         let this = self.clone();
         let shard = command.shard;
         let queued = match (&command.op, self.check_member(), self.raft(shard)) {
-            (Some(pb::command::Op::Append(append)), Ok(()), Ok(raft)) => {
+            // A leader without its majority answers through `write`, at once.
+            (Some(pb::command::Op::Append(append)), Ok(()), Ok(raft))
+                if self.quorum_lost(shard).is_none() =>
+            {
                 let leader = raft.metrics().borrow().current_leader;
                 let queue = match leader {
                     Some(leader) if leader == self.inner.id => {
@@ -156,6 +164,11 @@ impl Cluster {
     /// (appends forwarded together, a load) as it is.
     pub(crate) async fn propose(&self, command: pb::Command) -> Result<pb::Outcome, tonic::Status> {
         let shard = command.shard;
+        if let Some(silent) = self.quorum_lost(shard) {
+            return Err(tonic::Status::unavailable(format!(
+                "shard {shard}: this node leads it but has heard from no majority of its voters for {silent:?}"
+            )));
+        }
         match command.op {
             Some(pb::command::Op::Append(append)) => {
                 of_shard(shard, &self.inner.proposers)?.append(append).await
@@ -163,7 +176,8 @@ impl Cluster {
             op => {
                 let command = propose::stamped(pb::Command { shard, op });
                 let gate = of_shard(shard, &self.inner.gates)?;
-                propose::propose(shard, self.raft(shard)?, gate, command).await
+                let raft = self.raft(shard)?;
+                propose::propose(shard, raft, gate, self.inner.quorum_lost_after, command).await
             }
         }
     }
@@ -218,19 +232,19 @@ impl Cluster {
         };
         let membership = raft.metrics().borrow().membership_config.membership().clone();
         let voters: Vec<NodeId> = membership.voter_ids().collect();
-        let mut reachable = 0;
-        for voter in &voters {
-            if *voter == self.inner.id {
-                reachable += 1;
-                continue;
+        // Probed together, so the answer comes within one probe's time.
+        let probes = voters.iter().map(|voter| {
+            let address = membership.get_node(voter).map(|n| n.addr.clone());
+            async move {
+                match address {
+                    _ if *voter == self.inner.id => true,
+                    Some(address) => self.probe(&address).await,
+                    None => false,
+                }
             }
-            let Some(address) = membership.get_node(voter).map(|n| n.addr.clone()) else {
-                continue;
-            };
-            if self.probe(&address).await {
-                reachable += 1;
-            }
-        }
+        });
+        let reachable =
+            futures_util::future::join_all(probes).await.into_iter().filter(|r| *r).count();
         LedgerError::Unavailable(format!(
             "shard {shard} cannot commit: {reachable} of {} voters reachable from this node, a majority is needed; not acknowledged, retry with the same append_id",
             voters.len()

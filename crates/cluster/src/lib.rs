@@ -22,6 +22,7 @@
 
 mod api;
 mod forward;
+pub mod limits;
 pub mod log_store;
 mod metrics;
 pub mod network;

@@ -6,17 +6,22 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use converge_proto::cluster as pb;
 use converge_proto::cluster::peer_client::PeerClient;
 use openraft::BasicNode;
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use prost::Message as _;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+use crate::log_store::RECORD_BYTES_MAX;
 use crate::types::{NodeId, TypeConfig};
 use crate::wire;
 
@@ -90,8 +95,8 @@ impl Peers {
             channel
         };
         Ok(PeerClient::new(channel)
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX))
+            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX))
     }
 
     /// `message` as a request with the peer token and a deadline.
@@ -105,6 +110,28 @@ impl Peers {
         }
         request
     }
+}
+
+/// The largest message between nodes, either way. One Raft entry is at most one record of
+/// the Raft log ([`RECORD_BYTES_MAX`]); with the request around it this bounds what a peer
+/// can make a node decode and hold.
+pub const PEER_MESSAGE_BYTES_MAX: usize = RECORD_BYTES_MAX + (1 << 20);
+
+/// What one `AppendEntries` carries at most, in bytes, when it has more than one entry: several
+/// entries ride together up to this (a lone entry larger than it goes alone).
+const APPEND_ENTRIES_BYTES_MAX: usize = 16 << 20;
+
+/// How many of `entries`, from the first, fit in `bytes_max` (at least one).
+fn fitting_entries(entries: &[pb::LogEntry], bytes_max: usize) -> u64 {
+    let mut total = 0;
+    let fit = entries
+        .iter()
+        .take_while(|entry| {
+            total += entry.encoded_len() + 8;
+            total <= bytes_max
+        })
+        .count();
+    fit.max(1) as u64
 }
 
 /// openraft's view of the peers of one shard.
@@ -167,6 +194,12 @@ impl RaftNetwork<TypeConfig> for Connection {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
         let request = wire::append_entries_to(self.shard, &rpc);
+        let bytes = request.encoded_len();
+        if bytes > APPEND_ENTRIES_BYTES_MAX && request.entries.len() > 1 {
+            // openraft sends fewer entries at once after this (and goes back up later).
+            let fit = fitting_entries(&request.entries, APPEND_ENTRIES_BYTES_MAX);
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fit)));
+        }
         let mut client = self.peers.client(&self.address).map_err(|s| rpc_error(&s))?;
         let response = client
             .append_entries(self.peers.request(request, option.hard_ttl()))

@@ -13,6 +13,7 @@ use converge_storage::vfs::Vfs;
 use openraft::{BasicNode, ChangeMembers, Config, ServerState, SnapshotPolicy};
 use tracing::{info, warn};
 
+use crate::limits::{ClusterLimits, InForce};
 use crate::log_store::LogStore;
 use crate::network::{Network, PeerTls, Peers};
 use crate::propose::{Gate, Proposer, Route};
@@ -54,6 +55,9 @@ pub struct ClusterConfig {
     pub peer_source: Option<IpAddr>,
     /// Raft timing.
     pub timing: Timing,
+    /// The limits this node's flags describe: recorded in the log when it bootstraps, and
+    /// what it checks requests against in a shard whose log has set none yet.
+    pub limits: ClusterLimits,
 }
 
 /// Raft's clocks.
@@ -155,11 +159,32 @@ pub(crate) struct Inner {
     /// Per shard: how far its applied entries are durable here (a write is answered once
     /// this node's durable position has reached it).
     pub(crate) durable: Vec<tokio::sync::watch::Receiver<crate::state_machine::Durable>>,
+    /// Per shard: the cluster-wide limits its log has set, as applied here.
+    pub(crate) limits: Vec<InForce>,
+    /// The limits of this node's own flags (see [`ClusterConfig::limits`]).
+    pub(crate) own_limits: ClusterLimits,
     pub(crate) voters_wanted: u32,
     pub(crate) peers: Peers,
-    /// Set when this node learns it was removed from the cluster.
+    /// Set when this node learns it was removed from the cluster; kept on disk
+    /// ([`REMOVED_FILE`]), so a restart on the same directory stays removed.
     pub(crate) removed: AtomicBool,
+    /// The data directory.
+    pub(crate) data_dir: PathBuf,
+    /// Its file system.
+    pub(crate) vfs: Arc<dyn Vfs>,
+    /// A shard's leader that has heard from no majority for this long refuses writes and
+    /// reports not ready (check-quorum): the election timeout, after which the others elect.
+    pub(crate) quorum_lost_after: Duration,
+    /// Per shard: the term this node was seen leading it in, and since when (check-quorum
+    /// counts a leader with no acknowledgement yet as silent since then).
+    pub(crate) leading_since: Vec<std::sync::Mutex<Option<(u64, std::time::Instant)>>>,
 }
+
+/// The file whose presence says this node was removed from the cluster.
+pub(crate) const REMOVED_FILE: &str = "removed";
+/// The file whose presence says a bootstrap began and has not finished bringing the data
+/// directory's contexts into the log: the next start finishes it.
+const BOOTSTRAP_PENDING_FILE: &str = "bootstrap-pending";
 
 /// The Raft id of the node whose identity is `identity`: its first eight bytes.
 pub fn node_id(identity: &[u8; 16]) -> NodeId {
@@ -181,31 +206,19 @@ impl Cluster {
         let peers =
             Peers::new(config.peer_token.clone(), config.peer_tls.as_ref(), config.peer_source);
         let membership = membership(vfs.as_ref(), &config, &peers).await?;
-        let raft_config = Arc::new(
-            Config {
-                cluster_name: "converge".into(),
-                heartbeat_interval: millis(config.timing.heartbeat),
-                election_timeout_min: millis(config.timing.election_min),
-                election_timeout_max: millis(config.timing.election_max),
-                // Never snapshot, never purge: a ledger keeps everything, and a new member
-                // catches up by replaying the log.
-                snapshot_policy: SnapshotPolicy::Never,
-                replication_lag_threshold: u64::MAX,
-                max_in_snapshot_log_to_keep: u64::MAX,
-                max_payload_entries: 512,
-                ..Config::default()
-            }
-            .validate()
-            .map_err(|e| ClusterError::Config(e.to_string()))?,
-        );
+        check_directory(&ledger, vfs.as_ref(), &config, membership.shards)?;
+        let bootstrapping = begin_bootstrap(vfs.as_ref(), &config, membership)?;
+        let raft_config = Arc::new(raft_config(config.timing)?);
         let mut shards = Vec::new();
         let mut durable = Vec::new();
+        let mut limits = Vec::new();
         for shard in 0..membership.shards {
             let dir = config.data_dir.join("raft").join(format!("shard-{shard}"));
             let log = LogStore::open(Arc::clone(&vfs), &dir, id)?;
             let sm =
                 StateMachine::open(shard, ledger.clone(), Arc::clone(&vfs), &dir, log.flushed())?;
             durable.push(sm.durable());
+            limits.push(sm.limits());
             let raft = Raft::new(
                 id,
                 Arc::clone(&raft_config),
@@ -221,7 +234,8 @@ impl Cluster {
         let proposers = (0..membership.shards)
             .zip(shards.iter().zip(&gates))
             .map(|(shard, (raft, gate))| {
-                Proposer::start(shard, Route::Lead(raft.clone(), Arc::clone(gate)))
+                let route = Route::Lead(raft.clone(), Arc::clone(gate), config.timing.election_max);
+                Proposer::start(shard, route)
             })
             .collect();
         let forwarders = (0..membership.shards)
@@ -240,15 +254,29 @@ impl Cluster {
             forwarders,
             gates,
             durable,
+            limits,
+            own_limits: config.limits,
             voters_wanted: membership.voters,
             peers,
-            removed: AtomicBool::new(false),
+            removed: AtomicBool::new(vfs.exists(&config.data_dir.join(REMOVED_FILE))?),
+            data_dir: config.data_dir.clone(),
+            vfs: Arc::clone(&vfs),
+            quorum_lost_after: config.timing.election_max,
+            leading_since: (0..membership.shards).map(|_| std::sync::Mutex::new(None)).collect(),
         });
         let cluster = Self { inner };
-        if let Start::Bootstrap { .. } = config.start {
-            cluster.bootstrap().await?;
+        if cluster.inner.removed.load(Ordering::SeqCst) {
+            cluster.stand_down();
         }
-        membership.write(vfs.as_ref(), &config.data_dir)?;
+        if bootstrapping {
+            cluster.bootstrap().await?;
+            vfs.remove_file(&config.data_dir.join(BOOTSTRAP_PENDING_FILE))?;
+            vfs.sync_dir(&config.data_dir)?;
+            info!("bootstrap finished");
+        } else {
+            membership.write(vfs.as_ref(), &config.data_dir)?;
+        }
+        tokio::spawn(watch_own_limits(cluster.clone()));
         if let Start::Join(seeds) = &config.start {
             let cluster = cluster.clone();
             let seeds = seeds.clone();
@@ -260,13 +288,14 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Makes this node the only voter of every shard not yet initialised. Contexts the data
-    /// directory already holds (a single node becoming a cluster) are then brought into their
-    /// shards' logs, each as a load of its own snapshot: a no-op here, their whole history on
-    /// every node that joins.
+    /// Makes this node the only voter of every shard not yet initialised, records its limits
+    /// in every shard's log that has none, and brings the contexts the data directory already
+    /// holds (a single node becoming a cluster) into their shards' logs, each as a load of its
+    /// own snapshot: a no-op here, their whole history on every node that joins. Every step
+    /// is idempotent, so a bootstrap a crash interrupted is finished by the next start
+    /// ([`BOOTSTRAP_PENDING_FILE`]).
     async fn bootstrap(&self) -> Result<(), ClusterError> {
         let node = BasicNode { addr: self.inner.address.clone() };
-        let mut fresh = false;
         for raft in &self.inner.shards {
             if raft.is_initialized().await.map_err(|e| ClusterError::Raft(e.to_string()))? {
                 continue;
@@ -274,12 +303,15 @@ impl Cluster {
             raft.initialize(BTreeMap::from([(self.inner.id, node.clone())]))
                 .await
                 .map_err(|e| ClusterError::Raft(e.to_string()))?;
-            fresh = true;
         }
-        if fresh {
-            self.import().await?;
+        for shard in 0..self.shard_count() {
+            if self.limits_set(shard).is_none() {
+                self.record_limits(shard, self.inner.own_limits)
+                    .await
+                    .map_err(|e| ClusterError::Raft(format!("shard {shard}: {e}")))?;
+            }
         }
-        Ok(())
+        self.import().await
     }
 
     /// Brings every context of the ledger into its shard's log (see [`bootstrap`]).
@@ -359,15 +391,101 @@ impl Cluster {
     }
 
     /// Whether this node is a member that has caught up: it is in every shard's membership,
-    /// every shard has a leader, and it has applied what it holds. Health says `SERVING` then.
+    /// every shard has a leader, it has applied what it holds, and no shard it leads has lost
+    /// its majority. Health says `SERVING` then.
     pub fn ready(&self) -> bool {
         !self.inner.removed.load(Ordering::SeqCst)
+            && (0..self.shard_count()).all(|shard| self.quorum_lost(shard).is_none())
             && self.inner.shards.iter().all(|raft| {
                 let m = raft.metrics().borrow().clone();
                 let member = m.membership_config.membership().get_node(&self.inner.id).is_some();
                 let applied = m.last_applied.map(|l| l.index);
                 member && m.current_leader.is_some() && applied >= m.last_log_index
             })
+    }
+
+    /// Check-quorum: if this node leads `shard` but has heard from no majority of its voters
+    /// for longer than an election timeout (the others may have elected a leader since), how
+    /// long it has been. Such a leader refuses writes at once and reports not ready.
+    pub(crate) fn quorum_lost(&self, shard: u32) -> Option<Duration> {
+        let raft = self.raft(shard).ok()?;
+        let metrics = raft.metrics();
+        let (state, term, acked) = {
+            let m = metrics.borrow();
+            (m.state, m.current_term, m.millis_since_quorum_ack)
+        };
+        let mut since = crate::types::of_shard(shard, &self.inner.leading_since)
+            .ok()?
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if state != ServerState::Leader {
+            *since = None;
+            return None;
+        }
+        let elected = match *since {
+            Some((seen, at)) if seen == term => at,
+            _ => since.insert((term, std::time::Instant::now())).1,
+        };
+        // No acknowledgement counted since it was elected: silent since then (its election
+        // was the last a majority said).
+        let silent = acked.map_or_else(|| elected.elapsed(), Duration::from_millis);
+        (silent > self.inner.quorum_lost_after).then_some(silent)
+    }
+
+    /// The limits `shard`'s log has set, as applied here (`None`: none yet).
+    pub(crate) fn limits_set(&self, shard: u32) -> Option<ClusterLimits> {
+        crate::types::of_shard(shard, &self.inner.limits).ok().and_then(|l| *l.borrow())
+    }
+
+    /// The limits a request to `shard` is checked against where it enters.
+    pub(crate) fn limits(&self, shard: u32) -> ClusterLimits {
+        crate::limits::in_force(
+            crate::types::of_shard(shard, &self.inner.limits).ok(),
+            self.inner.own_limits,
+        )
+    }
+
+    /// Records `limits` in `shard`'s log (wherever its leader is) and waits until applied here.
+    pub(crate) async fn record_limits(
+        &self,
+        shard: u32,
+        limits: ClusterLimits,
+    ) -> Result<(), converge_api::LedgerError> {
+        let command = pb::Command { shard, op: Some(pb::command::Op::Limits(limits.to_wire())) };
+        let outcome = self.write(command).await?;
+        match outcome.result {
+            Some(pb::outcome::Result::Failure(f)) => {
+                Err(converge_api::LedgerError::InvalidArgument(f.message))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Records that this node was removed, durably: from now on, and after a restart on the
+    /// same directory, it refuses client calls, and its open watches end now.
+    pub(crate) fn mark_removed(&self) {
+        let first = !self.inner.removed.swap(true, Ordering::SeqCst);
+        if let Err(e) = converge_storage::node::write_atomically(
+            self.inner.vfs.as_ref(),
+            &self.inner.data_dir,
+            REMOVED_FILE,
+            b"this node was removed from the cluster\n",
+        ) {
+            warn!(error = %e, "could not record on disk that this node was removed");
+        }
+        if first {
+            self.stand_down();
+        }
+    }
+
+    /// What a removed node does: its watches end with UNAVAILABLE (their clients resume on
+    /// another node), and its shards' Rafts stop, so it never stands for election in a
+    /// cluster it no longer belongs to.
+    fn stand_down(&self) {
+        self.inner.ledger.begin_close();
+        warn!("this node was removed from the cluster; refusing client calls");
+        let cluster = self.clone();
+        tokio::spawn(async move { cluster.shutdown().await });
     }
 
     /// Whether this node was removed from the cluster.
@@ -383,7 +501,7 @@ impl Cluster {
                 && m.state != ServerState::Learner
         });
         if removed {
-            self.inner.removed.store(true, Ordering::SeqCst);
+            self.mark_removed();
         }
         removed
     }
@@ -474,6 +592,59 @@ async fn tend(inner: std::sync::Weak<Inner>) {
         tokio::time::sleep(TEND_INTERVAL).await;
         let Some(inner) = inner.upgrade() else { return };
         promote_learners(&inner).await;
+        record_missing_limits(&Cluster { inner }).await;
+    }
+}
+
+/// Says, at start and whenever they change, when the cluster's limits (as the first shard's
+/// log has set them) differ from this node's own flags: the cluster's decide what is accepted.
+async fn watch_own_limits(cluster: Cluster) {
+    let own = cluster.inner.own_limits;
+    let Some(mut limits) = cluster.inner.limits.first().cloned() else { return };
+    let inner = Arc::downgrade(&cluster.inner);
+    drop(cluster);
+    loop {
+        let current = *limits.borrow_and_update();
+        if let Some(current) = current
+            && current != own
+        {
+            warn!(
+                cluster_payload_bytes_max = current.payload_bytes_max,
+                cluster_load_bytes_max = current.load_bytes_max,
+                own_payload_bytes_max = own.payload_bytes_max,
+                own_load_bytes_max = own.load_bytes_max,
+                "this node's --payload-bytes-max/--response-bytes-max differ from the cluster's limits; the cluster's decide what is accepted (see `converge-ledger cluster status`, change them with `converge-ledger cluster limits`)"
+            );
+        }
+        if limits.changed().await.is_err() || inner.strong_count() == 0 {
+            return;
+        }
+    }
+}
+
+/// On the shards this node leads whose log has set no limits (a cluster made before they
+/// existed), records this node's own.
+async fn record_missing_limits(cluster: &Cluster) {
+    for shard in 0..cluster.shard_count() {
+        let leads = cluster
+            .raft(shard)
+            .is_ok_and(|raft| raft.metrics().borrow().state == ServerState::Leader);
+        if leads && cluster.limits_set(shard).is_none() {
+            let limits = cluster.inner.own_limits;
+            match tokio::time::timeout(TEND_INTERVAL * 5, cluster.record_limits(shard, limits))
+                .await
+            {
+                Ok(Ok(())) => {
+                    info!(shard, ?limits, "recorded the cluster's limits in the shard's log")
+                }
+                Ok(Err(e)) => {
+                    warn!(shard, error = %e, "recording the cluster's limits failed; trying again later")
+                }
+                Err(_) => {
+                    warn!(shard, "recording the cluster's limits timed out; trying again later")
+                }
+            }
+        }
     }
 }
 
@@ -571,6 +742,96 @@ async fn resolve(seeds: &[String]) -> Vec<String> {
     }
     out.dedup();
     out
+}
+
+/// Whether this start bootstraps (or finishes a bootstrap a crash interrupted). A bootstrap
+/// is marked before it changes anything and unmarked once finished, and the cluster's shape is
+/// recorded first, so a start after a crash in between (with or without --bootstrap) finishes
+/// it.
+fn begin_bootstrap(
+    vfs: &dyn Vfs,
+    config: &ClusterConfig,
+    membership: Membership,
+) -> Result<bool, ClusterError> {
+    let pending = vfs.exists(&config.data_dir.join(BOOTSTRAP_PENDING_FILE))?;
+    let recorded = vfs.exists(&config.data_dir.join(Membership::FILE))?;
+    let bootstrapping = pending || matches!(config.start, Start::Bootstrap { .. }) && !recorded;
+    if bootstrapping {
+        converge_storage::node::write_atomically(
+            vfs,
+            &config.data_dir,
+            BOOTSTRAP_PENDING_FILE,
+            b"a bootstrap began; the next start finishes it\n",
+        )
+        .map_err(|e| ClusterError::Config(e.to_string()))?;
+        membership.write(vfs, &config.data_dir)?;
+    }
+    Ok(bootstrapping)
+}
+
+/// openraft's configuration for every shard.
+fn raft_config(timing: Timing) -> Result<Config, ClusterError> {
+    Config {
+        cluster_name: "converge".into(),
+        heartbeat_interval: millis(timing.heartbeat),
+        election_timeout_min: millis(timing.election_min),
+        election_timeout_max: millis(timing.election_max),
+        // Never snapshot, never purge: a ledger keeps everything, and a new member catches up
+        // by replaying the log.
+        snapshot_policy: SnapshotPolicy::Never,
+        replication_lag_threshold: u64::MAX,
+        max_in_snapshot_log_to_keep: u64::MAX,
+        max_payload_entries: 512,
+        ..Config::default()
+    }
+    .validate()
+    .map_err(|e| ClusterError::Config(e.to_string()))
+}
+
+/// Refuses a data directory this start would misuse (CONTRACT §5, safety rules): a node
+/// joining with contexts of its own (the cluster's log would be replayed on top of entries no
+/// other node has), or a member whose Raft state is gone while its identity remains (with no
+/// log and no vote it could vote twice in one term, or for a leader missing what it had
+/// acknowledged).
+fn check_directory(
+    ledger: &Ledger,
+    vfs: &dyn Vfs,
+    config: &ClusterConfig,
+    shards: u32,
+) -> Result<(), ClusterError> {
+    let dir = &config.data_dir;
+    let recorded = vfs.exists(&dir.join(Membership::FILE))?;
+    let pending = vfs.exists(&dir.join(BOOTSTRAP_PENDING_FILE))?;
+    if let Start::Join(_) = config.start
+        && !recorded
+    {
+        if pending {
+            return Err(ClusterError::Config(format!(
+                "{} holds a cluster of its own whose bootstrap did not finish; it cannot join another. Start it with --bootstrap to finish, or join with an empty data directory",
+                dir.display()
+            )));
+        }
+        let contexts = ledger.context_ids().map_err(|e| ClusterError::Config(e.to_string()))?;
+        if let Some(first) = contexts.first() {
+            return Err(ClusterError::Config(format!(
+                "{} holds {} contexts (the first: {first:?}); a node that joins takes the cluster's history and must start empty. Join with an empty --data-dir; to bring these contexts into a cluster, bootstrap one from this directory (--bootstrap) or load their snapshots into the cluster",
+                dir.display(),
+                contexts.len()
+            )));
+        }
+    }
+    if recorded && !pending {
+        for shard in 0..shards {
+            let log = dir.join("raft").join(format!("shard-{shard}")).join("log");
+            if !vfs.exists(&log)? {
+                return Err(ClusterError::Config(format!(
+                    "{} is missing while this node's identity remains: a node that lost its Raft state must not rejoin under the same identity (it could vote twice, or for a leader without what it acknowledged). Restore the file, or wipe the whole data directory and join as a new node",
+                    log.display()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The cluster's shape: as this node recorded it, else as `config.start` says (bootstrapping,

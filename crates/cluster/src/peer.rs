@@ -9,6 +9,7 @@ use converge_proto::cluster::peer_server::{Peer, PeerServer};
 use openraft::ServerState;
 use tonic::{Request, Response, Status};
 
+use crate::limits::ClusterLimits;
 use crate::node::Cluster;
 use crate::types::{NodeId, node_name};
 use crate::wire;
@@ -21,8 +22,8 @@ impl Cluster {
     /// The internal service, to add to the node's gRPC server.
     pub fn peer_service(&self) -> PeerServer<Self> {
         PeerServer::new(self.clone())
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX)
+            .max_decoding_message_size(crate::network::PEER_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(crate::network::PEER_MESSAGE_BYTES_MAX)
     }
 
     /// The operators' service, to add to the node's gRPC server.
@@ -114,6 +115,7 @@ impl Cluster {
             node: self.inner.id,
             address: self.inner.address.clone(),
             nodes,
+            limits: Some(self.limits(0).to_wire()),
             shards,
             voters_wanted: self.inner.voters_wanted,
         }
@@ -133,12 +135,6 @@ impl Cluster {
             || self.remove_from_shard(shard, node),
         )
         .await
-    }
-
-    /// This node was removed: from now on it refuses client calls.
-    fn mark_removed(&self) {
-        self.inner.removed.store(true, std::sync::atomic::Ordering::SeqCst);
-        tracing::warn!("this node was removed from the cluster; refusing client calls");
     }
 
     /// Runs `change` on `shard`'s leader: here if this node leads it, else sent there.
@@ -334,5 +330,20 @@ impl Admin for Cluster {
         }
         tracing::info!(node = %node_name(node), "a node was removed");
         Ok(Response::new(pb::RemoveResponse {}))
+    }
+
+    async fn set_limits(
+        &self,
+        request: Request<pb::ClusterLimits>,
+    ) -> Result<Response<pb::SetLimitsResponse>, Status> {
+        let limits = ClusterLimits::from_wire(&request.into_inner())
+            .map_err(|why| Status::invalid_argument(format!("invalid cluster limits: {why}")))?;
+        for shard in 0..self.shard_count() {
+            self.record_limits(shard, limits)
+                .await
+                .map_err(|e| converge_proto::status::to_status(&e))?;
+        }
+        tracing::info!(?limits, "the cluster's limits changed");
+        Ok(Response::new(pb::SetLimitsResponse {}))
     }
 }

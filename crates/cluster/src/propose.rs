@@ -46,8 +46,9 @@ type Answer = Result<pb::Outcome, tonic::Status>;
 #[derive(Clone)]
 pub(crate) enum Route {
     /// Proposed to the shard's Raft on this node (its leader), stamped with this node's clock,
-    /// through the shard's gate.
-    Lead(Raft, Gate),
+    /// through the shard's gate; given up once the leader has heard from no majority for the
+    /// duration (check-quorum).
+    Lead(Raft, Gate, Duration),
     /// Forwarded to the shard's leader, whoever it is when the batch leaves.
     Forward { raft: Raft, peers: Peers, me: NodeId },
 }
@@ -129,7 +130,9 @@ async fn commit(
     };
     let command = pb::Command { shard, op: Some(op) };
     let written = match route {
-        Route::Lead(raft, gate) => propose(shard, raft, gate, stamped(command)).await,
+        Route::Lead(raft, gate, quorum_lost_after) => {
+            propose(shard, raft, gate, *quorum_lost_after, stamped(command)).await
+        }
         Route::Forward { raft, peers, me } => {
             let leader = raft.metrics().borrow().current_leader;
             match leader {
@@ -176,11 +179,26 @@ async fn commit(
 pub(crate) type Gate = Arc<tokio::sync::RwLock<()>>;
 
 /// Proposes `command` to `raft`, which this node must lead, once `gate` is open; its outcome,
-/// with its log index, once committed and applied here.
-pub(crate) async fn propose(shard: u32, raft: &Raft, gate: &Gate, command: pb::Command) -> Answer {
+/// with its log index, once committed and applied here. If the leader hears from no majority
+/// for `quorum_lost_after` meanwhile, it answers `UNAVAILABLE` at once (check-quorum) instead
+/// of waiting out the commit wait: not acknowledged, though it may still commit later.
+pub(crate) async fn propose(
+    shard: u32,
+    raft: &Raft,
+    gate: &Gate,
+    quorum_lost_after: Duration,
+    command: pb::Command,
+) -> Answer {
     let _open = gate.read().await;
-    let Ok(written) = tokio::time::timeout(COMMIT_WAIT_MAX, raft.client_write(command)).await
-    else {
+    let written = tokio::select! {
+        written = tokio::time::timeout(COMMIT_WAIT_MAX, raft.client_write(command)) => written,
+        silent = quorum_lost(raft, quorum_lost_after) => {
+            return Err(tonic::Status::unavailable(format!(
+                "shard {shard}: this node leads it but has heard from no majority of its voters for {silent:?}; not acknowledged, retry on another node with the same append_id"
+            )));
+        }
+    };
+    let Ok(written) = written else {
         return Err(tonic::Status::unavailable(format!(
             "shard {shard}: not committed within {COMMIT_WAIT_MAX:?} (is a majority of its voters reachable?); not acknowledged, retry with the same append_id"
         )));
@@ -198,6 +216,29 @@ pub(crate) async fn propose(shard: u32, raft: &Raft, gate: &Gate, command: pb::C
             )))
         }
         Err(e) => Err(crate::forward::raft_status(&e)),
+    }
+}
+
+/// How often a proposal in flight looks whether its leader still hears from a majority.
+const QUORUM_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Returns once this node, leading the shard of `raft`, has heard from no majority of its
+/// voters for longer than `after` (counted from now if none has acknowledged yet): how long.
+/// Never returns while it hears from one, or once it no longer leads (the write then fails on
+/// its own).
+async fn quorum_lost(raft: &Raft, after: Duration) -> Duration {
+    let started = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(QUORUM_CHECK_INTERVAL).await;
+        let (leads, acked) = {
+            let metrics = raft.metrics();
+            let m = metrics.borrow();
+            (m.state == openraft::ServerState::Leader, m.millis_since_quorum_ack)
+        };
+        let silent = acked.map_or_else(|| started.elapsed(), Duration::from_millis);
+        if leads && silent > after {
+            return silent;
+        }
     }
 }
 

@@ -44,6 +44,7 @@ use openraft::{
 };
 use prost::Message as _;
 
+use crate::limits::ClusterLimits;
 use crate::log_store::Flushed;
 use crate::types::{Entry, NodeId, StorageError, TypeConfig};
 use crate::wire;
@@ -93,6 +94,8 @@ pub struct StateMachine {
     durable: watch::Receiver<Durable>,
     /// How far the shard's Raft log is durable.
     log_flushed: watch::Receiver<Flushed>,
+    /// The cluster-wide limits the log has set, as applied here.
+    limits: watch::Sender<Option<ClusterLimits>>,
 }
 
 impl StateMachine {
@@ -106,7 +109,8 @@ impl StateMachine {
         log_flushed: watch::Receiver<Flushed>,
     ) -> std::io::Result<Self> {
         vfs.create_dir_all(dir)?;
-        let (applied, membership) = read_applied(vfs.as_ref(), dir)?.unwrap_or_default();
+        let Saved { position: applied, membership, limits } =
+            read_applied(vfs.as_ref(), dir)?.unwrap_or_default();
         let (settling, pending) = mpsc::unbounded_channel();
         let (published, durable) = watch::channel(Durable { upto: applied, failed: None });
         tokio::spawn(settle(shard, pending, published));
@@ -121,7 +125,13 @@ impl StateMachine {
             settling,
             durable,
             log_flushed,
+            limits: watch::Sender::new(limits),
         })
+    }
+
+    /// The cluster-wide limits this shard's log has set, as applied here, as they change.
+    pub fn limits(&self) -> watch::Receiver<Option<ClusterLimits>> {
+        self.limits.subscribe()
     }
 
     /// How far this shard's applied entries are durable, as it changes.
@@ -183,6 +193,7 @@ impl StateMachine {
             applied: upto.as_ref().map(wire::log_id_to),
             membership_log_id: self.membership.log_id().as_ref().map(wire::log_id_to),
             membership: Some(wire::membership_to(self.membership.membership())),
+            limits: self.limits.borrow().map(ClusterLimits::to_wire),
         };
         write_applied(self.vfs.as_ref(), &self.dir, &state.encode_to_vec())
             .map_err(|e| StorageIOError::write_state_machine(AnyError::new(&e)))?;
@@ -226,6 +237,17 @@ impl StateMachine {
             }
             Some(pb::command::Op::Load(load)) => {
                 Ok(Applying::Load(convert::load_request_from_wire(load)))
+            }
+            Some(pb::command::Op::Limits(limits)) => {
+                // Checked before it was proposed; a node of another version that could not
+                // read them keeps the ones it had, and answers so, as every replica does.
+                Ok(Applying::Done(match ClusterLimits::from_wire(&limits) {
+                    Ok(limits) => {
+                        self.limits.send_replace(Some(limits));
+                        pb::Outcome::default()
+                    }
+                    Err(why) => failure(&LedgerError::InvalidArgument(why)),
+                }))
             }
             None => Ok(Applying::Done(failure(&LedgerError::InvalidArgument(
                 "a command with no operation".into(),
@@ -301,7 +323,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let mut outcomes: Vec<pb::Outcome> = Vec::new();
+        // A new membership or new limits are saved at once, with a position that includes
+        // them.
         let mut membership_changed = false;
+        let limits_before = *self.limits.borrow();
         for entry in entries {
             let (log_id, index) = (entry.log_id, entry.log_id.index);
             let (outcome, pending) = match entry.payload {
@@ -336,8 +361,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             outcomes.push(outcome);
             self.applied = Some(log_id);
         }
-        if membership_changed {
-            // The membership is saved with a position that includes it.
+        if membership_changed || *self.limits.borrow() != limits_before {
+            // The membership and limits are saved with a position that includes them.
             if let Some(applied) = self.applied {
                 self.until_durable(applied.index).await?;
             }
@@ -409,15 +434,22 @@ impl RaftSnapshotBuilder<TypeConfig> for NoSnapshots {
     }
 }
 
-type Applied = (Option<LogId<NodeId>>, StoredMembership<NodeId, openraft::BasicNode>);
+/// What a shard's state machine saves: how far it applied, and the membership and limits in
+/// force there.
+#[derive(Default)]
+struct Saved {
+    position: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, openraft::BasicNode>,
+    limits: Option<ClusterLimits>,
+}
 
 /// The applied position saved in `dir`: where the state machine of a node restarted on it
 /// would say it stands.
 pub fn saved_position(vfs: &dyn Vfs, dir: &Path) -> std::io::Result<Option<LogId<NodeId>>> {
-    Ok(read_applied(vfs, dir)?.and_then(|(applied, _)| applied))
+    Ok(read_applied(vfs, dir)?.and_then(|saved| saved.position))
 }
 
-fn read_applied(vfs: &dyn Vfs, dir: &Path) -> std::io::Result<Option<Applied>> {
+fn read_applied(vfs: &dyn Vfs, dir: &Path) -> std::io::Result<Option<Saved>> {
     let path = dir.join("applied");
     if !vfs.exists(&path)? {
         return Ok(None);
@@ -438,7 +470,10 @@ fn read_applied(vfs: &dyn Vfs, dir: &Path) -> std::io::Result<Option<Applied>> {
         state.membership_log_id.as_ref().map(wire::log_id_from),
         state.membership.as_ref().map(wire::membership_from).unwrap_or_default(),
     );
-    Ok(Some((state.applied.as_ref().map(wire::log_id_from), membership)))
+    // Limits that do not check are as good as none: the log sets them again.
+    let limits = state.limits.as_ref().and_then(|l| ClusterLimits::from_wire(l).ok());
+    let position = state.applied.as_ref().map(wire::log_id_from);
+    Ok(Some(Saved { position, membership, limits }))
 }
 
 fn write_applied(vfs: &dyn Vfs, dir: &Path, body: &[u8]) -> std::io::Result<()> {

@@ -29,6 +29,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use converge_api::{AppendRequest, GetRequest, LedgerApi as _};
+use converge_cluster::limits::ClusterLimits;
 use converge_cluster::log_store::LogStore;
 use converge_cluster::state_machine::saved_position;
 use converge_cluster::{Cluster, ClusterConfig, Start, Timing};
@@ -172,6 +173,7 @@ impl Node {
             peer_tls: None,
             peer_source: Some(address.ip()),
             timing: timing(),
+            limits: ClusterLimits::of_node(&converge_core::Limits::default()),
         };
         let cluster = Cluster::start(ledger.clone(), config).await.expect("start the node");
         let (on, mains) = (Arc::clone(&power), mains.clone());

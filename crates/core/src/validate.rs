@@ -9,7 +9,7 @@ use std::fmt;
 
 use crate::lamport::LamportTime;
 use crate::limits::{
-    APPEND_ID_BYTES_MAX, CONTEXT_ID_BYTES_MAX, KEY_BYTES_MAX, LAMPORT_CLOCK_MAX, Limits,
+    APPEND_ID_BYTES_MAX, CONTEXT_ID_BYTES_MAX, KEY_BYTES_MAX, LAMPORT_CLOCK_MAX,
     METADATA_BYTES_MAX, METADATA_PAIRS_MAX,
 };
 
@@ -105,10 +105,11 @@ pub struct PayloadTooLarge {
     pub max: usize,
 }
 
-/// Checks a payload length against the configured limit.
-pub fn check_payload(len: usize, limits: &Limits) -> Result<(), PayloadTooLarge> {
-    if len > limits.payload_bytes_max {
-        return Err(PayloadTooLarge { len, max: limits.payload_bytes_max });
+/// Checks a payload length against a limit (a node's `Limits::payload_bytes_max`, or a
+/// cluster's).
+pub fn check_payload(len: usize, max: usize) -> Result<(), PayloadTooLarge> {
+    if len > max {
+        return Err(PayloadTooLarge { len, max });
     }
     Ok(())
 }
@@ -352,9 +353,8 @@ mod tests {
 
     #[test]
     fn payload_limit() {
-        let limits = Limits { payload_bytes_max: 10, ..Limits::default() };
-        assert_eq!(check_payload(10, &limits), Ok(()));
-        assert_eq!(check_payload(11, &limits), Err(PayloadTooLarge { len: 11, max: 10 }));
+        assert_eq!(check_payload(10, 10), Ok(()));
+        assert_eq!(check_payload(11, 10), Err(PayloadTooLarge { len: 11, max: 10 }));
     }
 }
 

@@ -116,8 +116,10 @@ pub fn request(data: &[u8]) {
                 let _ = Key::try_new(req.key);
                 let _ = Metadata::try_from_pairs(req.metadata);
                 let _ = req.append_id.map(AppendId::try_new);
-                let _ =
-                    converge_core::validate::check_payload(req.payload.len(), &Limits::default());
+                let _ = converge_core::validate::check_payload(
+                    req.payload.len(),
+                    Limits::default().payload_bytes_max,
+                );
             }
         }
         1 => {

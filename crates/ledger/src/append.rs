@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use converge_api::{AppendRequest, LedgerError};
+use converge_core::limits::PAYLOAD_BYTES_MAX_CEILING;
 use converge_core::validate::check_payload;
 use converge_core::{
     AppendId, ContextId, Entry, Key, LamportTime, Metadata, PartialContentHash, Timestamp,
@@ -45,13 +46,22 @@ pub(crate) fn apply(
     now: Timestamp,
 ) -> Result<(Arc<Entry>, impl Future<Output = Result<(), LedgerError>> + Send + 'static), LedgerError>
 {
-    let checked = Checked::new(inner, req)?;
+    // The leader checked the payload against the cluster's limit before proposing; apply
+    // judges only by the contract's constants, never by this node's configuration.
+    let checked = Checked::within(req, PAYLOAD_BYTES_MAX_CEILING)?;
     let queued = enqueue(inner, checked, now, None)?;
     if let Some(refused) = queued.refused {
         return Err(refused);
     }
     let Queued { entry, rx, .. } = queued;
     Ok((entry, until_durable(rx)))
+}
+
+/// Checks `req` as an append with payloads up to `payload_bytes_max` would be checked,
+/// without appending: what a replicated ledger runs where a request enters, before it is
+/// proposed, so that a request the ledger refuses never enters the replicated log.
+pub fn check(req: &AppendRequest, payload_bytes_max: usize) -> Result<(), LedgerError> {
+    Checked::within(req.clone(), payload_bytes_max).map(drop)
 }
 
 /// Waits for a completion, if there is one (memory mode has none: it is durable at once).
@@ -201,12 +211,17 @@ struct Checked {
 
 impl Checked {
     fn new(inner: &Inner, req: AppendRequest) -> Result<Self, LedgerError> {
+        Self::within(req, inner.config.limits.payload_bytes_max)
+    }
+
+    /// `req` checked, with payloads up to `payload_bytes_max`.
+    fn within(req: AppendRequest, payload_bytes_max: usize) -> Result<Self, LedgerError> {
         let context_id = request::owned_context_id(req.context_id)?;
         let key = request::key(req.key)?;
         let metadata = request::metadata(req.metadata)?;
         let append_id = request::append_id(req.append_id)?;
         let received = request::received(req.received_lamport_clock)?;
-        check_payload(req.payload.len(), &inner.config.limits).map_err(|e| errors::payload(&e))?;
+        check_payload(req.payload.len(), payload_bytes_max).map_err(|e| errors::payload(&e))?;
         let bytes = req.payload.len()
             + key.as_str().len()
             + metadata.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()

@@ -28,6 +28,7 @@ mod request;
 mod run;
 mod watch;
 
+pub use append::check as check_append;
 pub use config::{
     APPEND_BYTES_IN_FLIGHT_MAX_DEFAULT, Clock, LedgerConfig, SystemClock,
     WATCH_BUFFER_ENTRIES_DEFAULT, WATCHERS_MAX_DEFAULT,
@@ -41,4 +42,5 @@ pub use converge_storage::store::{
 };
 pub use converge_storage::{Durability, StorageMode, StoreConfig};
 pub use ledger::Ledger;
+pub use load::check as check_load;
 pub use watch::WATCH_WINDOW_BYTES_MAX;

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use converge_api::{LedgerError, LoadRequest, LoadResponse};
+use converge_core::limits::PAYLOAD_BYTES_MAX_CEILING;
 use converge_core::merkle::CompactTree;
 use converge_core::snapshot::{self, VerifiedSnapshot};
-use converge_core::{ContextId, Entry, Hash, Seq, TreeSize};
+use converge_core::{ContextId, Entry, Hash, Limits, Seq, TreeSize};
 use converge_storage::{Context, Error as StorageError};
 
 use crate::errors;
@@ -30,7 +31,7 @@ pub(crate) async fn load(
     let admitted = inner.admission.admit(req.snapshot.len()).await?;
     let inner = Arc::clone(inner);
     tokio::task::spawn_blocking(move || {
-        let loaded = load_blocking(&inner, &target, &req);
+        let loaded = load_blocking(&inner, &target, &req, &inner.config.limits);
         drop(admitted);
         loaded
     })
@@ -46,21 +47,39 @@ pub(crate) async fn apply(
 ) -> Result<LoadResponse, LedgerError> {
     let target = request::context_id(&req.context_id)?;
     let inner = Arc::clone(inner);
-    tokio::task::spawn_blocking(move || load_blocking(&inner, &target, &req))
+    // The leader checked the blob against the cluster's limits before proposing; apply judges
+    // only by the contract's constants, never by this node's configuration.
+    let limits = Limits { payload_bytes_max: PAYLOAD_BYTES_MAX_CEILING, ..inner.config.limits };
+    tokio::task::spawn_blocking(move || load_blocking(&inner, &target, &req, &limits))
         .await
         .map_err(|e| LedgerError::Internal(format!("load panicked: {e}")))?
+}
+
+/// Checks `req` as a load with `limits` would check it (the context id, and the whole blob:
+/// format, integrity, every content hash and the root), without loading: what a replicated
+/// ledger runs where a request enters, before it is proposed. What depends on the context's
+/// state (`fail_if_exists`, a diverging history) is decided when it is applied.
+pub fn check(req: &LoadRequest, limits: &Limits) -> Result<(), LedgerError> {
+    request::context_id(&req.context_id)?;
+    verify(req, limits).map(drop)
+}
+
+/// The blob decoded and every hash checked, on two threads.
+fn verify(req: &LoadRequest, limits: &Limits) -> Result<VerifiedSnapshot, LedgerError> {
+    snapshot::decode_with(&req.snapshot, limits, |entries, check| {
+        in_two(entries.split_at(entries.len() / 2), check);
+    })
+    .map_err(|e| errors::snapshot(&e))
 }
 
 fn load_blocking(
     inner: &Inner,
     target: &ContextId,
     req: &LoadRequest,
+    limits: &Limits,
 ) -> Result<LoadResponse, LedgerError> {
     // Everything is verified before storage sees a byte.
-    let verified = snapshot::decode_with(&req.snapshot, &inner.config.limits, |entries, check| {
-        in_two(entries.split_at(entries.len() / 2), check);
-    })
-    .map_err(|e| errors::snapshot(&e))?;
+    let verified = verify(req, limits)?;
     let verified = rehash(verified, target);
     let context = inner.store.context(target).map_err(errors::storage)?;
     for _ in 0..LOAD_ATTEMPTS_MAX {

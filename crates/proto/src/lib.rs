@@ -52,6 +52,11 @@ pub use converge::context::v1;
 /// use to talk to each other (CONTRACT §5).
 pub use converge::cluster::v1 as cluster;
 
+/// The response header (gRPC metadata) a cluster node puts on every `ContextService` answer,
+/// so a client given one server learns it talks to a cluster, where every append it sends must
+/// carry an `append_id` (CONTRACT §5).
+pub const CLUSTER_HEADER: &str = "converge-cluster";
+
 /// The encoded `FileDescriptorSet` of the proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/converge_descriptor.bin"));

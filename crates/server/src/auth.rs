@@ -81,6 +81,7 @@ pub const POLICY: &[(&str, Requirement)] = &[
     ("/converge.context.v1.IntegrityService/ProveConsistency", Requirement::Role(Role::Reader)),
     ("/converge.cluster.v1.Admin/Status", Requirement::Role(Role::Reader)),
     ("/converge.cluster.v1.Admin/Remove", Requirement::Role(Role::Admin)),
+    ("/converge.cluster.v1.Admin/SetLimits", Requirement::Role(Role::Admin)),
     ("/converge.cluster.v1.Peer/AppendEntries", Requirement::Peer),
     ("/converge.cluster.v1.Peer/Vote", Requirement::Peer),
     ("/converge.cluster.v1.Peer/Forward", Requirement::Peer),

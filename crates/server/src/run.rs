@@ -112,7 +112,11 @@ pub async fn run_node<L: LedgerApi + Clone + 'static>(
 ) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::default());
     let (closing_tx, closing_rx) = watch::channel(false);
-    let service = LedgerService::new(api, Arc::clone(&metrics)).with_closing(closing_rx.clone());
+    let mut service =
+        LedgerService::new(api, Arc::clone(&metrics)).with_closing(closing_rx.clone());
+    if replication.is_some() {
+        service = service.in_cluster();
+    }
     let limits = ledger.config().limits;
     let decode_max = limits.payload_bytes_max.max(limits.response_bytes_max) + ENVELOPE_BYTES;
     let encode_max = limits.response_bytes_max + ENVELOPE_BYTES;

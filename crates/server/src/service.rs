@@ -35,12 +35,32 @@ pub struct LedgerService<L = Ledger> {
     closing: Option<watch::Receiver<bool>>,
     /// Watch events encoded once for all watchers of a context.
     encodings: Arc<Encodings>,
+    /// Whether answers carry [`converge_proto::CLUSTER_HEADER`] (a cluster node's do).
+    cluster: bool,
 }
 
 impl<L: LedgerApi + Clone + 'static> LedgerService<L> {
     /// The services of `ledger`, counting into `metrics`.
     pub fn new(ledger: L, metrics: Arc<Metrics>) -> Self {
-        Self { ledger, metrics, closing: None, encodings: Arc::default() }
+        Self { ledger, metrics, closing: None, encodings: Arc::default(), cluster: false }
+    }
+
+    /// The same services, answering as a cluster node: every answer carries
+    /// [`converge_proto::CLUSTER_HEADER`].
+    #[must_use]
+    pub fn in_cluster(mut self) -> Self {
+        self.cluster = true;
+        self
+    }
+
+    /// Marks `metadata` as a cluster node's, if this is one.
+    fn mark(&self, metadata: &mut tonic::metadata::MetadataMap) {
+        if self.cluster {
+            metadata.insert(
+                converge_proto::CLUSTER_HEADER,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+        }
     }
 
     /// The same services, ending append streams once `closing` turns true.
@@ -67,6 +87,11 @@ impl<L: LedgerApi + Clone + 'static> LedgerService<L> {
         };
         let code = outcome.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
         self.metrics.observe(method, started.elapsed(), code);
+        let mut outcome = outcome;
+        match &mut outcome {
+            Ok(response) => self.mark(response.metadata_mut()),
+            Err(status) => self.mark(status.metadata_mut()),
+        }
         outcome
     }
 }
@@ -148,12 +173,14 @@ impl<L: LedgerApi + Clone + 'static> ContextService for LedgerService<L> {
                 None => std::future::pending().await,
             }
         });
-        Ok(Response::new(AppendPipeline::new(
+        let mut response = Response::new(AppendPipeline::new(
             self.ledger.clone(),
             Arc::clone(&self.metrics),
             request.into_inner(),
             closing,
-        )))
+        ));
+        self.mark(response.metadata_mut());
+        Ok(response)
     }
 
     type WatchStream = WatchEvents;

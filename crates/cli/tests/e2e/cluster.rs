@@ -15,10 +15,10 @@ use futures_util::StreamExt as _;
 
 use crate::node::{BIN, Node};
 
-const SHARDS: &str = "4";
+pub const SHARDS: &str = "4";
 
 /// Starts a node that bootstraps a cluster and waits until it leads every shard.
-async fn bootstrap(dir: &Path, extra: &[&str]) -> Node {
+pub async fn bootstrap(dir: &Path, extra: &[&str]) -> Node {
     let mut args = vec!["--bootstrap", "--shards", SHARDS];
     args.extend_from_slice(extra);
     let node = Node::start(dir, &args);
@@ -27,7 +27,7 @@ async fn bootstrap(dir: &Path, extra: &[&str]) -> Node {
 }
 
 /// Starts a node that joins through `seed`.
-fn join(dir: &Path, seed: &Node, extra: &[&str]) -> Node {
+pub fn join(dir: &Path, seed: &Node, extra: &[&str]) -> Node {
     let seed = seed.grpc.to_string();
     let mut args = vec!["--join", seed.as_str()];
     args.extend_from_slice(extra);
@@ -35,10 +35,15 @@ fn join(dir: &Path, seed: &Node, extra: &[&str]) -> Node {
 }
 
 /// Three nodes: one bootstraps, two join; returns once all three are voters with leaders.
-async fn trio(dir: &Path) -> Vec<Node> {
-    let first = bootstrap(&dir.join("n1"), &[]).await;
-    let second = join(&dir.join("n2"), &first, &[]);
-    let third = join(&dir.join("n3"), &first, &[]);
+pub async fn trio(dir: &Path) -> Vec<Node> {
+    trio_with(dir, [&[], &[], &[]]).await
+}
+
+/// Three nodes as [`trio`] makes them, each with its own extra flags.
+pub async fn trio_with(dir: &Path, extra: [&[&str]; 3]) -> Vec<Node> {
+    let first = bootstrap(&dir.join("n1"), extra[0]).await;
+    let second = join(&dir.join("n2"), &first, extra[1]);
+    let third = join(&dir.join("n3"), &first, extra[2]);
     let nodes = vec![first, second, third];
     for node in &nodes {
         wait_members(node, 3).await;
@@ -47,7 +52,7 @@ async fn trio(dir: &Path) -> Vec<Node> {
 }
 
 /// Waits until `node` sees `voters` voters, every shard with a leader, and says SERVING.
-async fn wait_members(node: &Node, voters: usize) {
+pub async fn wait_members(node: &Node, voters: usize) {
     let started = Instant::now();
     loop {
         if let Ok(status) = node.client().await.cluster_status().await {
@@ -68,7 +73,7 @@ async fn wait_members(node: &Node, voters: usize) {
 }
 
 /// The slot of the node leading `context`'s shard.
-async fn leader_of(nodes: &[Node], context: &str) -> usize {
+pub async fn leader_of(nodes: &[Node], context: &str) -> usize {
     let shard = converge_cluster::shard_of(context, SHARDS.parse().unwrap());
     let status = nodes[0].client().await.cluster_status().await.unwrap();
     let leader = status.shards.iter().find(|s| s.shard == shard).and_then(|s| s.leader).unwrap();

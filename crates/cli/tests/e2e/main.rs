@@ -7,6 +7,7 @@ mod bounds;
 mod cli;
 mod cluster;
 mod cluster_faults;
+mod cluster_safety;
 mod hardening;
 mod lifecycle;
 mod lying;

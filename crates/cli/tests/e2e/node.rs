@@ -146,6 +146,42 @@ impl Node {
     }
 }
 
+/// Runs `serve` on `dir` with `extra` flags, expecting it to refuse to start: what it printed
+/// on stderr. Panics if it starts serving instead.
+pub fn refused_start(dir: &Path, extra: &[&str]) -> String {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .args(extra)
+        .env_remove("GRPC_PORT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start converge-ledger serve");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("its output");
+            panic!(
+                "serve {extra:?} did not refuse to start; it printed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().expect("its output");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!status.success(), "serve {extra:?} exited 0; it printed:\n{stderr}");
+    assert!(out.stdout.is_empty(), "a refused node never says it listens: {stderr}");
+    stderr
+}
+
 fn wait_for(child: &mut Child, limit: Duration) -> ExitStatus {
     let deadline = std::time::Instant::now() + limit;
     loop {
