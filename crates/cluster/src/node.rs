@@ -635,13 +635,13 @@ async fn record_missing_limits(cluster: &Cluster) {
                 .await
             {
                 Ok(Ok(())) => {
-                    info!(shard, ?limits, "recorded the cluster's limits in the shard's log")
+                    info!(shard, ?limits, "recorded the cluster's limits in the shard's log");
                 }
                 Ok(Err(e)) => {
-                    warn!(shard, error = %e, "recording the cluster's limits failed; trying again later")
+                    warn!(shard, error = %e, "recording the cluster's limits failed; trying again later");
                 }
                 Err(_) => {
-                    warn!(shard, "recording the cluster's limits timed out; trying again later")
+                    warn!(shard, "recording the cluster's limits timed out; trying again later");
                 }
             }
         }

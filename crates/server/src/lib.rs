@@ -17,6 +17,7 @@ pub mod connections;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod receive;
 pub mod run;
 pub mod service;
 mod watch_events;

@@ -30,11 +30,17 @@ pub const HEADER_LIST_BYTES_MAX: u32 = 64 * 1024;
 
 /// HTTP/2 flow-control window per connection. Many appends in flight on one connection must
 /// not stall on window updates: 256 in flight of 1 KiB each is 256 KiB, above the 64 KiB
-/// protocol default.
-pub const CONNECTION_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
+/// protocol default. It is also what a connection's requests waiting for the receive budget
+/// (`receive.rs`) can hold in HTTP/2's buffers: 64 streams' windows fit in it, so up to 64
+/// waiting streams cannot keep a call that holds the budget on the same connection from
+/// receiving the rest of its message.
+pub const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 
-/// HTTP/2 flow-control window per stream: room for one large append or response chunk.
-pub const STREAM_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
+/// HTTP/2 flow-control window per stream: what one request may send before the node reads
+/// it. Small enough that streams waiting for the receive budget hold little of their
+/// connection's window; a large append goes in several windows (on loopback, a 4 MiB append in
+/// 16 round trips).
+pub const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
 
 /// Longest a client may take to start talking (its first bytes of HTTP/2, or of TLS) and to
 /// finish the TLS handshake before the connection is closed: a slow or silent client must not
