@@ -521,9 +521,8 @@ impl Cluster {
         let voters: BTreeSet<NodeId> =
             raft.metrics().borrow().membership_config.membership().voter_ids().collect();
         if !voters.contains(&node) && voters.len() < self.inner.voters_wanted as usize {
-            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node])), true)
-                .await
-                .map_err(|e| crate::forward::raft_status(&e))?;
+            let promote = ChangeMembers::AddVoterIds(BTreeSet::from([node]));
+            change_within(shard, raft, promote, true).await?;
         }
         Ok(())
     }
@@ -536,19 +535,7 @@ impl Cluster {
     ) -> Result<(), tonic::Status> {
         let raft = self.raft(shard)?;
         let membership = raft.metrics().borrow().membership_config.membership().clone();
-        // A change that cannot commit (no majority) fails instead of waiting for ever; it is
-        // safe to ask again.
-        let change = |members, retain| async move {
-            tokio::time::timeout(MEMBERSHIP_CHANGE_MAX, raft.change_membership(members, retain))
-                .await
-                .map_err(|_| {
-                    tonic::Status::unavailable(format!(
-                        "shard {shard}: the membership change did not commit within {MEMBERSHIP_CHANGE_MAX:?} (is a majority of its voters reachable?); retry"
-                    ))
-                })?
-                .map(|_| ())
-                .map_err(|e| crate::forward::raft_status(&e))
-        };
+        let change = |members, retain| change_within(shard, raft, members, retain);
         if membership.voter_ids().any(|v| v == node) {
             // A learner takes the voter's place in the same change, so the shard never has
             // fewer voters than wanted (two voters survive no failure, and promoting a
@@ -580,6 +567,26 @@ impl Cluster {
 
 /// How long a membership change may take to commit before it fails with `UNAVAILABLE`.
 const MEMBERSHIP_CHANGE_MAX: Duration = Duration::from_secs(20);
+
+/// Changes `shard`'s membership on `raft` (this node must lead it). A change that cannot
+/// commit (no majority) fails after [`MEMBERSHIP_CHANGE_MAX`] instead of waiting for ever and
+/// holding up the changes behind it; asking again is safe.
+async fn change_within(
+    shard: u32,
+    raft: &Raft,
+    members: ChangeMembers<NodeId, BasicNode>,
+    retain: bool,
+) -> Result<(), tonic::Status> {
+    tokio::time::timeout(MEMBERSHIP_CHANGE_MAX, raft.change_membership(members, retain))
+        .await
+        .map_err(|_| {
+            tonic::Status::unavailable(format!(
+                "shard {shard}: the membership change did not commit within {MEMBERSHIP_CHANGE_MAX:?} (is a majority of its voters reachable?); retry"
+            ))
+        })?
+        .map(|_| ())
+        .map_err(|e| crate::forward::raft_status(&e))
+}
 /// How often a leader looks for learners to promote, and for shards to hand over.
 const TEND_INTERVAL: Duration = Duration::from_secs(1);
 /// A learner this close to the leader's log counts as caught up.
@@ -663,7 +670,7 @@ async fn spread_leaders(inner: std::sync::Weak<Inner>) {
 /// While a shard this node leads has fewer voters than wanted, makes a caught-up learner a
 /// voter (a node that joined while there were enough voters, once one is removed).
 async fn promote_learners(inner: &Inner) {
-    for raft in &inner.shards {
+    for (shard, raft) in (0u32..).zip(&inner.shards) {
         let m = raft.metrics().borrow().clone();
         if m.state != ServerState::Leader {
             continue;
@@ -675,11 +682,9 @@ async fn promote_learners(inner: &Inner) {
         }
         if let Some(learner) = caught_up_learner(raft, None) {
             info!(node = %node_name(learner), "promoting a caught-up learner to voter");
-            if let Err(e) = raft
-                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([learner])), true)
-                .await
-            {
-                warn!(error = %e, "promoting a learner failed; trying again later");
+            let promote = ChangeMembers::AddVoterIds(BTreeSet::from([learner]));
+            if let Err(e) = change_within(shard, raft, promote, true).await {
+                warn!(shard, error = %e, "promoting a learner failed; trying again later");
             }
         }
     }

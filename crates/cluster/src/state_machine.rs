@@ -53,6 +53,10 @@ use crate::wire;
 /// restart, and one more small fsync).
 const SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Applied entries a shard's settler may be behind by: beyond it, apply waits for the ledger's
+/// fsyncs to catch up instead of queueing their waits without bound.
+const SETTLING_MAX: usize = 4096;
+
 /// The prefix of the `append_id`s the cluster gives appends that came without one; clients
 /// may not use it (CONTRACT §5).
 pub const RESERVED_APPEND_ID_PREFIX: &str = "raft:";
@@ -90,7 +94,7 @@ pub struct StateMachine {
     applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, openraft::BasicNode>,
     saved_at: Instant,
-    settling: mpsc::UnboundedSender<Settling>,
+    settling: mpsc::Sender<Settling>,
     durable: watch::Receiver<Durable>,
     /// How far the shard's Raft log is durable.
     log_flushed: watch::Receiver<Flushed>,
@@ -111,7 +115,7 @@ impl StateMachine {
         vfs.create_dir_all(dir)?;
         let Saved { position: applied, membership, limits } =
             read_applied(vfs.as_ref(), dir)?.unwrap_or_default();
-        let (settling, pending) = mpsc::unbounded_channel();
+        let (settling, pending) = mpsc::channel(SETTLING_MAX);
         let (published, durable) = watch::channel(Durable { upto: applied, failed: None });
         tokio::spawn(settle(shard, pending, published));
         Ok(Self {
@@ -173,12 +177,12 @@ impl StateMachine {
         }
     }
 
-    fn settled(
+    async fn settled(
         &self,
         log_id: LogId<NodeId>,
         pending: Option<PendingDurable>,
     ) -> Result<(), StorageError> {
-        self.settling.send((log_id, pending)).map_err(|_| {
+        self.settling.send((log_id, pending)).await.map_err(|_| {
             StorageIOError::write_state_machine(AnyError::error("the settler stopped")).into()
         })
     }
@@ -357,7 +361,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                 },
             };
-            self.settled(log_id, pending)?;
+            self.settled(log_id, pending).await?;
             outcomes.push(outcome);
             self.applied = Some(log_id);
         }
@@ -402,7 +406,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 /// publishes how far they are durable. A failure stops the shard on this node.
 async fn settle(
     shard: u32,
-    mut pending: mpsc::UnboundedReceiver<Settling>,
+    mut pending: mpsc::Receiver<Settling>,
     published: watch::Sender<Durable>,
 ) {
     while let Some((log_id, durable)) = pending.recv().await {
