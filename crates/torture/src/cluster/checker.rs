@@ -7,6 +7,8 @@
 //!   acknowledged hash);
 //! - each `append_id` is in the history at most once, and every entry was submitted;
 //! - no append refused as failed was written;
+//! - real-time order: an append acknowledged before another to the same context was first
+//!   sent holds the lower sequence;
 //! - every tree head seen during the run is the root of a prefix of the final history (so a
 //!   consistency proof from it to the final head verifies: nothing was rewritten across
 //!   failovers), and a consistency proof fetched from a node verifies for each context;
@@ -71,6 +73,7 @@ pub(super) fn check(
     same_everywhere(&mut verdict, nodes);
     let written = trees_and_ids(&mut verdict, reference);
     appends(&mut verdict, history, reference, &written);
+    real_time(&mut verdict, &history.ops.lock().expect("history"));
     heads(&mut verdict, history, reference, proofs);
     reads(&mut verdict, history, reference);
     verdict
@@ -180,6 +183,43 @@ fn appends(
     }
 }
 
+/// Real-time order per context: when an append was acknowledged before another was first
+/// sent, it holds the lower sequence (appends are linearizable per context).
+fn real_time(verdict: &mut Verdict, ops: &[super::workload::Op]) {
+    let mut by_context: BTreeMap<&str, Vec<(&super::workload::Op, u64)>> = BTreeMap::new();
+    for op in ops {
+        if let Outcome::Ok(seq, _) = op.outcome {
+            by_context.entry(op.context.as_str()).or_default().push((op, seq));
+        }
+    }
+    for (context, mut acked) in by_context {
+        // Sweep the appends in the order they were sent, keeping the highest sequence of
+        // those acknowledged before each was sent.
+        let mut done: Vec<(&super::workload::Op, u64)> = acked.clone();
+        done.sort_by_key(|(op, _)| op.completed);
+        acked.sort_by_key(|(op, _)| op.invoked);
+        let (mut next, mut highest): (usize, Option<(&super::workload::Op, u64)>) = (0, None);
+        for (op, seq) in acked {
+            while let Some(&(earlier, earlier_seq)) = done.get(next)
+                && earlier.completed < op.invoked
+            {
+                if highest.is_none_or(|(_, h)| earlier_seq > h) {
+                    highest = Some((earlier, earlier_seq));
+                }
+                next += 1;
+            }
+            if let Some((earlier, earlier_seq)) = highest
+                && earlier_seq >= seq
+            {
+                verdict.violate(format!(
+                    "{context}: {} was acknowledged at #{earlier_seq} before {} was sent, which holds #{seq} (real-time order broken)",
+                    earlier.append_id, op.append_id
+                ));
+            }
+        }
+    }
+}
+
 /// Heads seen during the run are roots of prefixes of the final history, and proofs from a
 /// node to the final heads verify.
 fn heads(
@@ -269,5 +309,164 @@ fn reads(verdict: &mut Verdict, history: &History, reference: &State) {
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Planted bad histories: the checker must report each.
+
+    use std::time::{Duration, Instant};
+
+    use super::super::workload::{Op, WatchLog};
+    use super::*;
+
+    /// A stand-in content hash of entry `seq` of `context` made by `payload` (distinct for
+    /// each; the checker compares hashes, it does not recompute them).
+    fn hash(context: &str, seq: u64, payload: &str) -> Hash {
+        converge_core::hash::leaf_hash(format!("{context}/{seq}/{payload}").as_bytes())
+    }
+
+    /// A context holding `payloads` in order.
+    fn state(context: &str, payloads: &[&str]) -> Final {
+        let hashes: Vec<Hash> =
+            payloads.iter().enumerate().map(|(i, p)| hash(context, i as u64 + 1, p)).collect();
+        Final {
+            root: CompactTree::from_leaves(&hashes).root(),
+            hashes,
+            payloads: payloads.iter().map(|p| (*p).to_string()).collect(),
+        }
+    }
+
+    /// An append of `id` to `c` sent at `t0 + sent` ms and ended at `t0 + ended` ms.
+    fn op(t0: Instant, c: &str, id: &str, outcome: Outcome, sent: u64, ended: u64) -> Op {
+        Op {
+            context: c.into(),
+            append_id: id.into(),
+            outcome,
+            invoked: t0 + Duration::from_millis(sent),
+            completed: t0 + Duration::from_millis(ended),
+        }
+    }
+
+    fn acked(c: &str, seq: u64, id: &str) -> Outcome {
+        Outcome::Ok(seq, hash(c, seq, id))
+    }
+
+    /// The verdict of `ops` against every node holding `finals`.
+    fn verdict(ops: Vec<Op>, finals: &[(&str, &[&str])], tweak: impl FnOnce(&History)) -> Verdict {
+        let history = Arc::new(History::default());
+        *history.ops.lock().unwrap() = ops;
+        tweak(&history);
+        let state: BTreeMap<String, Final> =
+            finals.iter().map(|(c, p)| ((*c).to_string(), state(c, p))).collect();
+        let nodes = vec![("n1".to_string(), state.clone()), ("n2".to_string(), state)];
+        check(&history, &nodes, &BTreeMap::new())
+    }
+
+    fn reported(verdict: &Verdict, what: &str) -> bool {
+        verdict.violations.iter().any(|v| v.contains(what))
+    }
+
+    #[test]
+    fn a_correct_history_passes() {
+        let t0 = Instant::now();
+        let ops = vec![
+            op(t0, "c", "op-1", acked("c", 1, "op-1"), 0, 10),
+            op(t0, "c", "op-2", acked("c", 2, "op-2"), 5, 15),
+            op(t0, "c", "op-3", Outcome::Unknown("timeout".into()), 20, 30),
+        ];
+        let v = verdict(ops, &[("c", &["op-1", "op-2", "op-3"])], |_| {});
+        assert!(v.violations.is_empty(), "{:?}", v.violations);
+        assert_eq!((v.acked, v.unknown), (2, (1, 1)));
+    }
+
+    #[test]
+    fn lost_moved_duplicated_and_failed_but_written_appends_are_reported() {
+        let t0 = Instant::now();
+        let lost =
+            verdict(vec![op(t0, "c", "op-1", acked("c", 1, "op-1"), 0, 1)], &[("c", &[])], |_| {});
+        assert!(reported(&lost, "op-1 (c #1) is lost or moved"), "{:?}", lost.violations);
+        let moved = verdict(
+            vec![op(t0, "c", "op-1", acked("c", 1, "op-1"), 0, 1)],
+            &[("c", &["op-9", "op-1"])],
+            |_| {},
+        );
+        assert!(reported(&moved, "op-1 (c #1) is lost or moved"), "{:?}", moved.violations);
+        let twice = verdict(
+            vec![op(t0, "c", "op-1", acked("c", 1, "op-1"), 0, 1)],
+            &[("c", &["op-1", "op-1"])],
+            |_| {},
+        );
+        assert!(
+            reported(&twice, "append id op-1 is in the history twice"),
+            "{:?}",
+            twice.violations
+        );
+        let failed = verdict(
+            vec![op(t0, "c", "op-1", Outcome::Failed("refused".into()), 0, 1)],
+            &[("c", &["op-1"])],
+            |_| {},
+        );
+        assert!(
+            reported(&failed, "op-1 failed (refused) yet was written"),
+            "{:?}",
+            failed.violations
+        );
+    }
+
+    #[test]
+    fn an_append_acknowledged_before_another_was_sent_must_hold_the_lower_sequence() {
+        let t0 = Instant::now();
+        // op-2 was acknowledged (at 10 ms) before op-1 was sent (at 20 ms), yet op-1 holds #1.
+        let ops = vec![
+            op(t0, "c", "op-2", acked("c", 2, "op-2"), 0, 10),
+            op(t0, "c", "op-1", acked("c", 1, "op-1"), 20, 30),
+        ];
+        let v = verdict(ops, &[("c", &["op-1", "op-2"])], |_| {});
+        assert!(reported(&v, "real-time order broken"), "{:?}", v.violations);
+        // Overlapping appends may land in either order.
+        let ops = vec![
+            op(t0, "c", "op-2", acked("c", 2, "op-2"), 0, 30),
+            op(t0, "c", "op-1", acked("c", 1, "op-1"), 10, 20),
+        ];
+        let v = verdict(ops, &[("c", &["op-1", "op-2"])], |_| {});
+        assert!(v.violations.is_empty(), "{:?}", v.violations);
+    }
+
+    #[test]
+    fn a_stale_or_vanished_read_a_rewritten_head_and_a_gapped_watch_are_reported() {
+        let t0 = Instant::now();
+        let ops = vec![op(t0, "c", "op-1", acked("c", 1, "op-1"), 0, 1)];
+        let v = verdict(ops, &[("c", &["op-1"])], |history| {
+            // A read saw #2, which the final history does not have.
+            history.seen.lock().unwrap().push(("c".into(), 2, hash("c", 2, "op-2")));
+            // A head of size 1 whose root is not the final history's prefix.
+            history.heads.lock().unwrap().push(("c".into(), 1, hash("c", 1, "other")));
+            // A watcher that received #2 first.
+            history.watches.lock().unwrap().push(WatchLog {
+                context: "c".into(),
+                entries: vec![(2, hash("c", 2, "op-2"))],
+                resumes: 1,
+            });
+        });
+        assert!(
+            reported(&v, "c #2 was read during the run but is not in the final history"),
+            "{:?}",
+            v.violations
+        );
+        assert!(reported(&v, "history was rewritten"), "{:?}", v.violations);
+        assert!(reported(&v, "a gap or a duplicate"), "{:?}", v.violations);
+    }
+
+    #[test]
+    fn replicas_that_differ_are_reported() {
+        let history = Arc::new(History::default());
+        let nodes = vec![
+            ("n1".to_string(), BTreeMap::from([("c".to_string(), state("c", &["op-1", "op-2"]))])),
+            ("n2".to_string(), BTreeMap::from([("c".to_string(), state("c", &["op-1"]))])),
+        ];
+        let v = check(&history, &nodes, &BTreeMap::new());
+        assert!(reported(&v, "node n2 holds 1 entries"), "{:?}", v.violations);
     }
 }

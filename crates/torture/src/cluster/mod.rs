@@ -227,8 +227,8 @@ struct Nemesis<'a> {
     rng: &'a mut Rng,
     config: &'a Config,
     failovers: Vec<Duration>,
-    /// Acknowledged appends to the first context.
-    acked: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// When the latest-sent acknowledged append to the first context was sent.
+    acked: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
     /// The first context's shard: the faults aim at its leader.
     shard: u32,
 }
@@ -245,6 +245,35 @@ impl Nemesis<'_> {
         Some((leader, followers))
     }
 
+    /// Kills the leader of the first context's shard, times that shard's failover, and
+    /// restarts it once the hold is over.
+    async fn kill_leader(&mut self, leader: usize) {
+        let hold = self.config.hold;
+        let killed = Instant::now();
+        self.nodes.kill(leader);
+        self.publish();
+        // The time to the first acknowledged append of the shard it led that was sent
+        // after the kill (one sent before may have been committed before it).
+        let acked_after = |acked: &std::sync::Mutex<Option<Instant>>| {
+            acked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_some_and(|t| t > killed)
+        };
+        while !acked_after(&self.acked) && killed.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let took = killed.elapsed();
+        eprintln!(
+            "cluster faults: kill -9 of shard {}'s leader: an append sent after it acknowledged in {:.2}s",
+            self.shard,
+            took.as_secs_f64()
+        );
+        self.failovers.push(took);
+        tokio::time::sleep(hold.saturating_sub(killed.elapsed())).await;
+        self.nodes.start(leader, &Start::Restart);
+    }
+
     async fn apply(&mut self, fault: Fault) {
         let Some((leader, followers)) = self.leader_and_followers().await else {
             eprintln!("cluster faults: no leader known; skipping {fault:?} this time");
@@ -253,21 +282,7 @@ impl Nemesis<'_> {
         };
         let hold = self.config.hold;
         match fault {
-            Fault::KillLeader => {
-                let before = self.acked.load(std::sync::atomic::Ordering::SeqCst);
-                let killed = Instant::now();
-                self.nodes.kill(leader);
-                self.publish();
-                // The time to the next acknowledged append on the shard it led.
-                while self.acked.load(std::sync::atomic::Ordering::SeqCst) == before
-                    && killed.elapsed() < Duration::from_secs(30)
-                {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                self.failovers.push(killed.elapsed());
-                tokio::time::sleep(hold.saturating_sub(killed.elapsed())).await;
-                self.nodes.start(leader, &Start::Restart);
-            }
+            Fault::KillLeader => self.kill_leader(leader).await,
             Fault::KillFollower => {
                 let f = followers[self.rng.index(followers.len())];
                 self.nodes.kill(f);
@@ -579,7 +594,7 @@ impl Report {
             "seed {}: {} faults in {:.0}s ({} skipped: {:?})\n\
              appends acknowledged {}, checked {}; unknown outcome {} ({} of them written)\n\
              tree heads checked {}, entries watched {}\n\
-             kill -9 of the leader to the next acknowledged append: {} kills, p50 {}, p99 {}, max {}\n",
+             kill -9 of a shard's leader to that shard's next append sent and acknowledged: {} kills, p50 {}, p99 {}, max {}\n",
             self.seed,
             self.faults.len(),
             self.took.as_secs_f64(),

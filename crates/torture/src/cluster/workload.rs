@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use converge_client::Client;
 use converge_core::Hash;
@@ -33,6 +33,10 @@ pub(super) struct Op {
     pub(super) append_id: String,
     /// How it ended.
     pub(super) outcome: Outcome,
+    /// When it was first sent.
+    pub(super) invoked: Instant,
+    /// When its last attempt ended (for an acknowledged append: when it was acknowledged).
+    pub(super) completed: Instant,
 }
 
 /// Entries a watcher received, in order, across its resumes.
@@ -108,9 +112,9 @@ pub(super) struct Workload {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Appends acknowledged so far.
     pub(super) acked: Arc<AtomicU64>,
-    /// Appends to the first context acknowledged so far (the nemesis times failovers of its
-    /// shard by it).
-    pub(super) acked_first: Arc<AtomicU64>,
+    /// When the latest-sent acknowledged append to the first context was sent (the nemesis
+    /// times failovers of its shard by it: an append sent after a kill, acknowledged).
+    pub(super) acked_first: Arc<Mutex<Option<Instant>>>,
 }
 
 /// The contexts a run writes.
@@ -134,7 +138,7 @@ impl Workload {
         let history = Arc::new(History::default());
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(AtomicU64::new(0));
-        let acked_first = Arc::new(AtomicU64::new(0));
+        let acked_first: Arc<Mutex<Option<Instant>>> = Arc::default();
         let next_op = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
         for w in 0..writers {
@@ -158,7 +162,8 @@ impl Workload {
                     if matches!(op.outcome, Outcome::Ok(..)) {
                         acked.fetch_add(1, Ordering::Relaxed);
                         if which == 0 {
-                            acked_first.fetch_add(1, Ordering::SeqCst);
+                            let mut latest = lock(&acked_first);
+                            *latest = (*latest).max(Some(op.invoked));
                         }
                     }
                     lock(&history.ops).push(op);
@@ -210,6 +215,14 @@ fn unsure(e: &LedgerError) -> bool {
 }
 
 async fn append(servers: &Servers, rng: &mut Rng, context: String, append_id: String) -> Op {
+    let invoked = Instant::now();
+    let op = |context, append_id, outcome| Op {
+        context,
+        append_id,
+        outcome,
+        invoked,
+        completed: Instant::now(),
+    };
     let mut last = String::from("no server to try");
     for _ in 0..ATTEMPTS {
         let Some((server, client)) = servers.pick(rng).await else {
@@ -220,21 +233,18 @@ async fn append(servers: &Servers, rng: &mut Rng, context: String, append_id: St
             .with_append_id(append_id.as_str());
         match tokio::time::timeout(ATTEMPT_TIMEOUT, client.append(request)).await {
             Ok(Ok(entry)) => {
-                return Op {
-                    context,
-                    append_id,
-                    outcome: Outcome::Ok(entry.sequence().0, entry.content_hash()),
-                };
+                let acked = Outcome::Ok(entry.sequence().0, entry.content_hash());
+                return op(context, append_id, acked);
             }
             Ok(Err(e)) if unsure(&e) => last = format!("{server}: {e}"),
             Ok(Err(e)) => {
-                return Op { context, append_id, outcome: Outcome::Failed(e.to_string()) };
+                return op(context, append_id, Outcome::Failed(e.to_string()));
             }
             Err(_) => last = format!("{server}: no answer in {ATTEMPT_TIMEOUT:?}"),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Op { context, append_id, outcome: Outcome::Unknown(last) }
+    op(context, append_id, Outcome::Unknown(last))
 }
 
 async fn read(servers: &Servers, rng: &mut Rng, contexts: &[String], history: &History) {
