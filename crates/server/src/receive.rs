@@ -17,7 +17,6 @@
 //!   reads on only once the previous append was taken by the ledger, whose admission counts it
 //!   from then on) or the stream ends.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -127,7 +126,7 @@ where
     S::Future: Send + 'static,
     S::Response: Send + 'static,
     S::Error: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<tonic::codegen::StdError>,
 {
     type Response = S::Response;
@@ -169,16 +168,16 @@ impl Drop for Release {
 
 /// Where a body stands in the messages it carries.
 struct Metered<B> {
-    inner: Pin<Box<B>>,
+    inner: B,
     budget: Arc<ReceiveBudget>,
     held: Held,
     kind: Kind,
     /// Bytes of the current message not yet seen.
     remaining: u64,
-    /// The prefix of the next message, while it is incomplete.
-    prefix: Vec<u8>,
+    /// The prefix of the next message, while it is incomplete: its bytes, and how many.
+    prefix: ([u8; PREFIX_BYTES], usize),
     /// Data read but not yet passed on: it waits for `acquiring`.
-    ready: VecDeque<Bytes>,
+    ready: Option<Bytes>,
     acquiring: Option<Pin<Box<dyn Future<Output = Acquired> + Send>>>,
 }
 
@@ -200,13 +199,13 @@ fn too_busy() -> tonic::Status {
 impl<B> Metered<B> {
     fn new(inner: B, budget: Arc<ReceiveBudget>, held: Held, kind: Kind) -> Self {
         Self {
-            inner: Box::pin(inner),
+            inner,
             budget,
             held,
             kind,
             remaining: 0,
-            prefix: Vec::with_capacity(PREFIX_BYTES),
-            ready: VecDeque::new(),
+            prefix: ([0; PREFIX_BYTES], 0),
+            ready: None,
             acquiring: None,
         }
     }
@@ -222,17 +221,14 @@ impl<B> Metered<B> {
                 self.remaining -= n;
                 continue;
             }
-            let take = (PREFIX_BYTES - self.prefix.len()).min(rest.remaining());
-            self.prefix.extend_from_slice(&rest[..take]);
+            let (bytes, have) = &mut self.prefix;
+            let take = (PREFIX_BYTES - *have).min(rest.remaining());
+            bytes[*have..*have + take].copy_from_slice(&rest[..take]);
+            *have += take;
             rest.advance(take);
-            if self.prefix.len() == PREFIX_BYTES {
-                let len = u32::from_be_bytes([
-                    self.prefix[1],
-                    self.prefix[2],
-                    self.prefix[3],
-                    self.prefix[4],
-                ]);
-                self.prefix.clear();
+            if *have == PREFIX_BYTES {
+                let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+                *have = 0;
                 self.remaining = u64::from(len);
                 starting += PREFIX_BYTES as u64 + u64::from(len);
             }
@@ -240,15 +236,22 @@ impl<B> Metered<B> {
         starting
     }
 
-    /// Starts taking the budget for messages of `bytes` that begin in the data now waiting. A
-    /// stream gives back its previous message's bytes first (that message was passed on), so a
-    /// stream waiting for the budget holds none of it and streams cannot wait on each other.
+    /// Takes the budget for messages of `bytes` that begin in the data now waiting, at once if
+    /// it is free, else starts waiting for it. A stream gives back its previous message's bytes
+    /// first (that message was passed on), so a stream waiting for the budget holds none of it
+    /// and streams cannot wait on each other.
     fn acquire(&mut self, bytes: u64) {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         if self.kind == Kind::Stream {
-            self.held.lock().unwrap_or_else(PoisonError::into_inner).take();
+            held.take();
         }
-        let permits = Arc::clone(&self.budget.permits);
         let wanted = self.budget.permits_for(bytes);
+        if let Ok(permit) = Arc::clone(&self.budget.permits).try_acquire_many_owned(wanted) {
+            *held = Some(permit);
+            return;
+        }
+        drop(held);
+        let permits = Arc::clone(&self.budget.permits);
         self.acquiring = Some(Box::pin(async move {
             match tokio::time::timeout(BUDGET_WAIT_MAX, permits.acquire_many_owned(wanted)).await {
                 Ok(Ok(permit)) => Acquired::Permit(permit),
@@ -261,7 +264,7 @@ impl<B> Metered<B> {
 
 impl<B> http_body::Body for Metered<B>
 where
-    B: http_body::Body<Data = Bytes>,
+    B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: Into<tonic::codegen::StdError>,
 {
     type Data = Bytes;
@@ -282,20 +285,20 @@ where
                     Acquired::Permit(permit) => Some(permit),
                     Acquired::Closed => None,
                     Acquired::TimedOut => {
-                        this.ready.clear();
+                        this.ready = None;
                         return Poll::Ready(Some(Err(Box::new(too_busy()))));
                     }
                 };
                 *this.held.lock().unwrap_or_else(PoisonError::into_inner) = permit;
             }
-            if let Some(data) = this.ready.pop_front() {
+            if let Some(data) = this.ready.take() {
                 return Poll::Ready(Some(Ok(Frame::data(data))));
             }
-            match this.inner.as_mut().poll_frame(cx) {
+            match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {
                         let starting = this.scan(&data);
-                        this.ready.push_back(data);
+                        this.ready = Some(data);
                         if starting > 0 {
                             this.acquire(starting);
                         }
@@ -310,7 +313,7 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ready.is_empty() && self.acquiring.is_none() && self.inner.is_end_stream()
+        self.ready.is_none() && self.acquiring.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
@@ -353,7 +356,7 @@ mod tests {
             .into();
         let starts: Vec<u64> = frames.iter().map(|f| body.scan(f)).collect();
         assert_eq!(starts, [0, 15, 8, 2005]);
-        assert_eq!((body.remaining, body.prefix.len()), (0, 0));
+        assert_eq!((body.remaining, body.prefix.1), (0, 0));
     }
 
     #[tokio::test]
