@@ -299,7 +299,7 @@ async fn a_node_whose_raft_state_is_damaged_or_missing_refuses_to_start() {
 }
 
 /// Sends `signal` to the process `pid`.
-fn signal(pid: u32, signal: &str) {
+pub fn signal(pid: u32, signal: &str) {
     let status = std::process::Command::new("kill")
         .args([&format!("-{signal}"), &pid.to_string()])
         .status()

@@ -12,7 +12,8 @@ use converge_proto::v1;
 use converge_proto::v1::context_service_client::ContextServiceClient;
 
 use crate::cluster::{leader_of, trio};
-use crate::node::Node;
+use crate::cluster_safety::signal;
+use crate::node::{Node, rss_kib};
 
 /// What a flood did: appends answered OK, refused, refused because the node was busy
 /// receiving (`UNAVAILABLE`, retry), and the node's peak resident memory.
@@ -96,16 +97,6 @@ async fn flood(
     flooded
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// The bound both floods are held to: the node's budgets (256 MiB of appends received and
 /// admitted) plus its flow-control windows and a fixed overhead, far below what the flood sends.
 const PEAK_RSS_KIB_MAX: u64 = 1024 * 1024;
@@ -139,23 +130,11 @@ async fn a_cluster_node_whose_followers_are_frozen_holds_its_budget_under_a_floo
     assert_eq!(leader_of(&nodes, &context).await, 0);
     let frozen = [nodes[1].pid(), nodes[2].pid()];
     for pid in frozen {
-        assert!(
-            std::process::Command::new("kill")
-                .args(["-STOP", &pid.to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
+        signal(pid, "STOP");
     }
     let flooded = flood(&nodes[0], 1000, 4 << 20, 32, |_| context.clone()).await;
     for pid in frozen {
-        assert!(
-            std::process::Command::new("kill")
-                .args(["-CONT", &pid.to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
+        signal(pid, "CONT");
     }
     assert_eq!(flooded.ok, 0, "nothing is acknowledged without a majority");
     assert!(
