@@ -1,5 +1,6 @@
 //! Admission: bounds the bytes of appends and loads that are accepted but not yet durable, so
-//! a burst of writers waits instead of queueing without bound in memory.
+//! a burst of writers waits instead of queueing without bound in memory. The same budget type
+//! bounds a server's request bytes received but not yet answered (`converge_server::receive`).
 //!
 //! A request takes permits for everything it will hold in memory (payload, key, metadata,
 //! append id; a load's whole snapshot) and keeps them until its entries are durable or have
@@ -15,34 +16,44 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// Bytes per permit: requests are admitted in KiB.
 const PERMIT_BYTES: usize = 1024;
 
-/// The budget of bytes in flight.
-pub(crate) struct Admission {
+/// A budget of bytes held in memory.
+#[derive(Debug)]
+pub struct Admission {
     permits: Arc<Semaphore>,
     total: u32,
 }
 
 /// Held while a request's bytes are in flight; dropping it returns them.
-pub(crate) type Admitted = OwnedSemaphorePermit;
+pub type Admitted = OwnedSemaphorePermit;
 
 impl Admission {
     /// A budget of `bytes`.
-    pub(crate) fn new(bytes: usize) -> Self {
+    pub fn new(bytes: usize) -> Self {
         let total = u32::try_from((bytes / PERMIT_BYTES).max(1)).unwrap_or(u32::MAX);
         Self { permits: Arc::new(Semaphore::new(total as usize)), total }
     }
 
+    /// Permits for `bytes`: all of the budget for more than it holds.
+    fn wanted(&self, bytes: usize) -> u32 {
+        u32::try_from(bytes.div_ceil(PERMIT_BYTES).max(1)).unwrap_or(u32::MAX).min(self.total)
+    }
+
     /// Waits until `bytes` fit in the budget (all of it, for a request larger than the
     /// budget), and takes them.
-    pub(crate) async fn admit(&self, bytes: usize) -> Result<Admitted, LedgerError> {
-        let wanted = u32::try_from(bytes.div_ceil(PERMIT_BYTES).max(1)).unwrap_or(u32::MAX);
+    pub async fn admit(&self, bytes: usize) -> Result<Admitted, LedgerError> {
         Arc::clone(&self.permits)
-            .acquire_many_owned(wanted.min(self.total))
+            .acquire_many_owned(self.wanted(bytes))
             .await
             .map_err(|_| LedgerError::Unavailable("the ledger is shutting down".into()))
     }
 
+    /// Takes `bytes` if they fit in the budget now.
+    pub fn try_admit(&self, bytes: usize) -> Option<Admitted> {
+        Arc::clone(&self.permits).try_acquire_many_owned(self.wanted(bytes)).ok()
+    }
+
     /// Bytes free in the budget now (for tests and metrics).
-    pub(crate) fn available_bytes(&self) -> usize {
+    pub fn available_bytes(&self) -> usize {
         self.permits.available_permits() * PERMIT_BYTES
     }
 }

@@ -28,6 +28,7 @@ mod request;
 mod run;
 mod watch;
 
+pub use admission::{Admission, Admitted};
 pub use append::check as check_append;
 pub use config::{
     APPEND_BYTES_IN_FLIGHT_MAX_DEFAULT, Clock, LedgerConfig, SystemClock,

@@ -23,12 +23,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::{Buf as _, Bytes};
+use converge_ledger::{Admission, Admitted};
 use http_body::Frame;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::codegen::http;
 
-/// Bytes per permit: the budget is counted in KiB.
-const PERMIT_BYTES: usize = 1024;
 /// Bytes of a gRPC message's prefix: a compression flag and a u32 length.
 const PREFIX_BYTES: usize = 5;
 /// How long a message waits for the budget before its call fails with `UNAVAILABLE`. Waiting
@@ -54,37 +52,15 @@ enum Kind {
     Stream,
 }
 
-/// The node's budget of received request bytes.
-#[derive(Debug)]
-pub struct ReceiveBudget {
-    permits: Arc<Semaphore>,
-    total: u32,
-}
+/// The node's budget of received request bytes: the ledger's kind of budget (counted in KiB;
+/// a message larger than all of it takes all of it).
+pub type ReceiveBudget = Admission;
 
-impl ReceiveBudget {
-    /// A budget of `bytes`.
-    pub fn new(bytes: usize) -> Arc<Self> {
-        let total = u32::try_from((bytes / PERMIT_BYTES).max(1)).unwrap_or(u32::MAX);
-        Arc::new(Self { permits: Arc::new(Semaphore::new(total as usize)), total })
-    }
-
-    /// The budget of a node serving `ledger`. An append is held about three times over while
-    /// it is served (its message, its log record, its answer, which carries the entry), so half
-    /// of what the ledger admits.
-    pub fn of(ledger: &converge_ledger::Ledger) -> Arc<Self> {
-        Self::new(ledger.config().append_bytes_in_flight_max / 2)
-    }
-
-    /// Bytes free now.
-    pub fn available_bytes(&self) -> usize {
-        self.permits.available_permits() * PERMIT_BYTES
-    }
-
-    /// Permits for `bytes` (the whole budget for more than it holds).
-    fn permits_for(&self, bytes: u64) -> u32 {
-        let wanted = bytes.div_ceil(PERMIT_BYTES as u64).max(1);
-        u32::try_from(wanted).unwrap_or(u32::MAX).min(self.total)
-    }
+/// The receive budget of a node serving `ledger`. An append is held about three times over
+/// while it is served (its message, its log record, its answer, which carries the entry), so
+/// half of what the ledger admits.
+pub fn budget_of(ledger: &converge_ledger::Ledger) -> Arc<ReceiveBudget> {
+    Arc::new(Admission::new(ledger.config().append_bytes_in_flight_max / 2))
 }
 
 /// The tower layer that meters budgeted request bodies.
@@ -116,7 +92,7 @@ pub struct Receive<S> {
 }
 
 /// The permit of the message a body is receiving, shared by the body and the call.
-type Held = Arc<Mutex<Option<OwnedSemaphorePermit>>>;
+type Held = Arc<Mutex<Option<Admitted>>>;
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
@@ -183,7 +159,7 @@ struct Metered<B> {
 
 /// The budget for a message, or why not.
 enum Acquired {
-    Permit(OwnedSemaphorePermit),
+    Permit(Admitted),
     Closed,
     TimedOut,
 }
@@ -245,15 +221,15 @@ impl<B> Metered<B> {
         if self.kind == Kind::Stream {
             held.take();
         }
-        let wanted = self.budget.permits_for(bytes);
-        if let Ok(permit) = Arc::clone(&self.budget.permits).try_acquire_many_owned(wanted) {
+        let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+        if let Some(permit) = self.budget.try_admit(bytes) {
             *held = Some(permit);
             return;
         }
         drop(held);
-        let permits = Arc::clone(&self.budget.permits);
+        let budget = Arc::clone(&self.budget);
         self.acquiring = Some(Box::pin(async move {
-            match tokio::time::timeout(BUDGET_WAIT_MAX, permits.acquire_many_owned(wanted)).await {
+            match tokio::time::timeout(BUDGET_WAIT_MAX, budget.admit(bytes)).await {
                 Ok(Ok(permit)) => Acquired::Permit(permit),
                 Ok(Err(_)) => Acquired::Closed,
                 Err(_) => Acquired::TimedOut,
@@ -345,7 +321,7 @@ mod tests {
 
     #[test]
     fn messages_are_found_across_and_within_frames() {
-        let budget = ReceiveBudget::new(1 << 20);
+        let budget = Arc::new(ReceiveBudget::new(1 << 20));
         let mut body = Metered::new((), budget, Arc::default(), Kind::Stream);
         let mut wire = message(10);
         wire.extend(message(3));
@@ -362,7 +338,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_waits_for_the_budget_and_a_unary_call_holds_it_until_answered() {
         use http_body_util::BodyExt as _;
-        let budget = ReceiveBudget::new(8 * 1024);
+        let budget = Arc::new(ReceiveBudget::new(8 * 1024));
         let held: Held = Arc::default();
         let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
             vec![Ok(Frame::data(Bytes::from(message(6 * 1024))))];
@@ -377,7 +353,7 @@ mod tests {
         assert_eq!(budget.available_bytes(), 8 * 1024);
 
         // A second body waits while the first holds the budget.
-        let holder = budget.permits.clone().acquire_many_owned(8).await.unwrap();
+        let holder = budget.admit(8 * 1024).await.unwrap();
         let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
             vec![Ok(Frame::data(Bytes::from(message(10))))];
         let inner = http_body_util::StreamBody::new(futures_util::stream::iter(frames));

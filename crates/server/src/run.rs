@@ -177,7 +177,7 @@ pub async fn run_node<L: LedgerApi + Clone + 'static>(
     }
     builder
         .layer(crate::auth::AuthLayer::new(security.tokens, Arc::clone(&metrics.auth)))
-        .layer(crate::receive::ReceiveLayer::new(crate::receive::ReceiveBudget::of(&ledger)))
+        .layer(crate::receive::ReceiveLayer::new(crate::receive::budget_of(&ledger)))
         .max_concurrent_streams(CONCURRENT_STREAMS_MAX)
         .http2_max_local_error_reset_streams(Some(LOCAL_ERROR_RESETS_MAX))
         .http2_max_pending_accept_reset_streams(Some(PENDING_ACCEPT_RESETS_MAX))
