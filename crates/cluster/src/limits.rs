@@ -105,11 +105,6 @@ impl ClusterLimits {
 /// The limits one shard's log has set, as this node applied them (`None`: none yet).
 pub(crate) type InForce = watch::Receiver<Option<ClusterLimits>>;
 
-/// The limits a request to a shard is checked against: the log's, else the node's own.
-pub(crate) fn in_force(shard: Option<&InForce>, own: ClusterLimits) -> ClusterLimits {
-    shard.and_then(|limits| *limits.borrow()).unwrap_or(own)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -410,26 +410,22 @@ impl Cluster {
     pub(crate) fn quorum_lost(&self, shard: u32) -> Option<Duration> {
         let raft = self.raft(shard).ok()?;
         let metrics = raft.metrics();
-        let (state, term, acked) = {
-            let m = metrics.borrow();
-            (m.state, m.current_term, m.millis_since_quorum_ack)
-        };
+        let m = metrics.borrow();
         let mut since = crate::types::of_shard(shard, &self.inner.leading_since)
             .ok()?
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if state != ServerState::Leader {
+        if m.state != ServerState::Leader {
             *since = None;
             return None;
         }
-        let elected = match *since {
-            Some((seen, at)) if seen == term => at,
-            _ => since.insert((term, std::time::Instant::now())).1,
-        };
         // No acknowledgement counted since it was elected: silent since then (its election
         // was the last a majority said).
-        let silent = acked.map_or_else(|| elected.elapsed(), Duration::from_millis);
-        (silent > self.inner.quorum_lost_after).then_some(silent)
+        let elected = match *since {
+            Some((seen, at)) if seen == m.current_term => at,
+            _ => since.insert((m.current_term, std::time::Instant::now())).1,
+        };
+        crate::propose::silence(&m, elected).filter(|s| *s > self.inner.quorum_lost_after)
     }
 
     /// The limits `shard`'s log has set, as applied here (`None`: none yet).
@@ -437,12 +433,10 @@ impl Cluster {
         crate::types::of_shard(shard, &self.inner.limits).ok().and_then(|l| *l.borrow())
     }
 
-    /// The limits a request to `shard` is checked against where it enters.
+    /// The limits a request to `shard` is checked against where it enters: its log's, else
+    /// this node's own (a shard whose log has set none yet).
     pub(crate) fn limits(&self, shard: u32) -> ClusterLimits {
-        crate::limits::in_force(
-            crate::types::of_shard(shard, &self.inner.limits).ok(),
-            self.inner.own_limits,
-        )
+        self.limits_set(shard).unwrap_or(self.inner.own_limits)
     }
 
     /// Records `limits` in `shard`'s log (wherever its leader is) and waits until applied here.

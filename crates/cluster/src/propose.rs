@@ -222,6 +222,17 @@ pub(crate) async fn propose(
 /// How often a proposal in flight looks whether its leader still hears from a majority.
 const QUORUM_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
+/// How long the node whose Raft `m` describes, if it leads, has heard from no majority of
+/// its voters (since `since` when none has answered since its election); `None` if it does
+/// not lead. Check-quorum's one measure, for readiness, writes and proposals in flight.
+pub(crate) fn silence(
+    m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>,
+    since: std::time::Instant,
+) -> Option<Duration> {
+    (m.state == openraft::ServerState::Leader)
+        .then(|| m.millis_since_quorum_ack.map_or_else(|| since.elapsed(), Duration::from_millis))
+}
+
 /// Returns once this node, leading the shard of `raft`, has heard from no majority of its
 /// voters for longer than `after` (counted from now if none has acknowledged yet): how long.
 /// Never returns while it hears from one, or once it no longer leads (the write then fails on
@@ -230,13 +241,7 @@ async fn quorum_lost(raft: &Raft, after: Duration) -> Duration {
     let started = std::time::Instant::now();
     loop {
         tokio::time::sleep(QUORUM_CHECK_INTERVAL).await;
-        let (leads, acked) = {
-            let metrics = raft.metrics();
-            let m = metrics.borrow();
-            (m.state == openraft::ServerState::Leader, m.millis_since_quorum_ack)
-        };
-        let silent = acked.map_or_else(|| started.elapsed(), Duration::from_millis);
-        if leads && silent > after {
+        if let Some(silent) = silence(&raft.metrics().borrow(), started).filter(|s| *s > after) {
             return silent;
         }
     }
