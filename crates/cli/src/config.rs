@@ -82,6 +82,14 @@ pub struct ServeConfig {
 }
 
 /// Whether `name` was given on the command line or in the environment (not defaulted).
+impl ServeConfig {
+    /// Whether the data directory belongs to a cluster (it records one), so the node restarts
+    /// as that cluster's member without --bootstrap or --join.
+    pub fn cluster_directory(&self) -> bool {
+        self.storage == StorageArg::Disk && self.data_dir.join("cluster").exists()
+    }
+}
+
 fn explicit(matches: &ArgMatches, name: &str) -> bool {
     matches!(matches.value_source(name), Some(ValueSource::CommandLine | ValueSource::EnvVariable))
 }
@@ -171,9 +179,7 @@ fn validate(config: &ServeConfig) -> anyhow::Result<()> {
             "a cluster node keeps its Raft log on disk: --bootstrap and --join need --storage disk"
         );
     }
-    let cluster_dir =
-        config.storage == StorageArg::Disk && config.data_dir.join("cluster").exists();
-    if (clustered || cluster_dir) && config.durability == DurabilityArg::Buffered {
+    if (clustered || config.cluster_directory()) && config.durability == DurabilityArg::Buffered {
         bail!(
             "a cluster node runs --durability fsync: with buffered, the node could acknowledge to its peers what a power cut then loses, and its replica would differ from the others. Drop --durability buffered (CONTRACT §5)"
         );

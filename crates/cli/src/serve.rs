@@ -178,7 +178,7 @@ fn start_of(config: &ServeConfig) -> Option<Start> {
         Some(Start::Bootstrap { shards: cluster.shards, voters: cluster.voters })
     } else if !cluster.join.is_empty() {
         Some(Start::Join(cluster.join.clone()))
-    } else if config.storage == StorageArg::Disk && config.data_dir.join("cluster").exists() {
+    } else if config.cluster_directory() {
         Some(Start::Restart)
     } else {
         None
