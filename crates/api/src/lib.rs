@@ -133,6 +133,9 @@ pub struct LoadRequest {
     pub snapshot: Bytes,
     /// Refuse if the context already has entries.
     pub fail_if_exists: bool,
+    /// Idempotency token (1–128 bytes): a retry with the same id is answered as the first
+    /// load was. Recorded as the append id of the first entry the load restores.
+    pub load_id: Option<String>,
 }
 
 /// What a Load did.

@@ -180,6 +180,7 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<ExitCode> {
     progress(&format!("loading {} bytes into {}…", blob.len(), args.context));
     let resp = client
         .load(LoadRequest {
+            load_id: None,
             context_id: args.context.clone(),
             snapshot: blob.into(),
             fail_if_exists: args.fail_if_exists,

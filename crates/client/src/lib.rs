@@ -344,15 +344,20 @@ impl Client {
         }
     }
 
+    /// Whether a write may be sent twice: to another server, or again to a cluster node that
+    /// could not confirm it.
+    fn retries(&self) -> bool {
+        self.nodes.len() > 1 || self.nodes.topology.may_be_cluster()
+    }
+
     /// `request` as sent: with an `append_id` when it may be sent again to another server,
     /// and what to verify the answer against.
     fn prepared(&self, mut request: AppendRequest) -> (v1::AppendRequest, Option<AppendRequest>) {
         // With several servers an append may be sent again to another, and in a cluster an
         // append the node could not confirm may have been committed: an append_id makes a
         // retry return the entry the first attempt made instead of a second one.
-        let retried = self.nodes.len() > 1 || self.nodes.topology.may_be_cluster();
-        if retried && request.append_id.as_deref().is_none_or(str::is_empty) {
-            request.append_id = Some(fresh_append_id());
+        if self.retries() && request.append_id.as_deref().is_none_or(str::is_empty) {
+            request.append_id = Some(fresh_id());
         }
         let sent = self.config.verify.then(|| request.clone());
         (convert::append_request_to_wire(request), sent)
@@ -370,7 +375,7 @@ fn answered(wire: v1::Entry, sent: Option<&AppendRequest>) -> Result<Arc<Entry>,
 
 /// An `append_id` no other client will make: 128 bits from the OS's random hash keys, the time
 /// and a counter.
-fn fresh_append_id() -> String {
+fn fresh_id() -> String {
     use std::hash::{BuildHasher as _, RandomState};
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -510,8 +515,12 @@ impl LedgerApi for Client {
         Ok(resp)
     }
 
-    async fn load(&self, request: LoadRequest) -> Result<LoadResponse, LedgerError> {
-        // A load is safe to send again: it appends only what the context lacks.
+    async fn load(&self, mut request: LoadRequest) -> Result<LoadResponse, LedgerError> {
+        // Sent again after an answer that never came, a load with its load_id is answered as
+        // the first attempt was (not with "already exists", nor with nothing restored).
+        if self.retries() && request.load_id.as_deref().is_none_or(str::is_empty) {
+            request.load_id = Some(fresh_id());
+        }
         let resp = self
             .nodes
             .call(convert::load_request_to_wire(request), |n, r| {

@@ -327,6 +327,7 @@ impl Cluster {
                 ))
             })?;
             let request = converge_api::LoadRequest {
+                load_id: None,
                 context_id: id.clone(),
                 snapshot: snapshot.snapshot,
                 fail_if_exists: false,

@@ -149,6 +149,7 @@ async fn an_entry_over_the_record_limit_is_refused_before_it_is_written() {
     let huge = converge_proto::cluster::Command {
         shard: 0,
         op: Some(converge_proto::cluster::command::Op::Load(converge_proto::v1::LoadRequest {
+            load_id: String::new(),
             context_id: "c".into(),
             snapshot: vec![0; converge_cluster::log_store::RECORD_BYTES_MAX + 1].into(),
             fail_if_exists: false,

@@ -22,6 +22,8 @@ pub enum Field {
     Key,
     /// `append_id`.
     AppendId,
+    /// `load_id`.
+    LoadId,
 }
 
 impl fmt::Display for Field {
@@ -30,6 +32,7 @@ impl fmt::Display for Field {
             Self::ContextId => "context_id",
             Self::Key => "key",
             Self::AppendId => "append_id",
+            Self::LoadId => "load_id",
         })
     }
 }
@@ -207,6 +210,16 @@ checked_name!(
     Field::AppendId,
     APPEND_ID_BYTES_MAX
 );
+
+impl AppendId {
+    /// Checks a Load's `load_id` by the same rules: it is recorded as the append id of the
+    /// first entry the load restores.
+    pub fn try_new_load(text: impl Into<String>) -> Result<Self, ValidationError> {
+        let text = text.into();
+        check_name(Field::LoadId, &text, APPEND_ID_BYTES_MAX)?;
+        Ok(Self(text))
+    }
+}
 
 /// Labels on an entry: at most [`METADATA_PAIRS_MAX`] pairs and [`METADATA_BYTES_MAX`] bytes.
 ///

@@ -114,6 +114,7 @@ fn main() {
     };
     write(&requests, "get", &tagged(1, get.encode_to_vec()));
     let load = v1::LoadRequest {
+        load_id: String::new(),
         context_id: "seed".into(),
         snapshot: Bytes::from(golden),
         fail_if_exists: true,

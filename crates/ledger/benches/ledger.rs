@@ -469,8 +469,12 @@ async fn snapshot() {
             let dir = bench_dir();
             let other = Ledger::open(LedgerConfig::disk(dir.path())).expect("open");
             let started = Instant::now();
-            let req =
-                LoadRequest { context_id: "src".into(), snapshot: blob, fail_if_exists: true };
+            let req = LoadRequest {
+                load_id: None,
+                context_id: "src".into(),
+                snapshot: blob,
+                fail_if_exists: true,
+            };
             assert_eq!(other.load(req).await.expect("load").entries_restored, 10_000);
             let took = started.elapsed();
             other.close().await.expect("close");
@@ -497,6 +501,7 @@ async fn snapshot() {
         let blob = blob.clone();
         async move {
             let req = LoadRequest {
+                load_id: None,
                 context_id: format!("dst-{i}-{}", rand_suffix()),
                 snapshot: blob,
                 fail_if_exists: true,

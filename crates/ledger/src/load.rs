@@ -7,7 +7,7 @@ use converge_api::{LedgerError, LoadRequest, LoadResponse};
 use converge_core::limits::PAYLOAD_BYTES_MAX_CEILING;
 use converge_core::merkle::CompactTree;
 use converge_core::snapshot::{self, VerifiedSnapshot};
-use converge_core::{ContextId, Entry, Hash, Limits, Seq, TreeSize};
+use converge_core::{AppendId, ContextId, Entry, Hash, Limits, Seq, TreeSize};
 use converge_storage::{Context, Error as StorageError};
 
 use crate::errors;
@@ -61,6 +61,7 @@ pub(crate) async fn apply(
 /// state (`fail_if_exists`, a diverging history) is decided when it is applied.
 pub fn check(req: &LoadRequest, limits: &Limits) -> Result<(), LedgerError> {
     request::context_id(&req.context_id)?;
+    request::load_id(req.load_id.as_deref())?;
     verify(req, limits).map(drop)
 }
 
@@ -79,10 +80,16 @@ fn load_blocking(
     limits: &Limits,
 ) -> Result<LoadResponse, LedgerError> {
     // Everything is verified before storage sees a byte.
+    let load_id = request::load_id(req.load_id.as_deref())?.map(LoadIds::new);
     let verified = verify(req, limits)?;
     let verified = rehash(verified, target);
     let context = inner.store.context(target).map_err(errors::storage)?;
     for _ in 0..LOAD_ATTEMPTS_MAX {
+        if let Some(ids) = &load_id
+            && let Some(first) = context.sequence_of(&ids.first).map_err(errors::storage)?
+        {
+            return recorded(&context, &verified, ids, first);
+        }
         let latest = context.latest();
         if latest.0 > 0 && req.fail_if_exists {
             return Err(LedgerError::AlreadyExists(format!(
@@ -99,7 +106,14 @@ fn load_blocking(
         else {
             return Ok(LoadResponse { entries_restored: 0, latest_sequence: latest.0 });
         };
-        let suffix: Vec<Entry> = suffix.to_vec();
+        let mut suffix: Vec<(Entry, Option<AppendId>)> =
+            suffix.iter().map(|e| (e.clone(), None)).collect();
+        if let Some(ids) = &load_id {
+            suffix[0].1 = Some(ids.first.clone());
+            if let [_, .., last] = suffix.as_mut_slice() {
+                last.1 = Some(ids.last.clone());
+            }
+        }
         let (tx, rx) = std::sync::mpsc::channel();
         match context.append_verified(
             latest,
@@ -128,6 +142,49 @@ fn load_blocking(
     Err(LedgerError::Unavailable(format!(
         "context {target} kept changing while the snapshot was being loaded; retry when appends to it pause"
     )))
+}
+
+/// What a load with a `load_id` records: the id on the first entry it restores, and an id
+/// derived from it on the last (when there are two or more), so a retry can tell which entries
+/// that load restored.
+struct LoadIds {
+    first: AppendId,
+    last: AppendId,
+}
+
+impl LoadIds {
+    fn new(id: AppendId) -> Self {
+        let digest = converge_core::hash::leaf_hash(id.as_str().as_bytes()).to_hex();
+        let last = AppendId::try_new(format!("load-end:{digest}"))
+            .expect("73 bytes of ASCII is an append id");
+        Self { first: id, last }
+    }
+}
+
+/// A retried load: its id was recorded on entry `first`, where the first attempt's restored
+/// entries began. Once that attempt is durable, it is answered as it was, if the blob is the
+/// one it loaded: consistent with the context, and ending where those entries ended.
+fn recorded(
+    context: &Context,
+    verified: &VerifiedSnapshot,
+    ids: &LoadIds,
+    first: Seq,
+) -> Result<LoadResponse, LedgerError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    context.when_settled(Box::new(move || {
+        let _ = tx.send(());
+    }));
+    let _ = rx.recv();
+    let n = verified.entries().len() as u64;
+    let end = context.sequence_of(&ids.last).map_err(errors::storage)?.unwrap_or(first);
+    if end.0 != n || check_prefix(context, verified, context.latest()).is_err() {
+        return Err(LedgerError::AlreadyExists(format!(
+            "load_id {:?} was already used for the load that restored entries {first} to {end} of context {}, with a different snapshot; use a new load_id for a new load",
+            ids.first.as_str(),
+            context.id()
+        )));
+    }
+    Ok(LoadResponse { entries_restored: n - first.0 + 1, latest_sequence: n })
 }
 
 /// The snapshot's entries hashed for `target`: the context id is part of every content hash.

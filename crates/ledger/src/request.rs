@@ -41,6 +41,14 @@ pub(crate) fn append_id(id: Option<String>) -> Result<Option<AppendId>, LedgerEr
     }
 }
 
+/// An optional load id: empty means "none", as on the wire.
+pub(crate) fn load_id(id: Option<&str>) -> Result<Option<AppendId>, LedgerError> {
+    match id {
+        None | Some("") => Ok(None),
+        Some(id) => AppendId::try_new_load(id).map(Some).map_err(|e| invalid(&e)),
+    }
+}
+
 /// The Lamport clock an append received, if any: below 2^62 (CONTRACT §2).
 pub(crate) fn received(clock: Option<u64>) -> Result<Option<LamportTime>, LedgerError> {
     clock.map(converge_core::validate::check_lamport).transpose().map_err(|e| invalid(&e))

@@ -63,6 +63,7 @@ async fn load_is_admitted_and_releases_its_bytes() {
     }
     let blob: Bytes = source.snapshot("src").await.unwrap().snapshot;
     let load = l.load(LoadRequest {
+        load_id: None,
         context_id: "dst".into(),
         snapshot: blob.clone(),
         fail_if_exists: false,

@@ -280,6 +280,69 @@ async fn append_id_makes_retries_safe() {
     ));
 }
 
+#[tokio::test]
+async fn load_id_answers_a_retried_load_as_the_first_attempt_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = memory();
+    let _ = numbered(&src, "src", 0..5).await;
+    let five = src.snapshot("src").await.unwrap().snapshot;
+    let _ = numbered(&src, "src", 5..8).await;
+    let eight = src.snapshot("src").await.unwrap().snapshot;
+    let load = |snapshot: &Bytes, fail_if_exists: bool, id: &str| LoadRequest {
+        context_id: "dst".into(),
+        snapshot: snapshot.clone(),
+        fail_if_exists,
+        load_id: Some(id.into()),
+    };
+    {
+        let l = disk(dir.path());
+        let first = l.load(load(&five, true, "load-1")).await.unwrap();
+        assert_eq!((first.entries_restored, first.latest_sequence), (5, 5));
+        // Sent again (the answer was lost): the same answer, not "already exists".
+        assert_eq!(l.load(load(&five, true, "load-1")).await.unwrap(), first);
+        // Without an id the same request is refused, as the contract says.
+        assert!(matches!(
+            l.load(LoadRequest { load_id: None, ..load(&five, true, "") }).await,
+            Err(LedgerError::AlreadyExists(_))
+        ));
+        // A longer blob under a new id appends its suffix; its retry answers the same, after
+        // entries appended meanwhile.
+        let suffix = l.load(load(&eight, false, "load-2")).await.unwrap();
+        assert_eq!((suffix.entries_restored, suffix.latest_sequence), (3, 8));
+        let _ = append(&l, "dst", "k", "later").await;
+        assert_eq!(l.load(load(&eight, false, "load-2")).await.unwrap(), suffix);
+        // The id of a load that restored entries, given with a different snapshot: refused.
+        match l.load(load(&eight, false, "load-1")).await {
+            Err(LedgerError::AlreadyExists(m)) => assert!(m.contains("load-1"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // Concurrent attempts with one id restore once.
+        let calls = (0..16).map(|_| {
+            let (l, req) = (l.clone(), load(&five, true, "load-3"));
+            tokio::spawn(async move {
+                let mut req = req;
+                req.context_id = "twice".into();
+                l.load(req).await.unwrap()
+            })
+        });
+        let answers: Vec<_> =
+            futures_util::future::join_all(calls).await.into_iter().map(Result::unwrap).collect();
+        assert!(answers.iter().all(|a| (a.entries_restored, a.latest_sequence) == (5, 5)));
+        assert_eq!(l.tree_head("twice").await.unwrap().tree_size, 5);
+        l.checkpoint().unwrap();
+        l.close().await.unwrap();
+    }
+    // After a restart the recorded ids are found where they lie.
+    let l = disk(dir.path());
+    assert_eq!(l.load(load(&five, true, "load-1")).await.unwrap().entries_restored, 5);
+    assert_eq!(l.load(load(&eight, false, "load-2")).await.unwrap().entries_restored, 3);
+    assert_eq!(l.tree_head("dst").await.unwrap().tree_size, 9);
+    assert!(matches!(
+        l.load(load(&five, true, &"x".repeat(129))).await,
+        Err(LedgerError::InvalidArgument(m)) if m.contains("load_id")
+    ));
+}
+
 /// Appends entries `range` of a fixed, reproducible series to `ctx`.
 async fn numbered(l: &Ledger, ctx: &str, range: std::ops::Range<usize>) -> Vec<Arc<Entry>> {
     let mut out = Vec::new();
@@ -305,6 +368,7 @@ async fn snapshot_and_load_restore_every_field() {
         let other = memory();
         let loaded = other
             .load(LoadRequest {
+                load_id: None,
                 context_id: "src".into(),
                 snapshot: snap.snapshot.clone(),
                 fail_if_exists: true,
@@ -317,6 +381,7 @@ async fn snapshot_and_load_restore_every_field() {
         // Into a different context: fields kept, hashes recomputed.
         let moved = l
             .load(LoadRequest {
+                load_id: None,
                 context_id: "dst".into(),
                 snapshot: snap.snapshot.clone(),
                 fail_if_exists: true,
@@ -338,12 +403,13 @@ async fn snapshot_and_load_restore_every_field() {
 
         // fail_if_exists on a non-empty context.
         assert!(matches!(
-            l.load(LoadRequest { context_id: "dst".into(), snapshot: snap.snapshot.clone(), fail_if_exists: true }).await,
+            l.load(LoadRequest { load_id: None, context_id: "dst".into(), snapshot: snap.snapshot.clone(), fail_if_exists: true }).await,
             Err(LedgerError::AlreadyExists(m)) if m.contains("fail_if_exists = false")
         ));
         // Equal history: nothing changes.
         let same = l
             .load(LoadRequest {
+                load_id: None,
                 context_id: "dst".into(),
                 snapshot: snap.snapshot.clone(),
                 fail_if_exists: false,
@@ -356,6 +422,7 @@ async fn snapshot_and_load_restore_every_field() {
         let longer = l.snapshot("src").await.unwrap();
         let grown = l
             .load(LoadRequest {
+                load_id: None,
                 context_id: "dst".into(),
                 snapshot: longer.snapshot.clone(),
                 fail_if_exists: false,
@@ -366,6 +433,7 @@ async fn snapshot_and_load_restore_every_field() {
         // The blob is a prefix of the context: nothing changes.
         let shorter = l
             .load(LoadRequest {
+                load_id: None,
                 context_id: "dst".into(),
                 snapshot: snap.snapshot.clone(),
                 fail_if_exists: false,
@@ -379,6 +447,7 @@ async fn snapshot_and_load_restore_every_field() {
         let forked = fork.snapshot("dst").await.unwrap();
         match l
             .load(LoadRequest {
+                load_id: None,
                 context_id: "dst".into(),
                 snapshot: forked.snapshot,
                 fail_if_exists: false,
@@ -407,6 +476,7 @@ async fn a_bad_snapshot_is_refused_and_nothing_is_written() {
     {
         match l
             .load(LoadRequest {
+                load_id: None,
                 context_id: "dst".into(),
                 snapshot: Bytes::from(bytes),
                 fail_if_exists: false,
@@ -425,6 +495,7 @@ async fn a_bad_snapshot_is_refused_and_nothing_is_written() {
     assert_eq!((empty.entry_count, empty.merkle_root), (0, EMPTY_ROOT));
     assert_eq!(
         l.load(LoadRequest {
+            load_id: None,
             context_id: "x".into(),
             snapshot: empty.snapshot,
             fail_if_exists: true
@@ -528,8 +599,12 @@ async fn lamport_clocks_at_or_above_two_to_the_62_are_refused_and_the_context_ke
         metadata: converge_core::Metadata::new(),
     };
     let blob = converge_core::snapshot::encode(&ctx, &[Entry::seal(&ctx, parts)]);
-    let req =
-        LoadRequest { context_id: "loaded".into(), snapshot: blob.into(), fail_if_exists: false };
+    let req = LoadRequest {
+        load_id: None,
+        context_id: "loaded".into(),
+        snapshot: blob.into(),
+        fail_if_exists: false,
+    };
     match l.load(req).await {
         Err(LedgerError::InvalidArgument(m)) => assert!(m.contains("below 2^62"), "{m}"),
         other => panic!("{other:?}"),

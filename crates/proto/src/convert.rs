@@ -158,6 +158,7 @@ pub fn load_request_from_wire(req: v1::LoadRequest) -> LoadRequest {
         context_id: req.context_id,
         snapshot: req.snapshot,
         fail_if_exists: req.fail_if_exists,
+        load_id: Some(req.load_id).filter(|id| !id.is_empty()),
     }
 }
 
@@ -167,6 +168,7 @@ pub fn load_request_to_wire(req: LoadRequest) -> v1::LoadRequest {
         context_id: req.context_id,
         snapshot: req.snapshot,
         fail_if_exists: req.fail_if_exists,
+        load_id: req.load_id.unwrap_or_default(),
     }
 }
 

@@ -91,6 +91,16 @@ struct InFlight {
     done: Vec<Completion>,
 }
 
+/// Where an append id was found.
+enum Found<'a> {
+    /// On an entry still in flight, at this index of `in_flight` (the lock still held).
+    InFlight(MutexGuard<'a, State>, usize),
+    /// On this durable entry.
+    Durable(Seq),
+    /// Nowhere (the lock still held).
+    Absent(MutexGuard<'a, State>),
+}
+
 #[derive(Default)]
 struct State {
     number: Option<u64>,
@@ -263,40 +273,57 @@ impl Context {
     ) -> Result<Appended> {
         let mut st = self.lock();
         if let Some(id) = &new.append_id {
-            // The cold index is read without the lock; `checked` is the checkpoint base it was
-            // read at, so it is read again only if a checkpoint moved ids there meanwhile.
-            let mut checked = None;
-            loop {
-                if let Some(i) = st.in_flight_ids.get(id).and_then(|seq| st.in_flight_index(*seq)) {
+            match self.find_id(st, id)? {
+                Found::InFlight(mut st, i) => {
                     let entry = Arc::clone(&st.in_flight[i].entry);
                     st.in_flight[i].done.push(done);
                     return Ok(Appended::Recorded(entry));
                 }
-                if let Some(seq) = st.recent.ids.get(id).copied() {
-                    drop(st);
-                    return self.recorded(seq, done);
-                }
-                let base = st.recent.base;
-                match (st.number, self.shared.disk()) {
-                    (Some(number), Some(Disk { cold, .. }))
-                        if base > 0 && checked != Some(base) =>
-                    {
-                        drop(st);
-                        if let Some(seq) = cold.append_id(number, id)? {
-                            return self.recorded(seq, done);
-                        }
-                        checked = Some(base);
-                        // Appends may have come meanwhile: look at memory again.
-                        st = self.lock();
-                    }
-                    _ => break,
-                }
+                Found::Durable(seq) => return self.recorded(seq, done),
+                Found::Absent(guard) => st = guard,
             }
         }
         let append_id = new.append_id.take();
         let entry = stamped(&st.next, new, now)?;
         self.submit(&mut st, vec![(Arc::clone(&entry), append_id)], Some(done))?;
         Ok(Appended::New(entry))
+    }
+
+    /// The entry `id` was recorded for, durable or still in flight.
+    pub fn sequence_of(&self, id: &AppendId) -> Result<Option<Seq>> {
+        Ok(match self.find_id(self.lock(), id)? {
+            Found::InFlight(st, i) => Some(st.in_flight[i].entry.sequence()),
+            Found::Durable(seq) => Some(seq),
+            Found::Absent(_) => None,
+        })
+    }
+
+    /// Looks `id` up in flight, in the recent index, then in the cold index (read without the
+    /// lock; `checked` is the checkpoint base it was read at, so it is read again only if a
+    /// checkpoint moved ids there meanwhile). Holds the lock again unless the id is durable.
+    fn find_id<'a>(&'a self, mut st: MutexGuard<'a, State>, id: &AppendId) -> Result<Found<'a>> {
+        let mut checked = None;
+        loop {
+            if let Some(i) = st.in_flight_ids.get(id).and_then(|seq| st.in_flight_index(*seq)) {
+                return Ok(Found::InFlight(st, i));
+            }
+            if let Some(seq) = st.recent.ids.get(id).copied() {
+                return Ok(Found::Durable(seq));
+            }
+            let base = st.recent.base;
+            match (st.number, self.shared.disk()) {
+                (Some(number), Some(Disk { cold, .. })) if base > 0 && checked != Some(base) => {
+                    drop(st);
+                    if let Some(seq) = cold.append_id(number, id)? {
+                        return Ok(Found::Durable(seq));
+                    }
+                    checked = Some(base);
+                    // Appends may have come meanwhile: look at memory again.
+                    st = self.lock();
+                }
+                _ => return Ok(Found::Absent(st)),
+            }
+        }
     }
 
     /// Appends `news` in order as one run: stamped at `now` under one lock, written as one
@@ -330,11 +357,13 @@ impl Context {
     /// Appends entries produced elsewhere with every field fixed (a loaded snapshot's suffix;
     /// later, replicated entries), as one atomic batch: after a crash either all of them are
     /// there or none. The context's latest sequence must be `expected_latest`, with nothing in
-    /// flight, and the entries must follow it. `done` fires when the last one is durable.
+    /// flight, and the entries must follow it. Each may carry an append id to record (a Load's
+    /// `load_id` marks where its entries begin and end). `done` fires when the last one is
+    /// durable.
     pub fn append_verified(
         self: &Arc<Self>,
         expected_latest: Seq,
-        entries: Vec<Entry>,
+        entries: Vec<(Entry, Option<AppendId>)>,
         done: Completion,
     ) -> Result<()> {
         let mut st = self.lock();
@@ -347,7 +376,7 @@ impl Context {
             });
         }
         let mut check = st.next;
-        for entry in &entries {
+        for (entry, _) in &entries {
             check.advance(&Stamp::of(entry))?;
         }
         if entries.is_empty() {
@@ -355,7 +384,7 @@ impl Context {
             done(Err(Error::OutOfRange("nothing to append".into())));
             return Ok(());
         }
-        let batch = entries.into_iter().map(|e| (Arc::new(e), None)).collect();
+        let batch = entries.into_iter().map(|(e, id)| (Arc::new(e), id)).collect();
         self.submit(&mut st, batch, Some(done))
     }
 

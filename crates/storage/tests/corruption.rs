@@ -346,7 +346,12 @@ fn an_incomplete_atomic_batch_is_discarded_whole() {
     let batch: Vec<Entry> =
         (0..5).map(|i| (*append(&m, "k", format!("batch {i}").as_bytes())).clone()).collect();
     let (tx, rx) = std::sync::mpsc::channel();
-    c.append_verified(Seq(1), batch, Box::new(move |r| tx.send(r).unwrap())).unwrap();
+    c.append_verified(
+        Seq(1),
+        batch.into_iter().map(|e| (e, None)).collect(),
+        Box::new(move |r| tx.send(r).unwrap()),
+    )
+    .unwrap();
     rx.recv().unwrap().unwrap();
     assert_eq!(read_all(&c).len(), 6);
     let image = tmp.path().join("image");

@@ -379,7 +379,11 @@ fn load(
     let context = store.context(&id).map_err(|e| e.to_string())?;
     let ack = Ack { context: id.clone(), seq: last, append_id: None };
     context
-        .append_verified(Seq(0), entries.clone(), on_ack(live, ack))
+        .append_verified(
+            Seq(0),
+            entries.iter().cloned().map(|e| (e, None)).collect(),
+            on_ack(live, ack),
+        )
         .map_err(|e| e.to_string())?;
     for entry in &entries {
         record(model, &id, &Arc::new(entry.clone()))?;

@@ -139,6 +139,7 @@ async fn send_refused_requests(node: &Node, context: &str) {
         assert!(matches!(refused, LedgerError::InvalidArgument(_)), "{i}: {refused:?}");
     }
     let load = converge_ledger::LoadRequest {
+        load_id: None,
         context_id: context.into(),
         snapshot: bytes::Bytes::from_static(b"not a snapshot"),
         fail_if_exists: false,
@@ -423,6 +424,7 @@ impl ContextService for Recorder {
         &self,
         r: Request<v1::LoadRequest>,
     ) -> Result<Response<v1::LoadResponse>, Status> {
+        self.1.lock().unwrap().push(r.get_ref().load_id.clone());
         self.0.load(r).await
     }
     type WatchStream = WatchEvents;
@@ -441,7 +443,7 @@ impl ContextService for Recorder {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_given_one_node_of_a_cluster_sends_every_append_with_an_append_id() {
+async fn a_client_given_one_node_of_a_cluster_sends_every_append_and_load_with_an_id() {
     for cluster in [true, false] {
         let ledger = Ledger::open(LedgerConfig::memory()).unwrap();
         let mut service = LedgerService::new(ledger, Arc::new(Metrics::default()));
@@ -461,13 +463,57 @@ async fn a_client_given_one_node_of_a_cluster_sends_every_append_with_an_append_
         for i in 0..5 {
             client.append(AppendRequest::new("c", "k", format!("{i}"))).await.unwrap();
         }
+        let blob = client.snapshot("c").await.unwrap().snapshot;
+        let load = converge_ledger::LoadRequest {
+            context_id: "copy".into(),
+            snapshot: blob,
+            fail_if_exists: true,
+            load_id: None,
+        };
+        assert_eq!(client.load(load).await.unwrap().entries_restored, 5);
         let sent = sent.lock().unwrap().clone();
-        assert_eq!(sent.len(), 5);
+        assert_eq!(sent.len(), 6);
         if cluster {
-            assert!(sent.iter().all(|id| !id.is_empty()), "every append carries one: {sent:?}");
+            assert!(sent.iter().all(|id| !id.is_empty()), "every write carries one: {sent:?}");
         } else {
             // Until the node first answered, the client could not know; then it sends none.
             assert!(sent[1..].iter().all(String::is_empty), "a lone node gets none: {sent:?}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_sent_again_to_another_node_is_answered_as_the_first_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = trio(dir.path()).await;
+    let source = Ledger::open(LedgerConfig::memory()).unwrap();
+    for i in 0..40 {
+        source.append(AppendRequest::new("agent-run", "step", format!("{i}"))).await.unwrap();
+    }
+    let blob = source.snapshot("agent-run").await.unwrap().snapshot;
+    let load = |fail_if_exists| converge_ledger::LoadRequest {
+        context_id: "restored".into(),
+        snapshot: blob.clone(),
+        fail_if_exists,
+        load_id: Some("restore-7".into()),
+    };
+    // The first attempt through one node, its retry (its answer lost) through each other.
+    let first = nodes[0].client().await.load(load(true)).await.unwrap();
+    assert_eq!((first.entries_restored, first.latest_sequence), (40, 40));
+    for node in &nodes[1..] {
+        assert_eq!(node.client().await.load(load(true)).await.unwrap(), first);
+    }
+    same_everywhere(&nodes, "restored", 40).await;
+    // The id given with another snapshot is refused, on every node alike.
+    source.append(AppendRequest::new("agent-run", "step", "40")).await.unwrap();
+    let longer = source.snapshot("agent-run").await.unwrap().snapshot;
+    for node in &nodes {
+        let other = converge_ledger::LoadRequest { snapshot: longer.clone(), ..load(false) };
+        let refused = node.client().await.load(other).await.unwrap_err();
+        assert!(
+            matches!(&refused, LedgerError::AlreadyExists(m) if m.contains("restore-7")),
+            "{refused:?}"
+        );
+    }
+    same_everywhere(&nodes, "restored", 40).await;
 }

@@ -265,6 +265,7 @@ async fn messages_one_byte_over_each_limit_are_refused() {
     // The message limit: the largest request is the response limit plus the envelope.
     let decode_max = 65536 + converge_server::limits::ENVELOPE_BYTES;
     let load = |len: usize| LoadRequest {
+        load_id: None,
         context_id: "x".into(),
         snapshot: Bytes::from(vec![0u8; len]),
         fail_if_exists: false,

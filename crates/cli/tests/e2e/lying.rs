@@ -74,7 +74,12 @@ async fn append(node: &Node, payload: &str) {
 /// Copies `from`'s context into `to` (same entries, same hashes).
 async fn copy(from: &Node, to: &Node) {
     let blob: Bytes = from.client().await.snapshot("ctx").await.unwrap().snapshot;
-    let req = LoadRequest { context_id: "ctx".into(), snapshot: blob, fail_if_exists: true };
+    let req = LoadRequest {
+        load_id: None,
+        context_id: "ctx".into(),
+        snapshot: blob,
+        fail_if_exists: true,
+    };
     to.client().await.load(req).await.unwrap();
 }
 

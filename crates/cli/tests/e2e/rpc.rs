@@ -77,6 +77,7 @@ async fn every_rpc_answers_per_the_contract() {
     );
     let loaded = client
         .load(LoadRequest {
+            load_id: None,
             context_id: "copy".into(),
             snapshot: snap.snapshot.clone(),
             fail_if_exists: true,
@@ -112,6 +113,11 @@ fn assert_kind(
         }
         other => panic!("expected an error mentioning {needle:?}, got {other:?}"),
     }
+}
+
+/// A Load of `snapshot` into `context`, without a load id.
+fn load_request(context: &str, snapshot: Bytes, fail_if_exists: bool) -> LoadRequest {
+    LoadRequest { context_id: context.into(), snapshot, fail_if_exists, load_id: None }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,6 +165,7 @@ async fn every_error_row_maps_to_its_status() {
     );
     // INVALID_ARGUMENT: malformed snapshot.
     let bad = LoadRequest {
+        load_id: None,
         context_id: "d".into(),
         snapshot: Bytes::from_static(
             b"not a snapshot at all, not even close!!!!!!!!!!!!!!!!!!!!!!!!!",
@@ -173,13 +180,7 @@ async fn every_error_row_maps_to_its_status() {
     // ALREADY_EXISTS: load into a non-empty context with fail_if_exists; append_id reuse.
     let small = node_snapshot(&client, "small").await;
     assert_kind(
-        client
-            .load(LoadRequest {
-                context_id: "small".into(),
-                snapshot: small.clone(),
-                fail_if_exists: true,
-            })
-            .await,
+        client.load(load_request("small", small.clone(), true)).await,
         |e| matches!(e, LedgerError::AlreadyExists(_)),
         "fail_if_exists",
     );
@@ -191,9 +192,7 @@ async fn every_error_row_maps_to_its_status() {
     );
     // FAILED_PRECONDITION: a blob that diverges from existing history.
     client.append(AppendRequest::new("fork", "k", "different history")).await.unwrap();
-    let other = client
-        .load(LoadRequest { context_id: "fork".into(), snapshot: small, fail_if_exists: false })
-        .await;
+    let other = client.load(load_request("fork", small, false)).await;
     assert_kind(other, |e| matches!(e, LedgerError::FailedPrecondition(_)), "at sequence 1");
     // OUT_OF_RANGE: proofs beyond the tree.
     assert_kind(
