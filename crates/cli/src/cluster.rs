@@ -33,6 +33,7 @@ pub async fn status(args: ClusterStatusArgs) -> anyhow::Result<ExitCode> {
 fn status_json(status: &StatusResponse) -> serde_json::Value {
     json!({
         "node": name(status.node),
+        "cluster_id": status.cluster_id,
         "nodes": status.nodes.iter().map(|n| json!({
             "id": name(n.id),
             "address": n.address,
@@ -56,7 +57,11 @@ fn status_json(status: &StatusResponse) -> serde_json::Value {
 }
 
 fn status_text(status: &StatusResponse) -> String {
-    let mut out = format!("node {} ({})\n\nnodes:\n", name(status.node), status.address);
+    let mut out = format!("node {} ({})\n", name(status.node), status.address);
+    if !status.cluster_id.is_empty() {
+        let _ = writeln!(out, "cluster {}", status.cluster_id);
+    }
+    out.push_str("\nnodes:\n");
     for n in &status.nodes {
         let _ = writeln!(
             out,

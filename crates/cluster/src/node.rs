@@ -97,10 +97,13 @@ pub enum ClusterError {
 
 /// What the data directory records about the cluster: written when the node first joins or
 /// bootstraps, read on every restart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Membership {
     pub(crate) shards: u32,
     pub(crate) voters: u32,
+    /// The cluster's id: the hex identity of the node that bootstrapped it. None in a file
+    /// written before clusters had ids.
+    pub(crate) id: Option<String>,
 }
 
 impl Membership {
@@ -122,16 +125,16 @@ impl Membership {
                     ClusterError::Config(format!("{}: no valid `{name}` line", path.display()))
                 })
         };
-        Ok(Some(Self { shards: field("shards ")?, voters: field("voters ")? }))
+        let id = text.lines().find_map(|line| Some(line.strip_prefix("id ")?.trim().to_string()));
+        Ok(Some(Self { shards: field("shards ")?, voters: field("voters ")?, id }))
     }
 
-    fn write(self, vfs: &dyn Vfs, dir: &Path) -> Result<(), ClusterError> {
+    fn write(&self, vfs: &dyn Vfs, dir: &Path) -> Result<(), ClusterError> {
         let tmp = dir.join("cluster.tmp");
         let file = vfs.open(&tmp, converge_storage::vfs::OpenMode::CreateTruncate)?;
-        file.write_all_at(
-            format!("shards {}\nvoters {}\n", self.shards, self.voters).as_bytes(),
-            0,
-        )?;
+        let id = self.id.as_ref().map(|id| format!("id {id}\n")).unwrap_or_default();
+        let text = format!("shards {}\nvoters {}\n{id}", self.shards, self.voters);
+        file.write_all_at(text.as_bytes(), 0)?;
         file.sync_all()?;
         vfs.rename(&tmp, &dir.join(Self::FILE))?;
         vfs.sync_dir(dir)?;
@@ -164,6 +167,8 @@ pub(crate) struct Inner {
     /// The limits of this node's own flags (see [`ClusterConfig::limits`]).
     pub(crate) own_limits: ClusterLimits,
     pub(crate) voters_wanted: u32,
+    /// The cluster's id (empty for a cluster created before ids).
+    pub(crate) cluster_id: String,
     pub(crate) peers: Peers,
     /// Set when this node learns it was removed from the cluster; kept on disk
     /// ([`REMOVED_FILE`]), so a restart on the same directory stays removed.
@@ -205,9 +210,10 @@ impl Cluster {
         let vfs = Arc::clone(&ledger.store().config().vfs);
         let peers =
             Peers::new(config.peer_token.clone(), config.peer_tls.as_ref(), config.peer_source);
-        let membership = membership(vfs.as_ref(), &config, &peers).await?;
+        let own_id = converge_core::hex::encode(&identity.id);
+        let membership = membership(vfs.as_ref(), &config, &peers, &own_id).await?;
         check_directory(&ledger, vfs.as_ref(), &config, membership.shards)?;
-        let bootstrapping = begin_bootstrap(vfs.as_ref(), &config, membership)?;
+        let bootstrapping = begin_bootstrap(vfs.as_ref(), &config, &membership)?;
         let raft_config = Arc::new(raft_config(config.timing)?);
         let mut shards = Vec::new();
         let mut durable = Vec::new();
@@ -257,6 +263,7 @@ impl Cluster {
             limits,
             own_limits: config.limits,
             voters_wanted: membership.voters,
+            cluster_id: membership.id.clone().unwrap_or_default(),
             peers,
             removed: AtomicBool::new(vfs.exists(&config.data_dir.join(REMOVED_FILE))?),
             data_dir: config.data_dir.clone(),
@@ -353,6 +360,7 @@ impl Cluster {
             node: self.inner.id,
             address: self.inner.address.clone(),
             shard: None,
+            cluster_id: self.inner.cluster_id.clone(),
         };
         loop {
             for seed in &resolve(seeds).await {
@@ -751,7 +759,7 @@ async fn resolve(seeds: &[String]) -> Vec<String> {
 fn begin_bootstrap(
     vfs: &dyn Vfs,
     config: &ClusterConfig,
-    membership: Membership,
+    membership: &Membership,
 ) -> Result<bool, ClusterError> {
     let pending = vfs.exists(&config.data_dir.join(BOOTSTRAP_PENDING_FILE))?;
     let recorded = vfs.exists(&config.data_dir.join(Membership::FILE))?;
@@ -840,14 +848,19 @@ async fn membership(
     vfs: &dyn Vfs,
     config: &ClusterConfig,
     peers: &Peers,
+    own_id: &str,
 ) -> Result<Membership, ClusterError> {
     let recorded = Membership::read(vfs, &config.data_dir)?;
     let membership = match (&config.start, recorded) {
+        (Start::Join(seeds), Some(recorded)) => {
+            same_cluster(&recorded, peers, seeds, &config.data_dir).await?;
+            recorded
+        }
         (_, Some(recorded)) => recorded,
         (Start::Bootstrap { shards, voters }, None) => {
-            Membership { shards: *shards, voters: *voters }
+            Membership { shards: *shards, voters: *voters, id: Some(own_id.to_string()) }
         }
-        (Start::Join(seeds), None) => ask_membership(peers, seeds).await?,
+        (Start::Join(seeds), None) => ask_membership(peers, seeds, ASK_ROUNDS).await?,
         (Start::Restart, None) => {
             return Err(ClusterError::Config(format!(
                 "{} is not a cluster node's data directory: start it with --bootstrap (a new cluster) or --join ADDR (an existing one)",
@@ -861,10 +874,40 @@ async fn membership(
     Ok(membership)
 }
 
-/// The shard and voter counts of the cluster the seeds belong to.
-async fn ask_membership(peers: &Peers, seeds: &[String]) -> Result<Membership, ClusterError> {
+/// How many rounds over the seeds a joining node asks before it gives up, a second apart.
+const ASK_ROUNDS: u32 = 30;
+
+/// A node restarted with `--join` whose directory already records a cluster: the seeds must
+/// belong to that cluster. When none answers within a few seconds the node starts anyway (the
+/// whole cluster may be restarting); its join requests carry the id, which a member of
+/// another cluster refuses.
+async fn same_cluster(
+    recorded: &Membership,
+    peers: &Peers,
+    seeds: &[String],
+    dir: &Path,
+) -> Result<(), ClusterError> {
+    let Some(ours) = &recorded.id else { return Ok(()) };
+    let Ok(theirs) = ask_membership(peers, seeds, 3).await else { return Ok(()) };
+    match theirs.id {
+        Some(theirs) if &theirs != ours => Err(ClusterError::Config(format!(
+            "{} belongs to cluster {ours}, but {} belongs to cluster {theirs}: a node holds one cluster's state and never joins another. Start it without --join to rejoin its own cluster, or with an empty --data-dir to join this one as a new node",
+            dir.display(),
+            seeds.join(",")
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The shard and voter counts and the id of the cluster the seeds belong to, asked for
+/// `rounds` times over the seeds at most.
+async fn ask_membership(
+    peers: &Peers,
+    seeds: &[String],
+    rounds: u32,
+) -> Result<Membership, ClusterError> {
     let mut last_error = String::from("no seed address given");
-    for attempt in 0..30 {
+    for attempt in 0..rounds {
         for seed in &resolve(seeds).await {
             let Ok(mut client) = peers.client(seed) else { continue };
             match client.status(peers.request(pb::StatusRequest {}, Duration::from_secs(2))).await {
@@ -872,12 +915,13 @@ async fn ask_membership(peers: &Peers, seeds: &[String]) -> Result<Membership, C
                     let status = response.into_inner();
                     let shards = u32::try_from(status.shards.len())
                         .map_err(|_| ClusterError::Config("too many shards".into()))?;
-                    return Ok(Membership { shards, voters: status.voters_wanted });
+                    let id = Some(status.cluster_id).filter(|id| !id.is_empty());
+                    return Ok(Membership { shards, voters: status.voters_wanted, id });
                 }
                 Err(e) => last_error = format!("{seed}: {}", e.message()),
             }
         }
-        if attempt < 29 {
+        if attempt + 1 < rounds {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }

@@ -118,6 +118,7 @@ impl Cluster {
             limits: Some(self.limits(0).to_wire()),
             shards,
             voters_wanted: self.inner.voters_wanted,
+            cluster_id: self.inner.cluster_id.clone(),
         }
     }
 
@@ -229,6 +230,14 @@ impl Peer for Cluster {
         request: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
         let request = request.into_inner();
+        let mine = &self.inner.cluster_id;
+        if !request.cluster_id.is_empty() && !mine.is_empty() && &request.cluster_id != mine {
+            return Err(Status::failed_precondition(format!(
+                "node {} holds the state of cluster {}, and this is cluster {mine}: it cannot join",
+                node_name(request.node),
+                request.cluster_id
+            )));
+        }
         let shards: Vec<u32> = match request.shard {
             Some(shard) => vec![shard],
             None => (0..self.shard_count()).collect(),
@@ -242,6 +251,7 @@ impl Peer for Cluster {
                         node,
                         address: address.clone(),
                         shard: Some(shard),
+                        cluster_id: String::new(),
                     })
                 },
                 || self.add_to_shard(shard, node, address.clone()),

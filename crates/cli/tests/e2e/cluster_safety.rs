@@ -215,6 +215,36 @@ async fn a_node_with_contexts_of_its_own_cannot_join_and_buffered_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_of_one_cluster_cannot_join_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = bootstrap(&dir.path().join("a1"), &[]).await;
+    let mut member = join(&dir.path().join("a2"), &first, &[]);
+    wait_members(&first, 2).await;
+    member.client().await.append(AppendRequest::new("of-a", "k", "v")).await.unwrap();
+    let other = bootstrap(&dir.path().join("b1"), &[]).await;
+    let id_of = |node: &Node| {
+        let json: serde_json::Value =
+            serde_json::from_str(&command(node, &["cluster", "status", "--json"])).unwrap();
+        json["cluster_id"].as_str().unwrap().to_string()
+    };
+    let (a, b) = (id_of(&first), id_of(&other));
+    assert_eq!(a.len(), 32, "{a}");
+    assert_ne!(a, b, "two bootstraps make two clusters");
+    assert_eq!(id_of(&member), a, "a member reports its cluster's id");
+
+    let address = member.grpc.to_string();
+    assert!(member.terminate().success());
+    let stderr = refused_start(&dir.path().join("a2"), &["--join", &other.grpc.to_string()]);
+    assert!(stderr.contains(&format!("belongs to cluster {a}")) && stderr.contains(&b), "{stderr}");
+    assert_eq!(other.client().await.cluster_status().await.unwrap().nodes.len(), 1);
+    // With its own cluster's seed it restarts as the member it is.
+    let seed = first.grpc.to_string();
+    let member = Node::start_at(&dir.path().join("a2"), &address, &["--join", &seed]);
+    wait_members(&member, 2).await;
+    assert_eq!(member.client().await.tree_head("of-a").await.unwrap().tree_size, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_node_ends_its_watches_and_stays_removed_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = trio(dir.path()).await;
