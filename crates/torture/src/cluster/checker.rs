@@ -14,7 +14,10 @@
 //!   failovers), and a consistency proof fetched from a node verifies for each context;
 //! - every watcher received a gap-free, duplicate-free prefix of the final history;
 //! - every entry any read returned is in the final history, unchanged (nothing seen was later
-//!   gone).
+//!   gone);
+//! - sessions: a client's view of a context on one node never shrinks (across that node's
+//!   restarts; a wiped node is a new one), and a read on the node that just acknowledged the
+//!   client's append shows that entry (read-your-writes).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -48,6 +51,8 @@ pub struct Verdict {
     pub heads: usize,
     /// Entries checked across all watchers.
     pub watched: usize,
+    /// Session reads checked, and how many of them followed the client's own append.
+    pub sessions: (usize, usize),
 }
 
 impl Verdict {
@@ -76,6 +81,7 @@ pub(super) fn check(
     real_time(&mut verdict, &history.ops.lock().expect("history"));
     heads(&mut verdict, history, reference, proofs);
     reads(&mut verdict, history, reference);
+    sessions(&mut verdict, &history.reads.lock().expect("history"));
     verdict
 }
 
@@ -312,13 +318,50 @@ fn reads(verdict: &mut Verdict, history: &History, reference: &State) {
     }
 }
 
+/// Per client, node and context: sizes never shrink from one read to a later one, and a read
+/// after the client's own acknowledged append shows it.
+fn sessions(verdict: &mut Verdict, reads: &[super::workload::Read]) {
+    let mut sessions: BTreeMap<_, Vec<&super::workload::Read>> = BTreeMap::new();
+    for read in reads {
+        sessions.entry((read.client, &read.node, &read.context)).or_default().push(read);
+        verdict.sessions.0 += 1;
+        let Some(wrote) = read.wrote else { continue };
+        verdict.sessions.1 += 1;
+        if read.size < wrote {
+            verdict.violate(format!(
+                "{}: {} acknowledged #{wrote} to a client, then showed it size {} (read-your-writes broken)",
+                read.context, read.node.0, read.size
+            ));
+        }
+    }
+    for ((_, (node, _), context), mut session) in sessions {
+        session.sort_by_key(|r| r.invoked);
+        let mut ended: Vec<&super::workload::Read> = session.clone();
+        ended.sort_by_key(|r| r.completed);
+        let (mut before, mut seen) = (0, 0);
+        for read in session {
+            // The largest size among reads answered before this one was sent.
+            while before < ended.len() && ended[before].completed < read.invoked {
+                seen = seen.max(ended[before].size);
+                before += 1;
+            }
+            if read.size < seen {
+                verdict.violate(format!(
+                    "{context}: {node} showed a client size {seen}, later size {} (its view shrank)",
+                    read.size
+                ));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Planted bad histories: the checker must report each.
 
     use std::time::{Duration, Instant};
 
-    use super::super::workload::{Op, WatchLog};
+    use super::super::workload::{Op, Read, WatchLog};
     use super::*;
 
     /// A stand-in content hash of entry `seq` of `context` made by `payload` (distinct for
@@ -457,6 +500,42 @@ mod tests {
         );
         assert!(reported(&v, "history was rewritten"), "{:?}", v.violations);
         assert!(reported(&v, "a gap or a duplicate"), "{:?}", v.violations);
+    }
+
+    #[test]
+    fn a_shrinking_view_and_a_missing_own_write_are_reported() {
+        let t0 = Instant::now();
+        let read = |client, node: &str, incarnation, size, wrote, at: u64| Read {
+            client,
+            node: (node.into(), incarnation),
+            context: "c".into(),
+            size,
+            wrote,
+            invoked: t0 + Duration::from_millis(at),
+            completed: t0 + Duration::from_millis(at + 1),
+        };
+        let ops = vec![op(t0, "c", "op-1", acked("c", 1, "op-1"), 0, 1)];
+        let finals: &[(&str, &[&str])] = &[("c", &["op-1", "op-2"])];
+        let with = |reads: Vec<Read>| {
+            verdict(ops.clone(), finals, move |history| *history.reads.lock().unwrap() = reads)
+        };
+        // Another node behind, the same node after a wipe, another client: all allowed.
+        let fine = with(vec![
+            read(1, "n1", 0, 2, None, 0),
+            read(1, "n2", 0, 1, None, 10),
+            read(1, "n1", 1, 0, None, 20),
+            read(2, "n1", 0, 1, Some(1), 30),
+        ]);
+        assert!(fine.violations.is_empty(), "{:?}", fine.violations);
+        assert_eq!(fine.sessions, (4, 1));
+        let shrank = with(vec![read(1, "n1", 0, 2, None, 0), read(1, "n1", 0, 1, None, 10)]);
+        assert!(
+            reported(&shrank, "n1 showed a client size 2, later size 1"),
+            "{:?}",
+            shrank.violations
+        );
+        let own = with(vec![read(1, "n1", 0, 1, Some(2), 0)]);
+        assert!(reported(&own, "read-your-writes broken"), "{:?}", own.violations);
     }
 
     #[test]

@@ -316,6 +316,7 @@ impl Nemesis<'_> {
                 self.nodes.kill(f);
                 self.publish();
                 self.nodes.wipe(f);
+                self.servers.renew(&self.nodes.server(f));
                 self.remove(old).await;
                 let seed = self.nodes.slots[leader].addr.to_string();
                 self.nodes.start(f, &Start::JoinVia(seed));
@@ -339,6 +340,7 @@ impl Nemesis<'_> {
                 };
                 if self.nodes.slots[new].retired {
                     self.nodes.wipe(new);
+                    self.servers.renew(&self.nodes.server(new));
                     self.nodes.slots[new].retired = false;
                 }
                 let seed = self.nodes.slots[followers[0]].addr.to_string();
@@ -593,7 +595,7 @@ impl Report {
         let mut out = format!(
             "seed {}: {} faults in {:.0}s ({} skipped: {:?})\n\
              appends acknowledged {}, checked {}; unknown outcome {} ({} of them written)\n\
-             tree heads checked {}, entries watched {}\n\
+             tree heads checked {}, entries watched {}, session reads checked {} ({} after the client's own append)\n\
              kill -9 of a shard's leader to that shard's next append sent and acknowledged: {} kills, p50 {}, p99 {}, max {}\n",
             self.seed,
             self.faults.len(),
@@ -606,6 +608,8 @@ impl Report {
             self.verdict.unknown.1,
             self.verdict.heads,
             self.verdict.watched,
+            self.verdict.sessions.0,
+            self.verdict.sessions.1,
             failovers.len(),
             at(50),
             at(99),

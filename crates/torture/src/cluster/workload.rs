@@ -50,6 +50,29 @@ pub(super) struct WatchLog {
     pub(super) resumes: u64,
 }
 
+/// One client's look at a context's size on one node: the session checks are made of these.
+#[derive(Debug, Clone)]
+pub(super) struct Read {
+    /// Which client (a writer's number, or [`READER`]).
+    pub(super) client: usize,
+    /// The node's address and its incarnation there (a wiped node is a new one).
+    pub(super) node: (String, u64),
+    /// The context.
+    pub(super) context: String,
+    /// The tree size the node showed.
+    pub(super) size: u64,
+    /// The sequence this client had just been acknowledged by this node, if the read followed
+    /// its own append (read-your-writes).
+    pub(super) wrote: Option<u64>,
+    /// When it was sent.
+    pub(super) invoked: Instant,
+    /// When it was answered.
+    pub(super) completed: Instant,
+}
+
+/// The client number of the reader task.
+pub(super) const READER: usize = usize::MAX;
+
 /// What a run saw.
 #[derive(Default)]
 pub(super) struct History {
@@ -61,6 +84,8 @@ pub(super) struct History {
     pub(super) heads: Mutex<Vec<(String, u64, Hash)>>,
     /// One log per watcher.
     pub(super) watches: Mutex<Vec<WatchLog>>,
+    /// Every tree size a client read, for the session checks.
+    pub(super) reads: Mutex<Vec<Read>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -72,12 +97,52 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub(super) struct Servers {
     list: Mutex<Vec<String>>,
     clients: Mutex<BTreeMap<String, Client>>,
+    /// Per server, how many times a new node took its address (its data directory wiped).
+    incarnations: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Servers {
     /// Sets the servers in use.
     pub(super) fn set(&self, servers: Vec<String>) {
         *lock(&self.list) = servers;
+    }
+
+    /// A new node now answers at `server`: what its predecessor showed says nothing of it.
+    pub(super) fn renew(&self, server: &str) {
+        *lock(&self.incarnations).entry(server.to_string()).or_default() += 1;
+    }
+
+    fn incarnation(&self, server: &str) -> u64 {
+        lock(&self.incarnations).get(server).copied().unwrap_or(0)
+    }
+
+    /// The size of `context` on `server` through `client`, recorded as `who`'s read (unless
+    /// a new node took the address while it was asked).
+    async fn read_size(
+        &self,
+        (who, server, client): (usize, &str, &Client),
+        context: &str,
+        wrote: Option<u64>,
+        history: &History,
+    ) -> Option<converge_ledger::TreeHead> {
+        let incarnation = self.incarnation(server);
+        let invoked = Instant::now();
+        let head = tokio::time::timeout(Duration::from_secs(3), client.tree_head(context))
+            .await
+            .ok()?
+            .ok()?;
+        if self.incarnation(server) == incarnation {
+            lock(&history.reads).push(Read {
+                client: who,
+                node: (server.to_string(), incarnation),
+                context: context.to_string(),
+                size: head.tree_size,
+                wrote,
+                invoked,
+                completed: Instant::now(),
+            });
+        }
+        Some(head)
     }
 
     /// A client of a random server in use.
@@ -156,9 +221,16 @@ impl Workload {
                 while !stop.load(Ordering::SeqCst) {
                     let id = next_op.fetch_add(1, Ordering::SeqCst);
                     let which = rng.index(contexts.len());
-                    let op =
-                        append(&servers, &mut rng, contexts[which].clone(), format!("op-{id}"))
-                            .await;
+                    let context = contexts[which].clone();
+                    let (op, answered) =
+                        append(&servers, &mut rng, context.clone(), format!("op-{id}")).await;
+                    // Read-your-writes, on the node that answered, for one append in four.
+                    if let (Outcome::Ok(seq, _), Some((server, client))) = (&op.outcome, answered)
+                        && rng.one_in(4)
+                    {
+                        let reader = (w, server.as_str(), &client);
+                        servers.read_size(reader, &context, Some(*seq), &history).await;
+                    }
                     if matches!(op.outcome, Outcome::Ok(..)) {
                         acked.fetch_add(1, Ordering::Relaxed);
                         if which == 0 {
@@ -214,7 +286,13 @@ fn unsure(e: &LedgerError) -> bool {
     )
 }
 
-async fn append(servers: &Servers, rng: &mut Rng, context: String, append_id: String) -> Op {
+/// One append, tried on up to [`ATTEMPTS`] nodes; with the node that acknowledged it.
+async fn append(
+    servers: &Servers,
+    rng: &mut Rng,
+    context: String,
+    append_id: String,
+) -> (Op, Option<(String, Client)>) {
     let invoked = Instant::now();
     let op = |context, append_id, outcome| Op {
         context,
@@ -234,24 +312,25 @@ async fn append(servers: &Servers, rng: &mut Rng, context: String, append_id: St
         match tokio::time::timeout(ATTEMPT_TIMEOUT, client.append(request)).await {
             Ok(Ok(entry)) => {
                 let acked = Outcome::Ok(entry.sequence().0, entry.content_hash());
-                return op(context, append_id, acked);
+                return (op(context, append_id, acked), Some((server, client)));
             }
             Ok(Err(e)) if unsure(&e) => last = format!("{server}: {e}"),
             Ok(Err(e)) => {
-                return op(context, append_id, Outcome::Failed(e.to_string()));
+                return (op(context, append_id, Outcome::Failed(e.to_string())), None);
             }
             Err(_) => last = format!("{server}: no answer in {ATTEMPT_TIMEOUT:?}"),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    op(context, append_id, Outcome::Unknown(last))
+    (op(context, append_id, Outcome::Unknown(last)), None)
 }
 
 async fn read(servers: &Servers, rng: &mut Rng, contexts: &[String], history: &History) {
-    let Some((_, client)) = servers.pick(rng).await else { return };
+    let Some((server, client)) = servers.pick(rng).await else { return };
     let context = &contexts[rng.index(contexts.len())];
     let timeout = Duration::from_secs(3);
-    if let Ok(Ok(head)) = tokio::time::timeout(timeout, client.tree_head(context)).await {
+    let asked = (READER, server.as_str(), &client);
+    if let Some(head) = servers.read_size(asked, context, None, history).await {
         lock(&history.heads).push((context.clone(), head.tree_size, head.root_hash));
         let request = GetRequest {
             context_id: context.clone(),
