@@ -1,18 +1,20 @@
-//! A simulated power cut on one node (the one fault the process-level suite cannot make:
-//! `kill -9` keeps the page cache). Three nodes run in this process, each on its own
-//! simulated disk and its own loopback address, talking gRPC. Appends go on through the other
-//! two while the third loses power again and again, under every pattern a cut can leave
-//! unsynced writes in, and comes back on what its disk kept. The ledger's and the Raft log's
-//! writes both go through the disk, so a cut can lose the tail of either. The cut node
-//! follows some shards and often leads others: shard leaders are spread over the nodes.
+//! Simulated power cuts (the one fault the process-level suite cannot make: `kill -9` keeps
+//! the page cache). Three nodes run in this process, each on its own simulated disk and its
+//! own loopback address, talking gRPC. Appends go through all three while power is cut again
+//! and again, under every pattern a cut can leave unsynced writes in, in turn: on the leader
+//! of a shard, on a node chosen at random (clients write to every node, so often to the one
+//! cut), on a node whose disk has begun to fail (an fsync or a read fails, or the disk fills),
+//! and on all three at once. Each comes back on what its disk kept. The ledger's and the
+//! Raft log's writes both go through the disk, so a cut can lose the tail of either. An
+//! acknowledgement counts only if the node that gave it still had power when it arrived.
 //!
 //! A cut looks like one from outside: its disk is imaged at the instant of the cut, and from
 //! then on nothing the node sends arrives and nothing reaches it (every connection with it
 //! fails on its next read or write, and dies), while it goes on running against a disk that
 //! is gone until it stops.
 //!
-//! At each cut, the node's Raft log as the cut left it must hold every entry a leader had its
-//! acknowledgement for. Then, once the cluster has settled, every node must hold
+//! At each cut of one node, its Raft log as the cut left it must hold every entry a leader
+//! had its acknowledgement for. Then, once the cluster has settled, every node must hold
 //! byte-identical entries and equal tree heads, gap-free; every acknowledged append must be
 //! there at the sequence it was acknowledged with; no append may be there twice.
 //!
@@ -257,16 +259,26 @@ fn remove_tree(disk: &SimDisk, dir: &Path) -> std::io::Result<()> {
 /// What the appenders saw acknowledged: per context, sequence → payload.
 type Acked = Arc<Mutex<BTreeMap<String, BTreeMap<u64, Vec<u8>>>>>;
 
-/// Appends through `nodes` until `stop`, each append retried with its `append_id` on the
-/// other node when one fails.
+/// The nodes clients write to: each one's cluster and power switch, replaced as it comes
+/// back from a cut.
+type Doors = Arc<Mutex<Vec<(Cluster, Arc<AtomicBool>)>>>;
+
+/// The doors of `nodes`.
+fn doors_of(nodes: &[Node]) -> Vec<(Cluster, Arc<AtomicBool>)> {
+    nodes.iter().map(|n| (n.cluster.clone(), Arc::clone(&n.power))).collect()
+}
+
+/// Appends through every node until `stop`, each append retried with its `append_id` on the
+/// next node when one fails. An acknowledgement from a node whose power went off before it
+/// arrived is not counted (a machine without power answers nothing).
 fn appenders(
-    nodes: &[Cluster],
+    doors: &Doors,
     stop: &Arc<AtomicBool>,
     acked: &Acked,
 ) -> Vec<tokio::task::JoinHandle<u64>> {
     (0..APPENDERS)
         .map(|task| {
-            let (nodes, stop, acked) = (nodes.to_vec(), Arc::clone(stop), Arc::clone(acked));
+            let (doors, stop, acked) = (Arc::clone(doors), Arc::clone(stop), Arc::clone(acked));
             tokio::spawn(async move {
                 let mut done = 0;
                 let mut n = 0u64;
@@ -280,10 +292,20 @@ fn appenders(
                         .with_append_id(id);
                     let started = Instant::now();
                     let mut attempt = 0usize;
-                    while started.elapsed() < Duration::from_secs(20) {
-                        let node = &nodes[(task + attempt) % nodes.len()];
+                    while started.elapsed() < Duration::from_secs(30) {
+                        let (node, power) = {
+                            let doors = doors.lock().unwrap_or_else(PoisonError::into_inner);
+                            doors[(task + attempt) % doors.len()].clone()
+                        };
                         attempt += 1;
-                        if let Ok(entry) = node.append(request.clone()).await {
+                        let answer = tokio::time::timeout(
+                            Duration::from_secs(5),
+                            node.append(request.clone()),
+                        )
+                        .await;
+                        if let Ok(Ok(entry)) = answer
+                            && power.load(Ordering::SeqCst)
+                        {
                             acked
                                 .lock()
                                 .unwrap_or_else(PoisonError::into_inner)
@@ -334,7 +356,7 @@ async fn run(seed: u64, cuts: Option<usize>, minutes: Option<u64>) {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    println!("power cuts on one node: seed {seed}");
+    println!("power cuts: seed {seed}");
     let mut rng = Rng::new(seed);
     let work = tempfile::tempdir().expect("a temporary directory");
     let disks: Vec<SimDisk> = (0..3).map(|_| SimDisk::new()).collect();
@@ -357,7 +379,7 @@ async fn run(seed: u64, cuts: Option<usize>, minutes: Option<u64>) {
         Start::Join(seeds.clone()),
     )
     .await;
-    let mut third = Node::start(
+    let third = Node::start(
         &mains,
         disks[2].clone(),
         work.path().join("node3-0"),
@@ -370,10 +392,12 @@ async fn run(seed: u64, cuts: Option<usize>, minutes: Option<u64>) {
         assert!(joined.elapsed() < Duration::from_secs(60), "nodes 2 and 3 did not become voters");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let mut nodes = vec![first, second, third];
 
     let stop = Arc::new(AtomicBool::new(false));
     let acked: Acked = Arc::default();
-    let workers = appenders(&[first.cluster.clone(), second.cluster.clone()], &stop, &acked);
+    let doors: Doors = Arc::new(Mutex::new(doors_of(&nodes)));
+    let workers = appenders(&doors, &stop, &acked);
     let until = minutes.map(|m| Instant::now() + Duration::from_secs(m * 60));
     let mut made = 0usize;
     loop {
@@ -387,18 +411,21 @@ async fn run(seed: u64, cuts: Option<usize>, minutes: Option<u64>) {
         }
         // Let it run, then cut at a random moment under load.
         tokio::time::sleep(Duration::from_millis(300 + rng.below(1200))).await;
-        let pattern = CrashPattern::ALL[made % CrashPattern::ALL.len()];
+        // Every pattern comes to every kind of target in turn.
+        let pattern = CrashPattern::ALL[(made + made / 4) % CrashPattern::ALL.len()];
         made += 1;
-        third = cut_and_restart(
-            &mains,
-            third,
-            [&first, &second],
-            &mut rng,
-            pattern,
-            &work.path().join(format!("node3-{made}")),
-        )
-        .await;
-        println!("cut {made}: {pattern:?}, back up");
+        let dir = |i: usize| work.path().join(format!("node{}-{made}", i + 1));
+        let (target, which) = aim(made, &nodes, &mut rng).await;
+        if let [one] = which[..] {
+            let node = nodes.remove(one);
+            let others = [&nodes[0], &nodes[1]];
+            let back = cut_and_restart(&mains, node, others, &mut rng, pattern, &dir(one)).await;
+            nodes.insert(one, back);
+        } else {
+            nodes = cut_all_and_restart(&mains, nodes, &mut rng, pattern, dir).await;
+        }
+        *doors.lock().unwrap_or_else(PoisonError::into_inner) = doors_of(&nodes);
+        println!("cut {made} of {target:?} (node {which:?}): {pattern:?}, back up");
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::SeqCst);
@@ -408,12 +435,106 @@ async fn run(seed: u64, cuts: Option<usize>, minutes: Option<u64>) {
     }
     assert!(appended > 0, "no append was acknowledged");
 
-    let views = check(&[&first, &second, &third], &acked).await;
+    let views = check(&[&nodes[0], &nodes[1], &nodes[2]], &acked).await;
     println!(
         "{made} cuts, {appended} acknowledged appends, all on every node: {} entries in {} contexts",
         views[0].values().map(Vec::len).sum::<usize>(),
         views[0].len()
     );
+}
+
+/// The `made`-th cut's target, in turn: a shard's leader, any node, a node whose disk fails
+/// first (the fault injected here, under load), all three; and the nodes it takes down.
+async fn aim(made: usize, nodes: &[Node], rng: &mut Rng) -> (Target, Vec<usize>) {
+    let target = match made % 4 {
+        1 => Target::LeaderOf(u32::try_from(made / 4 % 2).expect("0 or 1")),
+        2 => Target::Any(rng.index(3)),
+        3 => Target::DiskFault(rng.index(3), DiskFault::ALL[made / 4 % 3]),
+        _ => Target::All,
+    };
+    let which = match target {
+        Target::All => (0..3).collect(),
+        Target::Any(i) => vec![i],
+        Target::DiskFault(i, fault) => {
+            fault.inject(&nodes[i].disk, rng);
+            // The node meets it under load, the others go on; then it goes down as a
+            // machine with a failing disk would, and comes back on what the disk kept.
+            tokio::time::sleep(Duration::from_millis(500 + rng.below(1500))).await;
+            vec![i]
+        }
+        Target::LeaderOf(shard) => vec![leader_of(nodes, shard).await],
+    };
+    (target, which)
+}
+
+/// Whose power a cut takes.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// The node leading this shard.
+    LeaderOf(u32),
+    /// This node.
+    Any(usize),
+    /// All three at the same instant.
+    All,
+    /// This node, after its disk began to fail.
+    DiskFault(usize, DiskFault),
+}
+
+/// How a disk fails before the cut.
+#[derive(Debug, Clone, Copy)]
+enum DiskFault {
+    /// An fsync fails (`EIO`): what it was to sync never reaches the disk.
+    Sync,
+    /// The disk is full (`ENOSPC`) within 64 KiB.
+    Full,
+    /// A read fails (`EIO`).
+    Read,
+}
+
+impl DiskFault {
+    const ALL: [Self; 3] = [Self::Sync, Self::Full, Self::Read];
+
+    fn inject(self, disk: &SimDisk, rng: &mut Rng) {
+        match self {
+            Self::Sync => disk.fail_sync(1 + rng.below(4)),
+            Self::Full => disk.set_capacity(Some(disk.bytes_used() + rng.below(64 << 10))),
+            Self::Read => disk.fail_read(1 + rng.below(20)),
+        }
+    }
+}
+
+/// The index in `nodes` of the node leading `shard` (the first node while none is known).
+async fn leader_of(nodes: &[Node], shard: u32) -> usize {
+    let status = nodes[0].cluster.status().await;
+    let leader = status.shards.iter().find(|s| s.shard == shard).and_then(|s| s.leader);
+    leader.and_then(|id| nodes.iter().position(|n| n.cluster.id() == id)).unwrap_or(0)
+}
+
+/// Cuts the power of every node at one instant (under `pattern`), then brings each back in
+/// `next(i)` on what its disk kept. What a majority had on disk was acknowledged: the final
+/// check finds it.
+async fn cut_all_and_restart(
+    mains: &Mains,
+    nodes: Vec<Node>,
+    rng: &mut Rng,
+    pattern: CrashPattern,
+    next: impl Fn(usize) -> PathBuf,
+) -> Vec<Node> {
+    for node in &nodes {
+        node.power.store(false, Ordering::SeqCst);
+    }
+    let mut kept = Vec::new();
+    for node in nodes {
+        kept.push(node.cut(rng, pattern).await);
+    }
+    tokio::time::sleep(Duration::from_millis(rng.below(800))).await;
+    let mut back = Vec::new();
+    for (i, (disk, dir, address)) in kept.into_iter().enumerate() {
+        copy_tree(&disk, &dir, &next(i)).expect("copy the node's files to its new directory");
+        remove_tree(&disk, &dir).expect("remove the node's old directory");
+        back.push(Node::start(mains, disk, next(i), address, Start::Restart).await);
+    }
+    back
 }
 
 /// Cuts `third`'s power under `pattern`, checks its Raft log kept what it acknowledged to the
@@ -539,7 +660,7 @@ fn seed() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_follower_that_loses_power_comes_back_with_everything_it_acknowledged() {
-    run(seed(), Some(8), None).await;
+    run(seed(), Some(12), None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

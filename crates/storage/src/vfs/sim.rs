@@ -388,6 +388,11 @@ impl SimDisk {
         self.lock().faults.capacity = bytes;
     }
 
+    /// The bytes all files hold now (what [`Self::set_capacity`] limits).
+    pub fn bytes_used(&self) -> u64 {
+        self.lock().bytes_used()
+    }
+
     /// Bytes written to `path` since its last fsync (0 if it does not exist).
     pub fn unsynced_bytes(&self, path: &Path) -> u64 {
         let state = self.lock();
