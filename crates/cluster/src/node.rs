@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use converge_ledger::Ledger;
 use converge_proto::cluster as pb;
@@ -182,7 +182,7 @@ pub(crate) struct Inner {
     pub(crate) quorum_lost_after: Duration,
     /// Per shard: the term this node was seen leading it in, and since when (check-quorum
     /// counts a leader with no acknowledgement yet as silent since then).
-    pub(crate) leading_since: Vec<std::sync::Mutex<Option<(u64, std::time::Instant)>>>,
+    pub(crate) leading_since: Vec<std::sync::Mutex<Option<(u64, Instant)>>>,
 }
 
 /// The file whose presence says this node was removed from the cluster.
@@ -432,7 +432,7 @@ impl Cluster {
         // was the last a majority said).
         let elected = match *since {
             Some((seen, at)) if seen == m.current_term => at,
-            _ => since.insert((m.current_term, std::time::Instant::now())).1,
+            _ => since.insert((m.current_term, Instant::now())).1,
         };
         crate::propose::silence(&m, elected).filter(|s| *s > self.inner.quorum_lost_after)
     }
@@ -598,11 +598,64 @@ const CAUGHT_UP_ENTRIES: u64 = 64;
 /// Every second, on the shards this node leads, promotes learners while voters are short.
 /// Ends with the node.
 async fn tend(inner: std::sync::Weak<Inner>) {
+    let mut leaderless = Vec::new();
     loop {
         tokio::time::sleep(TEND_INTERVAL).await;
         let Some(inner) = inner.upgrade() else { return };
         promote_learners(&inner).await;
-        record_missing_limits(&Cluster { inner }).await;
+        let cluster = Cluster { inner };
+        record_missing_limits(&cluster).await;
+        learn_removal(&cluster, &mut leaderless).await;
+    }
+}
+
+/// How long a voter finds no leader for a shard before it asks the others whether it was
+/// removed.
+const LEADERLESS_BEFORE_ASKING: Duration = Duration::from_secs(5);
+
+/// A node that was down while it was removed never received the change (a leader replicates
+/// to members only), and its elections are refused: it would wait for ever. So a voter that
+/// has found no leader for a shard for [`LEADERLESS_BEFORE_ASKING`] asks the others; when the
+/// shard's leader answers from a later membership (a higher log index than this node's) that
+/// does not hold it, a membership change removed it (a change that adds a node never drops
+/// it), and it stays removed.
+async fn learn_removal(cluster: &Cluster, leaderless: &mut Vec<Option<Instant>>) {
+    let me = cluster.inner.id;
+    leaderless.resize(cluster.inner.shards.len(), None);
+    for (shard, raft) in (0u32..).zip(&cluster.inner.shards) {
+        let m = raft.metrics().borrow().clone();
+        let voter = m.membership_config.membership().voter_ids().any(|v| v == me);
+        let since = &mut leaderless[shard as usize];
+        if m.current_leader.is_some() || !voter || cluster.is_removed() {
+            *since = None;
+            continue;
+        }
+        if since.get_or_insert_with(Instant::now).elapsed() < LEADERLESS_BEFORE_ASKING {
+            continue;
+        }
+        let mine = m.membership_config.log_id().map_or(0, |l| l.index);
+        for (id, node) in m.membership_config.membership().nodes() {
+            if *id == me {
+                continue;
+            }
+            let Ok(mut client) = cluster.inner.peers.client(&node.addr) else { continue };
+            let request = pb::MembershipRequest { node: me, shard };
+            let asked = cluster.inner.peers.request(request, Duration::from_secs(2));
+            let Ok(answer) = client.membership(asked).await.map(tonic::Response::into_inner) else {
+                continue;
+            };
+            if answer.leader && !answer.member && answer.config_index > mine {
+                warn!(
+                    shard,
+                    leader = %node_name(*id),
+                    membership_index = answer.config_index,
+                    own_membership_index = mine,
+                    "the shard's leader no longer has this node as a member: it was removed while it was down"
+                );
+                cluster.mark_removed();
+                return;
+            }
+        }
     }
 }
 

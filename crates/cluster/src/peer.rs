@@ -290,6 +290,19 @@ impl Peer for Cluster {
         Ok(Response::new(self.status_local()))
     }
 
+    async fn membership(
+        &self,
+        request: Request<pb::MembershipRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let request = request.into_inner();
+        let m = self.raft(request.shard)?.metrics().borrow().clone();
+        Ok(Response::new(pb::MembershipResponse {
+            leader: m.state == ServerState::Leader,
+            member: m.membership_config.membership().get_node(&request.node).is_some(),
+            config_index: m.membership_config.log_id().map_or(0, |l| l.index),
+        }))
+    }
+
     async fn elect(
         &self,
         request: Request<pb::ElectRequest>,

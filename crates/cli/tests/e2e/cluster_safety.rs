@@ -296,6 +296,36 @@ fn record_offsets(bytes: &[u8]) -> Vec<usize> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_removed_while_it_was_down_learns_it_when_it_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = trio(dir.path()).await;
+    let third = nodes[2].client().await.cluster_status().await.unwrap().node;
+    let address = nodes[2].grpc.to_string();
+    assert!(nodes[2].terminate().success());
+    command(&nodes[0], &["cluster", "remove", &format!("{third:016x}")]);
+    let back = Node::start_at(&dir.path().join("n3"), &address, &[]);
+    let not_a_member = |result: Result<_, LedgerError>| matches!(result, Err(LedgerError::FailedPrecondition(m)) if m.contains("not a member"));
+    let started = Instant::now();
+    loop {
+        let append = back.client().await.append(AppendRequest::new("after", "k", "v")).await;
+        if not_a_member(append) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the removed node never learned it");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    logged(&back, "it was removed while it was down").await;
+    // The two that remain go on, undisturbed by its elections; a restart keeps it removed.
+    nodes[0].client().await.append(AppendRequest::new("after", "k", "v")).await.unwrap();
+    let status = nodes[1].client().await.cluster_status().await.unwrap();
+    assert_eq!(status.nodes.len(), 2, "{status:?}");
+    drop(back);
+    let again = Node::start_at(&dir.path().join("n3"), &address, &[]);
+    let append = again.client().await.append(AppendRequest::new("after", "k", "v")).await;
+    assert!(not_a_member(append));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_raft_state_is_damaged_or_missing_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = trio(dir.path()).await;
