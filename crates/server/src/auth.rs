@@ -89,6 +89,7 @@ pub const POLICY: &[(&str, Requirement)] = &[
     ("/converge.cluster.v1.Peer/Remove", Requirement::Peer),
     ("/converge.cluster.v1.Peer/Status", Requirement::Peer),
     ("/converge.cluster.v1.Peer/Elect", Requirement::Peer),
+    ("/converge.cluster.v1.Peer/Membership", Requirement::Peer),
     ("/grpc.health.v1.Health/Check", Requirement::Public),
     ("/grpc.health.v1.Health/Watch", Requirement::Public),
     ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", Requirement::Role(Role::Reader)),
