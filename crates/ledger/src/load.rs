@@ -129,13 +129,7 @@ fn load_blocking(
                 return Ok(LoadResponse { entries_restored: n - latest.0, latest_sequence: n });
             }
             // Appends raced with the load: once they settle, compare again.
-            Err(StorageError::Moved { .. }) => {
-                let (tx, rx) = std::sync::mpsc::channel();
-                context.when_settled(Box::new(move || {
-                    let _ = tx.send(());
-                }));
-                let _ = rx.recv();
-            }
+            Err(StorageError::Moved { .. }) => settled(&context),
             Err(other) => return Err(errors::storage(other)),
         }
     }
@@ -170,11 +164,7 @@ fn recorded(
     ids: &LoadIds,
     first: Seq,
 ) -> Result<LoadResponse, LedgerError> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    context.when_settled(Box::new(move || {
-        let _ = tx.send(());
-    }));
-    let _ = rx.recv();
+    settled(context);
     let n = verified.entries().len() as u64;
     let end = context.sequence_of(&ids.last).map_err(errors::storage)?.unwrap_or(first);
     if end.0 != n || check_prefix(context, verified, context.latest()).is_err() {
@@ -185,6 +175,15 @@ fn recorded(
         )));
     }
     Ok(LoadResponse { entries_restored: n - first.0 + 1, latest_sequence: n })
+}
+
+/// Blocks until nothing is in flight in `context`.
+fn settled(context: &Context) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    context.when_settled(Box::new(move || {
+        let _ = tx.send(());
+    }));
+    let _ = rx.recv();
 }
 
 /// The snapshot's entries hashed for `target`: the context id is part of every content hash.
