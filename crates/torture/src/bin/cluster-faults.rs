@@ -1,26 +1,36 @@
-//! `cluster-faults [--minutes N] [--seed S] [--binary PATH]`: the cluster fault suite.
-//! Without `--minutes` it applies every fault once (the CI mode); with it, random faults for
-//! that long. Exits 1 on any checker violation, printing them and the seed to replay.
+//! `cluster-faults [--minutes N] [--seed S] [--binary PATH] [--faults KIND,…]`: the cluster
+//! fault suite. Without `--minutes` it applies every fault once (the CI mode); with it, random
+//! faults for that long (of the kinds `--faults` names, e.g. `kill-leader`, or all). Exits 1
+//! on any checker violation, printing them and the seed to replay.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use converge_torture::cluster::{self, Config, Mode};
+use converge_torture::cluster::{self, Config, Fault, Mode};
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let mut minutes = None;
     let mut seed = None;
     let mut binary = None;
+    let mut faults = None;
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| panic!("{arg} needs a value"));
         match arg.as_str() {
             "--minutes" => minutes = Some(value().parse::<u64>().expect("--minutes N")),
             "--seed" => seed = Some(value().parse::<u64>().expect("--seed S")),
             "--binary" => binary = Some(PathBuf::from(value())),
+            "--faults" => {
+                let named: Option<Vec<Fault>> = value().split(',').map(Fault::named).collect();
+                let Some(named) = named.filter(|n| !n.is_empty()) else {
+                    eprintln!("--faults: unknown kind; the kinds: {:?}", Fault::ALL);
+                    return ExitCode::from(2);
+                };
+                faults = Some(named);
+            }
             other => {
                 eprintln!(
-                    "unknown argument {other}; usage: cluster-faults [--minutes N] [--seed S] [--binary PATH]"
+                    "unknown argument {other}; usage: cluster-faults [--minutes N] [--seed S] [--binary PATH] [--faults KIND,…]"
                 );
                 return ExitCode::from(2);
             }
@@ -48,6 +58,13 @@ fn main() -> ExitCode {
     let mut config = Config::ci(binary, seed);
     if let Some(m) = minutes {
         config.mode = Mode::Minutes(m);
+    }
+    if let Some(faults) = faults {
+        if minutes.is_none() {
+            eprintln!("--faults narrows a timed run: give --minutes too");
+            return ExitCode::from(2);
+        }
+        config.faults = faults;
     }
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");

@@ -69,6 +69,13 @@ impl Fault {
         Self::AddNodeRemoveLeader,
     ];
 
+    /// The fault named `name`, spelled as in the summary (`KillLeader`) or in kebab case
+    /// (`kill-leader`), any case.
+    pub fn named(name: &str) -> Option<Self> {
+        let wanted: String = name.chars().filter(|c| *c != '-').collect();
+        Self::ALL.into_iter().find(|f| format!("{f:?}").eq_ignore_ascii_case(&wanted))
+    }
+
     fn needs_network(self) -> bool {
         matches!(
             self,
@@ -105,6 +112,8 @@ pub struct Config {
     pub hold: Duration,
     /// How long the cluster gets to recover after each fault.
     pub recover: Duration,
+    /// The faults a timed run picks from (all of them unless narrowed, to study one).
+    pub faults: Vec<Fault>,
 }
 
 impl Config {
@@ -117,6 +126,7 @@ impl Config {
             shards: 4,
             hold: Duration::from_secs(4),
             recover: Duration::from_secs(3),
+            faults: Fault::ALL.to_vec(),
         }
     }
 }
@@ -184,7 +194,9 @@ pub async fn run(config: Config) -> Report {
     loop {
         let fault = match deadline {
             None if next < plan.len() => plan[next],
-            Some(deadline) if Instant::now() < deadline => *nemesis.rng.pick(&Fault::ALL),
+            Some(deadline) if Instant::now() < deadline => {
+                *nemesis.rng.pick(&nemesis.config.faults)
+            }
             _ => break,
         };
         next += 1;

@@ -189,6 +189,8 @@ pub(super) fn contexts(count: usize) -> Vec<String> {
 
 /// How long one attempt of an append may take before it counts as unanswered.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(8);
+/// An attempt slower than this is printed.
+const SLOW_ATTEMPT: Duration = Duration::from_secs(3);
 /// How many nodes an append tries before its outcome is unknown.
 const ATTEMPTS: usize = 4;
 
@@ -309,7 +311,21 @@ async fn append(
         };
         let request = AppendRequest::new(context.as_str(), "k", append_id.clone().into_bytes())
             .with_append_id(append_id.as_str());
-        match tokio::time::timeout(ATTEMPT_TIMEOUT, client.append(request)).await {
+        let tried = Instant::now();
+        let answer = tokio::time::timeout(ATTEMPT_TIMEOUT, client.append(request)).await;
+        if tried.elapsed() > SLOW_ATTEMPT {
+            // Printed for the study of failover times: where an append waited, and for what.
+            let how = match &answer {
+                Ok(Ok(_)) => "acknowledged".to_string(),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "no answer".to_string(),
+            };
+            eprintln!(
+                "cluster faults: an append to {context} took {:.2}s on {server}: {how}",
+                tried.elapsed().as_secs_f64()
+            );
+        }
+        match answer {
             Ok(Ok(entry)) => {
                 let acked = Outcome::Ok(entry.sequence().0, entry.content_hash());
                 return (op(context, append_id, acked), Some((server, client)));
