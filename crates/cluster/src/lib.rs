@@ -30,6 +30,7 @@ mod node;
 mod peer;
 mod propose;
 pub mod spread;
+mod stand;
 pub mod state_machine;
 pub mod types;
 mod wire;

@@ -169,6 +169,12 @@ impl LogStore {
         self.state().last.map(|id| id.index)
     }
 
+    /// The last entry's log id, if any (written, not necessarily durable yet: what this
+    /// node's elections compare).
+    pub fn last_log_id(&self) -> Option<LogId<NodeId>> {
+        self.state().last
+    }
+
     /// How far the log is durable, as it changes.
     pub fn flushed(&self) -> watch::Receiver<Flushed> {
         self.inner.flushed.subscribe()

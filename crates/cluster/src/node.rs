@@ -183,6 +183,10 @@ pub(crate) struct Inner {
     /// Per shard: the term this node was seen leading it in, and since when (check-quorum
     /// counts a leader with no acknowledgement yet as silent since then).
     pub(crate) leading_since: Vec<std::sync::Mutex<Option<(u64, Instant)>>>,
+    /// Per shard: its Raft log (shared with its Raft), whose last entry elections compare.
+    pub(crate) logs: Vec<LogStore>,
+    /// When each shard's leader was last heard (see [`crate::stand`]).
+    pub(crate) heard: crate::stand::Heard,
 }
 
 /// The file whose presence says this node was removed from the cluster.
@@ -218,6 +222,7 @@ impl Cluster {
         let mut shards = Vec::new();
         let mut durable = Vec::new();
         let mut limits = Vec::new();
+        let mut logs = Vec::new();
         for shard in 0..membership.shards {
             let dir = config.data_dir.join("raft").join(format!("shard-{shard}"));
             let log = LogStore::open(Arc::clone(&vfs), &dir, id)?;
@@ -225,6 +230,7 @@ impl Cluster {
                 StateMachine::open(shard, ledger.clone(), Arc::clone(&vfs), &dir, log.flushed())?;
             durable.push(sm.durable());
             limits.push(sm.limits());
+            logs.push(log.clone());
             let raft = Raft::new(
                 id,
                 Arc::clone(&raft_config),
@@ -270,6 +276,8 @@ impl Cluster {
             vfs: Arc::clone(&vfs),
             quorum_lost_after: config.timing.election_max,
             leading_since: (0..membership.shards).map(|_| std::sync::Mutex::new(None)).collect(),
+            logs,
+            heard: crate::stand::Heard::new(membership.shards),
         });
         let cluster = Self { inner };
         if cluster.inner.removed.load(Ordering::SeqCst) {
@@ -291,6 +299,8 @@ impl Cluster {
         }
         tokio::spawn(tend(Arc::downgrade(&cluster.inner)));
         tokio::spawn(spread_leaders(Arc::downgrade(&cluster.inner)));
+        let lease = config.timing.election_max;
+        tokio::spawn(crate::stand::stand_promptly(Arc::downgrade(&cluster.inner), lease));
         info!(node = %node_name(id), shards = membership.shards, voters = membership.voters, "cluster node started");
         Ok(cluster)
     }

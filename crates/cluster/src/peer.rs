@@ -198,11 +198,15 @@ impl Peer for Cluster {
         request: Request<pb::AppendEntriesRequest>,
     ) -> Result<Response<pb::AppendEntriesResponse>, Status> {
         let request = request.into_inner();
-        let raft = self.raft(request.shard)?;
+        let shard = request.shard;
+        let raft = self.raft(shard)?;
         let rpc = wire::append_entries_from(request)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let response =
             raft.append_entries(rpc).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        if !matches!(response, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
+            self.inner.heard.now(shard);
+        }
         Ok(Response::new(wire::append_response_to(&response)))
     }
 
@@ -295,11 +299,18 @@ impl Peer for Cluster {
         request: Request<pb::MembershipRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
         let request = request.into_inner();
-        let m = self.raft(request.shard)?.metrics().borrow().clone();
+        let shard = request.shard;
+        let m = self.raft(shard)?.metrics().borrow().clone();
+        let leader = m.state == ServerState::Leader;
+        let log = crate::types::of_shard(shard, &self.inner.logs)?;
+        let (last_log_term, last_log_index) = crate::stand::last_log(log);
         Ok(Response::new(pb::MembershipResponse {
-            leader: m.state == ServerState::Leader,
+            leader,
             member: m.membership_config.membership().get_node(&request.node).is_some(),
             config_index: m.membership_config.log_id().map_or(0, |l| l.index),
+            hears_leader: leader || self.inner.heard.silence(shard) <= self.inner.quorum_lost_after,
+            last_log_term,
+            last_log_index,
         }))
     }
 
