@@ -17,6 +17,7 @@
 //! - [`lamport`]: Lamport clocks ([`LamportClock`]).
 //! - [`validate`] and [`limits`]: checked names and the bounds of CONTRACT §2.
 //! - [`snapshot`]: the versioned snapshot blob, encoded and verified.
+//! - [`shard`]: the shard of a context in a cluster.
 //! - [`codec`]: the bounds-checked cursor every binary decoder reads untrusted bytes with.
 #![deny(clippy::unwrap_used)]
 
@@ -29,6 +30,7 @@ pub mod lamport;
 pub mod limits;
 pub mod merkle;
 pub mod seq;
+pub mod shard;
 pub mod snapshot;
 pub mod validate;
 
@@ -39,4 +41,5 @@ pub use lamport::{LamportClock, LamportTime};
 pub use limits::Limits;
 pub use merkle::{LeafIndex, NodeId, RootHash, TreeSize};
 pub use seq::{Seq, Timestamp};
+pub use shard::shard_of;
 pub use validate::{AppendId, ContextId, Key, Metadata, ValidationError};
