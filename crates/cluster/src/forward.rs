@@ -62,7 +62,10 @@ impl Cluster {
                 Some(leader) if leader == self.inner.id => {
                     self.propose(command.clone()).await.map_err(|s| status::from_status(&s))
                 }
-                Some(leader) => self.forward(leader, command.clone()).await,
+                Some(leader) => {
+                    self.inner.forwarded.fetch_add(1, Ordering::Relaxed);
+                    self.forward(leader, command.clone()).await
+                }
                 None => Err(LedgerError::Unavailable(String::new())),
             };
             match attempt {
@@ -102,7 +105,10 @@ impl Cluster {
                     Some(leader) if leader == self.inner.id => {
                         of_shard(shard, &self.inner.proposers)
                     }
-                    Some(_) => of_shard(shard, &self.inner.forwarders),
+                    Some(_) => {
+                        self.inner.forwarded.fetch_add(1, Ordering::Relaxed);
+                        of_shard(shard, &self.inner.forwarders)
+                    }
                     None => Err(tonic::Status::unavailable("no leader")),
                 };
                 match queue {

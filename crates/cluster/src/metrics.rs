@@ -54,6 +54,13 @@ impl Cluster {
         }
         let _ = writeln!(
             out,
+            "# HELP converge_cluster_forwarded_total Writes this node took for a shard another node leads, sent to that leader (each attempt)."
+        );
+        let _ = writeln!(out, "# TYPE converge_cluster_forwarded_total counter");
+        let forwarded = self.inner.forwarded.load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(out, "converge_cluster_forwarded_total {forwarded}");
+        let _ = writeln!(
+            out,
             "# HELP converge_raft_peer_lag Entries a peer lacks of the leader's log (on the shard's leader only)."
         );
         let _ = writeln!(out, "# TYPE converge_raft_peer_lag gauge");

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use converge_ledger::Ledger;
@@ -187,6 +187,8 @@ pub(crate) struct Inner {
     pub(crate) logs: Vec<LogStore>,
     /// When each shard's leader was last heard (see [`crate::stand`]).
     pub(crate) heard: crate::stand::Heard,
+    /// Writes this node took for a shard another node leads and sent there (each attempt).
+    pub(crate) forwarded: AtomicU64,
 }
 
 /// The file whose presence says this node was removed from the cluster.
@@ -278,6 +280,7 @@ impl Cluster {
             leading_since: (0..membership.shards).map(|_| std::sync::Mutex::new(None)).collect(),
             logs,
             heard: crate::stand::Heard::new(membership.shards),
+            forwarded: AtomicU64::new(0),
         });
         let cluster = Self { inner };
         if cluster.inner.removed.load(Ordering::SeqCst) {
