@@ -15,6 +15,7 @@
 
 mod connector;
 mod nodes;
+mod routes;
 mod streams;
 mod verify;
 mod watch;
@@ -178,7 +179,11 @@ impl Client {
             .collect();
         let nodes = Arc::new(nodes::Nodes::new(list, first));
         Ok(Self {
-            lanes: Arc::new(streams::Lanes::new(config.append_streams, &nodes.topology)),
+            lanes: Arc::new(streams::Lanes::new(
+                config.append_streams,
+                nodes.len(),
+                &nodes.topology,
+            )),
             nodes,
             config: Arc::new(config),
             pins: Arc::default(),
@@ -191,7 +196,11 @@ impl Client {
         let node = node(channel, &interceptor, config.message_bytes_max);
         let nodes = Arc::new(nodes::Nodes::new(vec![node], 0));
         Ok(Self {
-            lanes: Arc::new(streams::Lanes::new(config.append_streams, &nodes.topology)),
+            lanes: Arc::new(streams::Lanes::new(
+                config.append_streams,
+                nodes.len(),
+                &nodes.topology,
+            )),
             nodes,
             config: Arc::new(config),
             pins: Arc::default(),
@@ -252,9 +261,24 @@ impl Client {
         (i, node.context.clone())
     }
 
-    /// After `UNAVAILABLE` from server `from`: calls go to the next one, if there are several.
+    /// After `UNAVAILABLE` from server `from`: calls go to the next one, if there are several,
+    /// and appends no longer go to it by the shards' table.
     pub(crate) fn move_on(&self, from: usize) {
+        self.nodes.routes.forget(from);
         self.nodes.move_on(from);
+    }
+
+    /// The server that leads the shard of `context_id`, when the client has several and has
+    /// learned it (see `routes.rs`); starts learning it again in the background when due.
+    fn route(&self, context_id: &str) -> Option<usize> {
+        if self.nodes.len() < 2 || !self.nodes.topology.may_be_cluster() {
+            return None;
+        }
+        if self.nodes.routes.claim_refresh() {
+            let nodes = Arc::clone(&self.nodes);
+            tokio::spawn(async move { routes::refresh(&nodes).await });
+        }
+        self.nodes.routes.server_for(context_id)
     }
 
     /// A consistency proof as the server sends it, checked by the caller.
@@ -282,9 +306,10 @@ impl Client {
     /// One append as its own call, moving on to the next server on `UNAVAILABLE`.
     async fn append_unary(&self, request: v1::AppendRequest) -> Result<v1::Entry, LedgerError> {
         let topology = &self.nodes.topology;
+        let leader = self.route(&request.context_id);
         let resp = self
             .nodes
-            .call(request, |n, r| {
+            .call_at(leader, request, |n, r| {
                 let mut c = n.context.clone();
                 async move {
                     let answer = c.append(r).await;
@@ -302,11 +327,14 @@ impl Client {
         })
     }
 
-    /// One append on the next shared stream, round robin. Where a unary call would move on to
-    /// another server (the stream's server is unavailable), it is sent again unary, with its
-    /// `append_id`.
+    /// One append on the next shared stream to its shard's leader (or the current server),
+    /// round robin. Where a unary call would move on to another server (the stream's server is
+    /// unavailable), it is sent again unary, with its `append_id`.
     async fn append_streamed(&self, request: v1::AppendRequest) -> Result<v1::Entry, LedgerError> {
-        let (server, context) = self.context_service();
+        let (server, context) = match self.route(&request.context_id) {
+            Some(leader) => (leader, self.nodes.node(leader).context.clone()),
+            None => self.context_service(),
+        };
         let sent = self.lanes.send(None, server, &context, request.clone());
         self.streamed_answer(server, sent, request).await
     }

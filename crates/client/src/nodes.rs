@@ -11,6 +11,7 @@ use converge_proto::v1::context_service_client::ContextServiceClient;
 use converge_proto::v1::integrity_service_client::IntegrityServiceClient;
 
 use crate::Transport;
+use crate::routes::Routes;
 
 /// Pause before going round the servers a second time.
 const ROUND_PAUSE: Duration = Duration::from_millis(200);
@@ -28,6 +29,8 @@ pub(crate) struct Nodes {
     current: AtomicUsize,
     /// Whether they are a cluster, as their answers said.
     pub(crate) topology: Arc<Topology>,
+    /// Which server leads each shard, as learned.
+    pub(crate) routes: Routes,
 }
 
 /// Whether the servers are nodes of a cluster: unknown until one answers. A cluster node
@@ -66,7 +69,17 @@ impl Nodes {
     /// `list` (not empty), starting with `first`.
     pub(crate) fn new(list: Vec<Node>, first: usize) -> Self {
         assert!(!list.is_empty(), "a client has at least one server");
-        Self { list, current: AtomicUsize::new(first), topology: Arc::default() }
+        Self {
+            list,
+            current: AtomicUsize::new(first),
+            topology: Arc::default(),
+            routes: Routes::default(),
+        }
+    }
+
+    /// Server `i`'s services.
+    pub(crate) fn node(&self, i: usize) -> &Node {
+        &self.list[i % self.list.len()]
     }
 
     /// How many servers there are.
@@ -97,18 +110,40 @@ impl Nodes {
     where
         Fut: Future<Output = Result<T, tonic::Status>>,
     {
+        self.call_at(None, request, call).await
+    }
+
+    /// As [`Self::call`], with the first attempt on server `first` if given (the leader of an
+    /// append's shard): if that one is unavailable it is forgotten as a route, and the call
+    /// goes on from the current server.
+    pub(crate) async fn call_at<Req: Clone, T, Fut>(
+        &self,
+        first: Option<usize>,
+        request: Req,
+        call: impl Fn(&Node, Req) -> Fut,
+    ) -> Result<T, tonic::Status>
+    where
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
         if self.list.len() == 1 {
             return call(&self.list[0], request).await;
         }
         let mut last = None;
+        let mut routed = first.filter(|f| *f < self.list.len());
         for attempt in 0..2 * self.list.len() {
             if attempt == self.list.len() {
                 tokio::time::sleep(ROUND_PAUSE).await;
             }
-            let (i, node) = self.current();
+            let (i, node) = match routed {
+                Some(f) => (f, &self.list[f]),
+                None => self.current(),
+            };
             match call(node, request.clone()).await {
                 Err(status) if moves_on(&status) => {
                     tracing::debug!(server = i, %status, "server unavailable; trying the next");
+                    if routed.take().is_some() {
+                        self.routes.forget(i);
+                    }
                     self.move_on(i);
                     last = Some(status);
                 }

@@ -30,9 +30,11 @@ pub(crate) const LANES_DEFAULT: usize = 2;
 /// One append's answer from a lane: the server's response, or how the stream ended.
 pub(crate) type Answer = Result<v1::AppendStreamResponse, tonic::Status>;
 
-/// The lanes of one client.
+/// The lanes of one client: the same number to each of its servers.
 pub(crate) struct Lanes {
+    /// Server `s`'s lanes are `open[s * per_server..(s + 1) * per_server]`.
     open: Vec<Mutex<Option<Lane>>>,
+    per_server: usize,
     next: AtomicUsize,
     /// Appends in flight on the client, unary or streamed.
     in_flight: AtomicUsize,
@@ -68,10 +70,12 @@ impl Drop for InFlight<'_> {
 }
 
 impl Lanes {
-    /// Up to `count` lanes (0: always unary), telling `topology` what the servers are.
-    pub(crate) fn new(count: usize, topology: &Arc<Topology>) -> Self {
+    /// Up to `count` lanes to each of `servers` (0: always unary), telling `topology` what the
+    /// servers are.
+    pub(crate) fn new(count: usize, servers: usize, topology: &Arc<Topology>) -> Self {
         Self {
-            open: (0..count).map(|_| Mutex::new(None)).collect(),
+            open: (0..count * servers).map(|_| Mutex::new(None)).collect(),
+            per_server: count,
             next: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             unsupported: AtomicBool::new(false),
@@ -98,7 +102,8 @@ impl Lanes {
         request: v1::AppendRequest,
     ) -> oneshot::Receiver<Answer> {
         let (answer, answered) = oneshot::channel();
-        let i = lane.unwrap_or_else(|| self.next.fetch_add(1, Ordering::Relaxed)) % self.open.len();
+        let lane = lane.unwrap_or_else(|| self.next.fetch_add(1, Ordering::Relaxed));
+        let i = (server * self.per_server + lane % self.per_server) % self.open.len();
         let mut slot = self.open[i].lock().unwrap_or_else(PoisonError::into_inner);
         let mut pending = Some((request, answer));
         // A lane whose stream ended is replaced; if the new one has ended already too (its

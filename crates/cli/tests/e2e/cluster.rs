@@ -1,7 +1,8 @@
 //! CONTRACT §5 against real nodes on loopback: any node answers and reads its own writes,
 //! `append_id`s survive a failover, no majority means `UNAVAILABLE` naming the reachable
 //! voters, health waits for the join, status and remove, the `peer` role, a single node's
-//! data directory becoming a cluster with its contexts, and a client given several servers.
+//! data directory becoming a cluster with its contexts, a client given several servers, and
+//! appends sent to their shard's leader.
 //! (Faults under load, with a checker over the history, are `cluster_faults.rs`.)
 
 use std::path::Path;
@@ -79,6 +80,87 @@ pub async fn leader_of(nodes: &[Node], context: &str) -> usize {
     let leader = status.shards.iter().find(|s| s.shard == shard).and_then(|s| s.leader).unwrap();
     let address = status.nodes.iter().find(|n| n.id == leader).unwrap().address.clone();
     nodes.iter().position(|n| n.grpc.to_string() == address).unwrap()
+}
+
+/// Waits until the shards' leaders are spread: the bootstrap node leads every shard at first;
+/// each shard then moves to its preferred node (voters in id order, round the shards), once it
+/// has been led a few seconds.
+pub async fn wait_spread(nodes: &[Node]) {
+    let client = nodes[0].client().await;
+    let started = Instant::now();
+    loop {
+        let status = client.cluster_status().await.unwrap();
+        let leaders: std::collections::BTreeSet<u64> =
+            status.shards.iter().filter_map(|s| s.leader).collect();
+        let voters: std::collections::BTreeSet<u64> =
+            status.nodes.iter().filter(|n| n.voter).map(|n| n.id).collect();
+        let preferred = status
+            .shards
+            .iter()
+            .all(|s| s.leader == converge_cluster::spread::preferred(s.shard, &voters));
+        if leaders.len() == nodes.len() && preferred {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "shard leaders did not spread over the nodes: {:?}",
+            status.shards
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The writes the nodes forwarded to another node so far (their `/metrics`, summed).
+fn forwarded(nodes: &[Node]) -> u64 {
+    nodes
+        .iter()
+        .map(|node| {
+            let (code, body) = node.http_get("/metrics");
+            assert_eq!(code, 200, "{body}");
+            body.lines()
+                .find_map(|l| l.strip_prefix("converge_cluster_forwarded_total "))
+                .unwrap_or_else(|| panic!("no forwarded counter in:\n{body}"))
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum()
+}
+
+/// `count` concurrent appends from `client`, spread over 24 contexts (every shard).
+async fn appends(client: &Client, tag: &str, count: usize) {
+    let sent = (0..count).map(|i| {
+        let request = AppendRequest::new(format!("{tag}-{}", i % 24), "k", vec![1; 64]);
+        client.append(request)
+    });
+    for answer in futures_util::future::join_all(sent).await {
+        answer.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_given_every_node_sends_appends_to_their_shards_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = trio(dir.path()).await;
+    wait_spread(&nodes).await;
+    // Given one node, two appends in three go to a node that does not lead their shard.
+    let one = nodes[0].client().await;
+    let before = forwarded(&nodes);
+    appends(&one, "one", 300).await;
+    let through_one = forwarded(&nodes) - before;
+    assert!(through_one >= 100, "a client of one node had {through_one} of 300 forwarded");
+    // Given all three, it learns the leaders (in the background, after its first append) and
+    // sends each append to its shard's leader: none is forwarded while leaders stay put.
+    let servers = nodes.iter().map(Node::url).collect::<Vec<_>>().join(",");
+    let all = Client::connect(servers.as_str()).await.unwrap();
+    appends(&all, "warm", 24).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = forwarded(&nodes);
+    appends(&all, "all", 300).await;
+    let through_all = forwarded(&nodes) - before;
+    assert!(
+        through_all <= 15,
+        "a client of every node had {through_all} of 300 forwarded (one node's: {through_one})"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -505,30 +587,7 @@ async fn nodes_that_serve_tls_speak_tls_to_each_other() {
 async fn shard_leaders_are_spread_over_the_nodes() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = trio(dir.path()).await;
-    // The bootstrap node leads every shard at first; each shard then moves to its preferred
-    // node (voters in id order, round the shards), once it has been led a few seconds.
-    let client = nodes[0].client().await;
-    let started = Instant::now();
-    loop {
-        let status = client.cluster_status().await.unwrap();
-        let leaders: std::collections::BTreeSet<u64> =
-            status.shards.iter().filter_map(|s| s.leader).collect();
-        let voters: std::collections::BTreeSet<u64> =
-            status.nodes.iter().filter(|n| n.voter).map(|n| n.id).collect();
-        let preferred = status
-            .shards
-            .iter()
-            .all(|s| s.leader == converge_cluster::spread::preferred(s.shard, &voters));
-        if leaders.len() == 3 && preferred {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "shard leaders did not spread over the three nodes: {:?}",
-            status.shards
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_spread(&nodes).await;
     // Appends go on everywhere afterwards.
     for (i, node) in nodes.iter().enumerate() {
         let context = format!("spread-{i}");
