@@ -101,6 +101,10 @@ fn should_look(inner: &Inner, shard: u32, lease: Duration) -> bool {
         return false;
     };
     let m = raft.metrics().borrow().clone();
+    if m.running_state.is_err() {
+        // The shard's Raft stopped (a storage error): it cannot stand, and it says so itself.
+        return false;
+    }
     if m.state == ServerState::Leader {
         inner.heard.now(shard);
         return false;
