@@ -139,7 +139,11 @@ impl Nodes {
             .arg("--data-dir")
             .arg(&node.dir)
             .arg("--insecure")
-            .env("CONVERGE_LEDGER_LOG_LEVEL", "warn");
+            // `CONVERGE_FAULTS_NODE_LOG` (e.g. `warn,converge_cluster=info`) to study a run.
+            .env(
+                "CONVERGE_LEDGER_LOG_LEVEL",
+                std::env::var("CONVERGE_FAULTS_NODE_LOG").unwrap_or_else(|_| "warn".into()),
+            );
         match how {
             Start::Bootstrap => {
                 command.arg("--bootstrap").arg("--shards").arg(self.shards.to_string());
