@@ -264,7 +264,6 @@ impl Client {
     /// After `UNAVAILABLE` from server `from`: calls go to the next one, if there are several,
     /// and appends no longer go to it by the shards' table.
     pub(crate) fn move_on(&self, from: usize) {
-        self.nodes.routes.forget(from);
         self.nodes.move_on(from);
     }
 

@@ -95,6 +95,8 @@ impl Nodes {
 
     /// Calls go to the server after `from`, unless another call moved on already.
     pub(crate) fn move_on(&self, from: usize) {
+        // Nor do appends go to it by the shards' table until that is learned again.
+        self.routes.forget(from);
         let next = (from + 1) % self.list.len();
         let _ = self.current.compare_exchange(from, next, Ordering::Relaxed, Ordering::Relaxed);
     }
@@ -141,9 +143,7 @@ impl Nodes {
             match call(node, request.clone()).await {
                 Err(status) if moves_on(&status) => {
                     tracing::debug!(server = i, %status, "server unavailable; trying the next");
-                    if routed.take().is_some() {
-                        self.routes.forget(i);
-                    }
+                    routed = None;
                     self.move_on(i);
                     last = Some(status);
                 }

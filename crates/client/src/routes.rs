@@ -52,12 +52,14 @@ pub(crate) struct Said {
 }
 
 impl Said {
-    /// From server `server`'s `cluster status` answer.
+    /// From server `server`'s `cluster status` answer, which lists every shard once (a shard
+    /// number beyond the list is ignored, so no answer can make the table large).
     pub(crate) fn from_status(server: usize, status: &cluster::StatusResponse) -> Self {
-        let count = status.shards.iter().map(|s| s.shard as usize + 1).max().unwrap_or(0);
-        let mut shards = vec![(0, None); count];
+        let mut shards = vec![(0, None); status.shards.len()];
         for s in &status.shards {
-            shards[s.shard as usize] = (s.term, s.leader);
+            if let Some(slot) = usize::try_from(s.shard).ok().and_then(|i| shards.get_mut(i)) {
+                *slot = (s.term, s.leader);
+            }
         }
         Self { server, node: status.node, shards }
     }
@@ -215,6 +217,23 @@ mod tests {
         assert_eq!(routes.server_for(&contexts[1]), Some(1));
         assert!(routes.claim_refresh());
         assert!(!routes.claim_refresh(), "one refresh at a time");
+    }
+
+    #[test]
+    fn a_shard_number_beyond_the_answer_is_ignored() {
+        let shard = |shard, leader| converge_proto::cluster::ShardStatus {
+            shard,
+            leader: Some(leader),
+            term: 1,
+            ..Default::default()
+        };
+        let status = converge_proto::cluster::StatusResponse {
+            node: 7,
+            shards: vec![shard(0, 7), shard(u32::MAX, 7)],
+            ..Default::default()
+        };
+        let said = Said::from_status(0, &status);
+        assert_eq!(said.shards, [(1, Some(7)), (0, None)]);
     }
 
     #[test]
