@@ -647,20 +647,14 @@ async fn learn_removal(cluster: &Cluster, leaderless: &mut Vec<Option<Instant>>)
             continue;
         }
         let mine = m.membership_config.log_id().map_or(0, |l| l.index);
-        for (id, node) in m.membership_config.membership().nodes() {
-            if *id == me {
-                continue;
-            }
-            let Ok(mut client) = cluster.inner.peers.client(&node.addr) else { continue };
-            let request = pb::MembershipRequest { node: me, shard };
-            let asked = cluster.inner.peers.request(request, Duration::from_secs(2));
-            let Ok(answer) = client.membership(asked).await.map(tonic::Response::into_inner) else {
-                continue;
-            };
+        let others = m.membership_config.membership().nodes().filter(|(id, _)| **id != me);
+        let others = others.map(|(id, node)| (*id, node.addr.clone())).collect();
+        let answers = cluster.inner.ask_membership(shard, others, Duration::from_secs(2)).await;
+        for (id, answer) in answers {
             if answer.leader && !answer.member && answer.config_index > mine {
                 warn!(
                     shard,
-                    leader = %node_name(*id),
+                    leader = %node_name(id),
                     membership_index = answer.config_index,
                     own_membership_index = mine,
                     "the shard's leader no longer has this node as a member: it was removed while it was down"
@@ -669,6 +663,26 @@ async fn learn_removal(cluster: &Cluster, leaderless: &mut Vec<Option<Instant>>)
                 return;
             }
         }
+    }
+}
+
+impl Inner {
+    /// Asks each of `others` (id, address) what it knows of `shard` (`Peer/Membership`), all
+    /// at once, each within `timeout`; the answers of those that answered.
+    pub(crate) async fn ask_membership(
+        &self,
+        shard: u32,
+        others: Vec<(NodeId, String)>,
+        timeout: Duration,
+    ) -> Vec<(NodeId, pb::MembershipResponse)> {
+        let asks = others.into_iter().map(|(id, address)| async move {
+            let mut client = self.peers.client(&address).ok()?;
+            let request =
+                self.peers.request(pb::MembershipRequest { node: self.id, shard }, timeout);
+            let answer = client.membership(request).await.ok()?.into_inner();
+            Some((id, answer))
+        });
+        futures_util::future::join_all(asks).await.into_iter().flatten().collect()
     }
 }
 

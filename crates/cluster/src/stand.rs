@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use converge_proto::cluster as pb;
 use openraft::ServerState;
 use tracing::info;
 
@@ -125,22 +124,15 @@ async fn best_placed(inner: &Arc<Inner>, shard: u32) -> bool {
     };
     let ours = last_log(log);
     let membership = raft.metrics().borrow().membership_config.membership().clone();
-    let others: Vec<(NodeId, String)> = membership
+    let others = membership
         .voter_ids()
         .filter(|v| *v != inner.id)
         .filter_map(|v| membership.get_node(&v).map(|n| (v, n.addr.clone())))
         .collect();
-    let asks = others.iter().map(|(id, address)| async move {
-        let mut client = inner.peers.client(address).ok()?;
-        let request = pb::MembershipRequest { node: inner.id, shard };
-        let asked = inner.peers.request(request, ASK_TIMEOUT);
-        let answer = client.membership(asked).await.ok()?.into_inner();
-        Some((*id, answer))
-    });
-    let answers = futures_util::future::join_all(asks).await;
-    let answers: Vec<Answer> = answers
+    let answers: Vec<Answer> = inner
+        .ask_membership(shard, others, ASK_TIMEOUT)
+        .await
         .into_iter()
-        .flatten()
         .map(|(id, a)| Answer {
             id,
             hears_leader: a.hears_leader,
