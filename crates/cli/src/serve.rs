@@ -48,6 +48,13 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             StoreConfig { memory_budget: config.memory_budget, ..StoreConfig::memory() }
         }
     };
+    // A cluster node's ledger is fsynced through the shards' Raft logs (CONTRACT §5 still has
+    // it run --durability fsync: acknowledged means fsynced on a majority).
+    let storage = if start_of(&config).is_some() {
+        converge_cluster::ledger_storage(storage)
+    } else {
+        storage
+    };
     let ledger_config = LedgerConfig {
         limits: config.limits,
         watchers_max: config.watchers_max,

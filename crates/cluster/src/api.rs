@@ -2,6 +2,7 @@
 //! the shard's Raft, reads come from this node's applied state (CONTRACT §5).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use converge_api::{
     AppendRequest, ConsistencyProof, GetRequest, GetResponse, InclusionProof, LedgerApi,
@@ -66,6 +67,32 @@ fn appended(outcome: pb::Outcome) -> Result<Arc<Entry>, LedgerError> {
     }
 }
 
+/// How long a read waits, after an unclean restart, for its shard to apply again what the node
+/// may have shown before (`crate::floor`); then it is refused with `UNAVAILABLE`, and the
+/// client reads from another node.
+const FLOOR_WAIT_MAX: Duration = Duration::from_secs(2);
+/// How often a waiting read looks again.
+const FLOOR_POLL: Duration = Duration::from_millis(20);
+
+impl Cluster {
+    /// Whether this node may answer a read of `context_id`: it is a member, and after an
+    /// unclean restart, the context's shard has applied again what the node may have shown.
+    async fn check_readable(&self, context_id: &str) -> Result<(), LedgerError> {
+        self.check_member()?;
+        let shard = shard_of(context_id, self.shard_count());
+        let started = Instant::now();
+        while let Some(floor) = self.floor_waiting(shard) {
+            if started.elapsed() >= FLOOR_WAIT_MAX {
+                return Err(LedgerError::Unavailable(format!(
+                    "this node restarted after an unclean shutdown and has not yet applied shard {shard} again up to index {floor} (what it may have shown before); read from another node, or retry"
+                )));
+            }
+            tokio::time::sleep(FLOOR_POLL).await;
+        }
+        Ok(())
+    }
+}
+
 impl LedgerApi for Cluster {
     async fn append(&self, request: AppendRequest) -> Result<Arc<Entry>, LedgerError> {
         appended(self.write(append_command(self, request)?).await?)
@@ -82,12 +109,12 @@ impl LedgerApi for Cluster {
     }
 
     async fn get(&self, request: GetRequest) -> Result<GetResponse, LedgerError> {
-        self.check_member()?;
+        self.check_readable(&request.context_id).await?;
         self.ledger().get(request).await
     }
 
     async fn snapshot(&self, context_id: &str) -> Result<SnapshotResponse, LedgerError> {
-        self.check_member()?;
+        self.check_readable(context_id).await?;
         self.ledger().snapshot(context_id).await
     }
 
@@ -117,12 +144,12 @@ impl LedgerApi for Cluster {
     }
 
     async fn watch(&self, request: WatchRequest) -> Result<WatchStream, LedgerError> {
-        self.check_member()?;
+        self.check_readable(&request.context_id).await?;
         self.ledger().watch(request).await
     }
 
     async fn tree_head(&self, context_id: &str) -> Result<TreeHead, LedgerError> {
-        self.check_member()?;
+        self.check_readable(context_id).await?;
         self.ledger().tree_head(context_id).await
     }
 
@@ -132,7 +159,7 @@ impl LedgerApi for Cluster {
         sequence: u64,
         tree_size: u64,
     ) -> Result<InclusionProof, LedgerError> {
-        self.check_member()?;
+        self.check_readable(context_id).await?;
         self.ledger().prove_inclusion(context_id, sequence, tree_size).await
     }
 
@@ -142,7 +169,7 @@ impl LedgerApi for Cluster {
         from_size: u64,
         to_size: u64,
     ) -> Result<ConsistencyProof, LedgerError> {
-        self.check_member()?;
+        self.check_readable(context_id).await?;
         self.ledger().prove_consistency(context_id, from_size, to_size).await
     }
 }

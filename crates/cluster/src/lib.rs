@@ -21,6 +21,7 @@
 )]
 
 mod api;
+mod floor;
 mod forward;
 pub mod limits;
 pub mod log_store;
@@ -36,5 +37,5 @@ pub mod types;
 mod wire;
 
 pub use network::PeerTls;
-pub use node::{Cluster, ClusterConfig, ClusterError, Start, Timing, node_id};
+pub use node::{Cluster, ClusterConfig, ClusterError, Start, Timing, ledger_storage, node_id};
 pub use types::{NodeId, node_name, shard_of};

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use converge_ledger::Ledger;
 use converge_proto::cluster as pb;
 use converge_storage::vfs::Vfs;
+use converge_storage::{Durability, StoreConfig};
 use openraft::{BasicNode, ChangeMembers, Config, ServerState, SnapshotPolicy};
 use tracing::{info, warn};
 
@@ -162,6 +163,8 @@ pub(crate) struct Inner {
     /// Per shard: how far its applied entries are durable here (a write is answered once
     /// this node's durable position has reached it).
     pub(crate) durable: Vec<tokio::sync::watch::Receiver<crate::state_machine::Durable>>,
+    /// Per shard: how far it must apply before it answers reads after an unclean restart.
+    pub(crate) floors: crate::floor::Floors,
     /// Per shard: the cluster-wide limits its log has set, as applied here.
     pub(crate) limits: Vec<InForce>,
     /// The limits of this node's own flags (see [`ClusterConfig::limits`]).
@@ -204,6 +207,14 @@ pub fn node_id(identity: &[u8; 16]) -> NodeId {
     u64::from_be_bytes(first)
 }
 
+/// The storage a cluster node's ledger opens with, from what a node alone would use: the
+/// ledger writes without an fsync of its own before it shows an entry (buffered), since the
+/// shards' Raft logs, fsynced on a majority before an entry commits, are the durable copy; it
+/// is fsynced before a shard saves how far it applied ([`crate::state_machine`]).
+pub fn ledger_storage(storage: StoreConfig) -> StoreConfig {
+    StoreConfig { durability: Durability::Buffered, ..storage }
+}
+
 impl Cluster {
     /// Starts this node's shards over `ledger` (opened on `config.data_dir`), bootstrapping or
     /// joining as `config.start` says.
@@ -221,29 +232,24 @@ impl Cluster {
         check_directory(&ledger, vfs.as_ref(), &config, membership.shards)?;
         let bootstrapping = begin_bootstrap(vfs.as_ref(), &config, &membership)?;
         let raft_config = Arc::new(raft_config(config.timing)?);
-        let mut shards = Vec::new();
-        let mut durable = Vec::new();
-        let mut limits = Vec::new();
-        let mut logs = Vec::new();
+        let (mut shards, mut durable, mut limits, mut logs, mut log_ends) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for shard in 0..membership.shards {
             let dir = config.data_dir.join("raft").join(format!("shard-{shard}"));
             let log = LogStore::open(Arc::clone(&vfs), &dir, id)?;
+            log_ends.push(log.last_index());
             let sm =
                 StateMachine::open(shard, ledger.clone(), Arc::clone(&vfs), &dir, log.flushed())?;
             durable.push(sm.durable());
             limits.push(sm.limits());
             logs.push(log.clone());
-            let raft = Raft::new(
-                id,
-                Arc::clone(&raft_config),
-                Network::new(shard, peers.clone()),
-                log,
-                sm,
-            )
-            .await
-            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+            let network = Network::new(shard, peers.clone());
+            let raft = Raft::new(id, Arc::clone(&raft_config), network, log, sm)
+                .await
+                .map_err(|e| ClusterError::Raft(e.to_string()))?;
             shards.push(raft);
         }
+        let floors = crate::floor::Floors::new(log_ends, ledger.open_report().unclean_shutdown);
         let gates: Vec<Gate> = shards.iter().map(|_| Gate::default()).collect();
         let proposers = (0..membership.shards)
             .zip(shards.iter().zip(&gates))
@@ -268,6 +274,7 @@ impl Cluster {
             forwarders,
             gates,
             durable,
+            floors,
             limits,
             own_limits: config.limits,
             voters_wanted: membership.voters,
@@ -410,6 +417,14 @@ impl Cluster {
 
     pub(crate) fn raft(&self, shard: u32) -> Result<&Raft, tonic::Status> {
         crate::types::of_shard(shard, &self.inner.shards)
+    }
+
+    /// The index `shard`'s reads still wait for after an unclean restart (`crate::floor`).
+    pub(crate) fn floor_waiting(&self, shard: u32) -> Option<u64> {
+        let s = usize::try_from(shard).ok()?;
+        let applied = self.inner.durable.get(s)?.borrow().upto.map(|l| l.index);
+        let log_end = self.inner.logs.get(s)?.last_index();
+        self.inner.floors.waiting(s, applied, log_end)
     }
 
     /// Whether this node is a member that has caught up: it is in every shard's membership,

@@ -17,12 +17,15 @@
 //!   it durable, so it is never ahead of the ledger, and only once the Raft log holds it on
 //!   disk (openraft applies entries it has not flushed yet), so it is never ahead of the log:
 //!   openraft takes the log to reach at least as far as the position a restart starts from.
-//! - **Visible when durable.** Apply hands entries to the ledger and returns without waiting
-//!   for the ledger's fsync (the Raft log already holds them on a majority), so applying is
-//!   pipelined with the ledger's group commit. A settler task per shard follows the ledger's
-//!   completions in log order and publishes the last position whose effects are durable
-//!   ([`Durable`]); the ledger shows an entry, and its watch feed fires, once it is durable,
-//!   and a node answers a write once its own durable position has reached it.
+//! - **Visible at commit.** A cluster node's ledger writes without an fsync of its own
+//!   (buffered): the Raft log, fsynced on a majority before an entry commits, is the durable
+//!   copy, and the ledger is fsynced only before an applied position is saved. Apply hands
+//!   entries to the ledger once this node's own log holds them on disk, and returns without
+//!   waiting for the ledger's write, so applying is pipelined with it. A settler task per
+//!   shard follows the ledger's completions in log order and publishes the last position the
+//!   ledger shows ([`Durable`]); a node answers a write once that position has reached it. A
+//!   power cut can take the ledger's last writes: the node applies them again from its log,
+//!   and its reads wait until it has (`crate::floor`), so its view never shrinks.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -61,12 +64,13 @@ const SETTLING_MAX: usize = 4096;
 /// may not use it (CONTRACT §5).
 pub const RESERVED_APPEND_ID_PREFIX: &str = "raft:";
 
-/// How far a shard's applied entries are durable in the ledger.
+/// How far a shard's applied entries are written in the ledger, so shown by it (and in the
+/// Raft log on disk: durable).
 #[derive(Debug, Clone, Default)]
 pub struct Durable {
-    /// Every entry up to this log position is durable (or was a no-op).
+    /// Every entry up to this log position is written (or was a no-op).
     pub upto: Option<LogId<NodeId>>,
-    /// The ledger failed to make an applied entry durable: this shard stops here.
+    /// The ledger failed to write an applied entry: this shard stops here.
     pub failed: Option<String>,
 }
 
@@ -193,6 +197,12 @@ impl StateMachine {
         if let Some(upto) = upto {
             self.until_flushed(upto.index).await?;
         }
+        // The ledger writes without its own fsync (the Raft log is the durable copy): a restart
+        // must not start beyond what it holds on disk.
+        self.ledger
+            .sync()
+            .await
+            .map_err(|e| StorageIOError::write_state_machine(AnyError::error(e.to_string())))?;
         let state = pb::AppliedState {
             applied: upto.as_ref().map(wire::log_id_to),
             membership_log_id: self.membership.log_id().as_ref().map(wire::log_id_to),
@@ -326,7 +336,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut outcomes: Vec<pb::Outcome> = Vec::new();
+        // Shown only once this node's own log holds them on disk, so that what a node showed
+        // before a power cut is in its log after it (see `crate::floor`). openraft hands over
+        // entries a majority flushed, not always this node: its flush usually ended first.
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if let Some(last) = entries.last() {
+            self.until_flushed(last.log_id.index).await?;
+        }
+        let mut outcomes: Vec<pb::Outcome> = Vec::with_capacity(entries.len());
         // A new membership or new limits are saved at once, with a position that includes
         // them.
         let mut membership_changed = false;

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use converge_api::{AppendRequest, GetRequest, LedgerApi as _};
+use converge_api::{AppendRequest, GetRequest, LedgerApi as _, LedgerError};
 use converge_cluster::limits::ClusterLimits;
 use converge_cluster::log_store::LogStore;
 use converge_cluster::state_machine::saved_position;
@@ -158,14 +158,14 @@ impl Node {
         let listener = tokio::net::TcpListener::bind(address).await.expect("bind a loopback port");
         let address = listener.local_addr().expect("a bound address");
         let power = mains.switch_on(address.ip());
-        let storage = StoreConfig {
+        let storage = converge_cluster::ledger_storage(StoreConfig {
             vfs: Arc::new(disk.clone()),
             // The index is on the real disk, written only by checkpoints: none are taken, so
             // every incarnation rebuilds it from the log on its simulated disk.
             checkpoint_interval: Duration::from_secs(24 * 3600),
             checkpoint_bytes: u64::MAX,
             ..StoreConfig::disk(&dir)
-        };
+        });
         let ledger = Ledger::open(LedgerConfig::with_storage(storage)).expect("open the ledger");
         let config = ClusterConfig {
             data_dir: dir.clone(),
@@ -200,14 +200,16 @@ impl Node {
     /// arrives, and its disk is what a cut now leaves under `pattern` (what is not yet synced
     /// may be lost). Then its Raft and ledger stop, writing to a disk that is gone. Returns
     /// the disk it comes back on.
-    async fn cut(self, rng: &mut Rng, pattern: CrashPattern) -> (SimDisk, PathBuf, SocketAddr) {
+    async fn cut(self, rng: &mut Rng, pattern: CrashPattern) -> Cut {
         self.power.store(false, Ordering::SeqCst);
+        // At most what it showed when the power went: its ledger only grows until the cut.
+        let shown = shown(&self.ledger).await;
         let kept = self.disk.with_cut_point(|at| at.crash(rng, pattern));
         self.server.abort();
         let _ = self.server.await;
         self.cluster.shutdown().await;
         let _ = self.ledger.close().await;
-        (kept, self.dir, self.address)
+        Cut { disk: kept, dir: self.dir, address: self.address, shown }
     }
 
     /// Whether this node votes in every shard.
@@ -220,6 +222,56 @@ impl Node {
 
 /// Copies the tree `from` to `to` on `disk` (a node comes back in a new directory: its index
 /// lives on the real disk, and starts empty there).
+/// A node whose power was cut: the disk it comes back on, and what it showed at the cut.
+struct Cut {
+    disk: SimDisk,
+    dir: PathBuf,
+    address: SocketAddr,
+    /// Per context, the size of its tree as the node's ledger showed it.
+    shown: BTreeMap<String, u64>,
+}
+
+/// Per context, the size of its tree as `ledger` shows it now.
+async fn shown(ledger: &Ledger) -> BTreeMap<String, u64> {
+    let mut sizes = BTreeMap::new();
+    for c in 0..CONTEXTS {
+        let context = format!("ctx-{c}");
+        if let Ok(head) = ledger.tree_head(&context).await {
+            sizes.insert(context, head.tree_size);
+        }
+    }
+    sizes
+}
+
+/// Once `node` answers reads again after a cut, it shows every context at least as large as
+/// it did at the cut: a node's view never shrinks (CONTRACT §5), though its ledger may have
+/// lost its last writes (it writes them again from its Raft log before it answers).
+async fn check_not_shrunk(node: &Node, before: &BTreeMap<String, u64>, pattern: CrashPattern) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (context, &size) in before {
+        loop {
+            match node.cluster.tree_head(context).await {
+                Ok(head) => {
+                    assert!(
+                        head.tree_size >= size,
+                        "{pattern:?} cut: {} showed {context} at size {size}, after the restart at size {} (its view shrank)",
+                        node.address,
+                        head.tree_size
+                    );
+                    break;
+                }
+                Err(LedgerError::Unavailable(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!(
+                    "{pattern:?} cut: {} showed {context} at size {size}, after the restart: {e}",
+                    node.address
+                ),
+            }
+        }
+    }
+}
+
 fn copy_tree(disk: &SimDisk, from: &Path, to: &Path) -> std::io::Result<()> {
     disk.create_dir_all(to)?;
     for name in disk.list(from)? {
@@ -529,10 +581,15 @@ async fn cut_all_and_restart(
     }
     tokio::time::sleep(Duration::from_millis(rng.below(800))).await;
     let mut back = Vec::new();
-    for (i, (disk, dir, address)) in kept.into_iter().enumerate() {
+    let mut shown = Vec::new();
+    for (i, Cut { disk, dir, address, shown: before }) in kept.into_iter().enumerate() {
         copy_tree(&disk, &dir, &next(i)).expect("copy the node's files to its new directory");
         remove_tree(&disk, &dir).expect("remove the node's old directory");
         back.push(Node::start(mains, disk, next(i), address, Start::Restart).await);
+        shown.push(before);
+    }
+    for (node, before) in back.iter().zip(&shown) {
+        check_not_shrunk(node, before, pattern).await;
     }
     back
 }
@@ -548,7 +605,7 @@ async fn cut_and_restart(
     next: &Path,
 ) -> Node {
     let id = third.cluster.id();
-    let (disk, dir, address) = third.cut(rng, pattern).await;
+    let Cut { disk, dir, address, shown } = third.cut(rng, pattern).await;
     // Every shard, with what the other nodes, where they lead it, had from the cut node when
     // the power went (nothing it sent since arrives): it acknowledged those entries, so they
     // must be on the disk it comes back with. Where it led itself, nothing is known here (the
@@ -583,7 +640,9 @@ async fn cut_and_restart(
     }
     // Dark for a while, as a machine that lost power is.
     tokio::time::sleep(Duration::from_millis(rng.below(800))).await;
-    Node::start(mains, disk, next.to_path_buf(), address, Start::Restart).await
+    let back = Node::start(mains, disk, next.to_path_buf(), address, Start::Restart).await;
+    check_not_shrunk(&back, &shown, pattern).await;
+    back
 }
 
 /// Once the nodes agree (or after 60 s), checks what they hold against what was

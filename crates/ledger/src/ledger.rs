@@ -162,6 +162,16 @@ impl Ledger {
         Ok(ids.into_iter().map(converge_core::ContextId::into_string).collect())
     }
 
+    /// Makes every entry applied so far durable (see [`Store::sync`]): one fsync in buffered
+    /// mode, nothing in fsync mode.
+    pub async fn sync(&self) -> Result<(), LedgerError> {
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || store.sync())
+            .await
+            .map_err(|e| LedgerError::Internal(format!("syncing panicked: {e}")))?
+            .map_err(crate::errors::storage)
+    }
+
     /// Writes an index checkpoint now (normally the ledger does this on its own).
     pub fn checkpoint(&self) -> Result<(), LedgerError> {
         self.inner.store.checkpoint().map_err(crate::errors::storage)

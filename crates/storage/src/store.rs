@@ -376,6 +376,17 @@ impl Store {
         self.inner.shared.disk().is_some_and(|d| d.log.step())
     }
 
+    /// Makes every append reported so far durable: buffered mode fsyncs the log through its
+    /// last reported record (fsync mode and memory mode have nothing to do). Whoever keeps a
+    /// durable copy elsewhere (a cluster's Raft log) calls this before it forgets that copy.
+    pub fn sync(&self) -> Result<()> {
+        let Some(Disk { log, .. }) = self.inner.shared.disk() else { return Ok(()) };
+        if let Some(poisoned) = log.poisoned() {
+            return Err(poisoned);
+        }
+        log.sync_through(log.durable())
+    }
+
     /// Writes a checkpoint now (disk mode; memory mode has nothing to checkpoint).
     pub fn checkpoint(&self) -> Result<()> {
         self.inner.checkpoint()
