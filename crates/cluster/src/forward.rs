@@ -70,7 +70,7 @@ impl Cluster {
             };
             match attempt {
                 Ok(outcome) => {
-                    self.until_durable_here(shard, outcome.log_index).await?;
+                    self.until_shown_here(shard, outcome.log_index).await?;
                     return Ok(outcome);
                 }
                 // Definitely not written: no leader, or the node asked is not (or no longer) it.
@@ -122,7 +122,7 @@ impl Cluster {
             if let Some(wait) = queued {
                 match wait.await {
                     Ok(outcome) => {
-                        this.until_durable_here(shard, outcome.log_index).await?;
+                        this.until_shown_here(shard, outcome.log_index).await?;
                         return Ok(outcome);
                     }
                     Err(status) if status.code() != tonic::Code::Unavailable => {
@@ -135,21 +135,16 @@ impl Cluster {
         })
     }
 
-    /// Waits until this node has applied the write at `index` of `shard` and made it durable,
-    /// so a read here shows it.
-    async fn until_durable_here(&self, shard: u32, index: u64) -> Result<(), LedgerError> {
-        let mut durable = usize::try_from(shard)
-            .ok()
-            .and_then(|s| self.inner.durable.get(s))
-            .cloned()
-            .ok_or_else(|| {
-                LedgerError::Internal(format!("shard {shard} has no durability watch"))
-            })?;
-        let waited = tokio::time::timeout(
-            APPLY_WAIT_MAX,
-            durable.wait_for(|d| d.reached(index) != Ok(false)),
-        )
-        .await;
+    /// Waits until this node has applied the write at `index` of `shard`, so a read here
+    /// shows it.
+    async fn until_shown_here(&self, shard: u32, index: u64) -> Result<(), LedgerError> {
+        let mut shown =
+            usize::try_from(shard).ok().and_then(|s| self.inner.shown.get(s)).cloned().ok_or_else(
+                || LedgerError::Internal(format!("shard {shard} has no applied-position watch")),
+            )?;
+        let waited =
+            tokio::time::timeout(APPLY_WAIT_MAX, shown.wait_for(|d| d.reached(index) != Ok(false)))
+                .await;
         let not_yet = |why: &str| {
             LedgerError::Unavailable(format!(
                 "the write was committed but this node has not applied it ({why}); read it from another node, or retry with the same append_id"

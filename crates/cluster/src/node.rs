@@ -160,9 +160,9 @@ pub(crate) struct Inner {
     pub(crate) forwarders: Vec<Proposer>,
     /// Per shard: the gate proposals pass (closed while the shard's leadership is handed over).
     pub(crate) gates: Vec<Gate>,
-    /// Per shard: how far its applied entries are durable here (a write is answered once
-    /// this node's durable position has reached it).
-    pub(crate) durable: Vec<tokio::sync::watch::Receiver<crate::state_machine::Durable>>,
+    /// Per shard: how far its applied entries are shown here (a write is answered once this
+    /// node's shown position has reached it).
+    pub(crate) shown: Vec<tokio::sync::watch::Receiver<crate::state_machine::Shown>>,
     /// Per shard: how far it must apply before it answers reads after an unclean restart.
     pub(crate) floors: crate::floor::Floors,
     /// Per shard: the cluster-wide limits its log has set, as applied here.
@@ -232,7 +232,7 @@ impl Cluster {
         check_directory(&ledger, vfs.as_ref(), &config, membership.shards)?;
         let bootstrapping = begin_bootstrap(vfs.as_ref(), &config, &membership)?;
         let raft_config = Arc::new(raft_config(config.timing)?);
-        let (mut shards, mut durable, mut limits, mut logs, mut log_ends) =
+        let (mut shards, mut shown, mut limits, mut logs, mut log_ends) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for shard in 0..membership.shards {
             let dir = config.data_dir.join("raft").join(format!("shard-{shard}"));
@@ -240,7 +240,7 @@ impl Cluster {
             log_ends.push(log.last_index());
             let sm =
                 StateMachine::open(shard, ledger.clone(), Arc::clone(&vfs), &dir, log.flushed())?;
-            durable.push(sm.durable());
+            shown.push(sm.shown());
             limits.push(sm.limits());
             logs.push(log.clone());
             let network = Network::new(shard, peers.clone());
@@ -273,7 +273,7 @@ impl Cluster {
             proposers,
             forwarders,
             gates,
-            durable,
+            shown,
             floors,
             limits,
             own_limits: config.limits,
@@ -422,7 +422,7 @@ impl Cluster {
     /// The index `shard`'s reads still wait for after an unclean restart (`crate::floor`).
     pub(crate) fn floor_waiting(&self, shard: u32) -> Option<u64> {
         let s = usize::try_from(shard).ok()?;
-        let applied = self.inner.durable.get(s)?.borrow().upto.map(|l| l.index);
+        let applied = self.inner.shown.get(s)?.borrow().upto.map(|l| l.index);
         let log_end = self.inner.logs.get(s)?.last_index();
         self.inner.floors.waiting(s, applied, log_end)
     }

@@ -13,8 +13,8 @@
 //!   position this node saved, some of which the ledger already holds. Every append carries an
 //!   `append_id` (the client's, or `raft:SHARD:INDEX[:K]` from its log position), so applying it
 //!   again returns the entry it made the first time; a load of what the context already holds
-//!   adds nothing. The saved position is written only after the ledger made everything before
-//!   it durable, so it is never ahead of the ledger, and only once the Raft log holds it on
+//!   adds nothing. The saved position is written only after an fsync of the ledger that
+//!   covers everything before it, so it is never ahead of the ledger on disk, and only once the Raft log holds it on
 //!   disk (openraft applies entries it has not flushed yet), so it is never ahead of the log:
 //!   openraft takes the log to reach at least as far as the position a restart starts from.
 //! - **Visible at commit.** A cluster node's ledger writes without an fsync of its own
@@ -23,7 +23,7 @@
 //!   entries to the ledger once this node's own log holds them on disk, and returns without
 //!   waiting for the ledger's write, so applying is pipelined with it. A settler task per
 //!   shard follows the ledger's completions in log order and publishes the last position the
-//!   ledger shows ([`Durable`]); a node answers a write once that position has reached it. A
+//!   ledger shows ([`Shown`]); a node answers a write once that position has reached it. A
 //!   power cut can take the ledger's last writes: the node applies them again from its log,
 //!   and its reads wait until it has (`crate::floor`), so its view never shrinks.
 
@@ -53,11 +53,11 @@ use crate::types::{Entry, NodeId, StorageError, TypeConfig};
 use crate::wire;
 
 /// How often the applied position is saved (more often means less to apply again after a
-/// restart, and one more small fsync).
+/// restart, and one more fsync of the ledger and of the small file that holds it).
 const SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Applied entries a shard's settler may be behind by: beyond it, apply waits for the ledger's
-/// fsyncs to catch up instead of queueing their waits without bound.
+/// writes to catch up instead of queueing their waits without bound.
 const SETTLING_MAX: usize = 4096;
 
 /// The prefix of the `append_id`s the cluster gives appends that came without one; clients
@@ -67,15 +67,15 @@ pub const RESERVED_APPEND_ID_PREFIX: &str = "raft:";
 /// How far a shard's applied entries are written in the ledger, so shown by it (and in the
 /// Raft log on disk: durable).
 #[derive(Debug, Clone, Default)]
-pub struct Durable {
+pub struct Shown {
     /// Every entry up to this log position is written (or was a no-op).
     pub upto: Option<LogId<NodeId>>,
     /// The ledger failed to write an applied entry: this shard stops here.
     pub failed: Option<String>,
 }
 
-impl Durable {
-    /// Whether position `index` is durable (`Err` once the shard failed).
+impl Shown {
+    /// Whether position `index` is shown (`Err` once the shard failed).
     pub fn reached(&self, index: u64) -> Result<bool, String> {
         match &self.failed {
             Some(failed) => Err(failed.clone()),
@@ -85,8 +85,8 @@ impl Durable {
 }
 
 /// A log position, and the wait for its entry's durability if it appended one.
-type Settling = (LogId<NodeId>, Option<PendingDurable>);
-type PendingDurable =
+type Settling = (LogId<NodeId>, Option<PendingWrite>);
+type PendingWrite =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), LedgerError>> + Send>>;
 
 /// One shard's state machine over the node's ledger.
@@ -99,7 +99,7 @@ pub struct StateMachine {
     membership: StoredMembership<NodeId, openraft::BasicNode>,
     saved_at: Instant,
     settling: mpsc::Sender<Settling>,
-    durable: watch::Receiver<Durable>,
+    shown: watch::Receiver<Shown>,
     /// How far the shard's Raft log is durable.
     log_flushed: watch::Receiver<Flushed>,
     /// The cluster-wide limits the log has set, as applied here.
@@ -120,7 +120,7 @@ impl StateMachine {
         let Saved { position: applied, membership, limits } =
             read_applied(vfs.as_ref(), dir)?.unwrap_or_default();
         let (settling, pending) = mpsc::channel(SETTLING_MAX);
-        let (published, durable) = watch::channel(Durable { upto: applied, failed: None });
+        let (published, shown) = watch::channel(Shown { upto: applied, failed: None });
         tokio::spawn(settle(shard, pending, published));
         Ok(Self {
             shard,
@@ -131,7 +131,7 @@ impl StateMachine {
             membership,
             saved_at: Instant::now(),
             settling,
-            durable,
+            shown,
             log_flushed,
             limits: watch::Sender::new(limits),
         })
@@ -142,14 +142,14 @@ impl StateMachine {
         self.limits.subscribe()
     }
 
-    /// How far this shard's applied entries are durable, as it changes.
-    pub fn durable(&self) -> watch::Receiver<Durable> {
-        self.durable.clone()
+    /// How far this shard's applied entries are shown by the ledger, as it changes.
+    pub fn shown(&self) -> watch::Receiver<Shown> {
+        self.shown.clone()
     }
 
-    /// Waits until every entry up to `index` is durable.
-    async fn until_durable(&mut self, index: u64) -> Result<(), StorageError> {
-        let reached = self.durable.wait_for(|d| d.reached(index) != Ok(false)).await;
+    /// Waits until the ledger shows every entry up to `index`.
+    async fn until_shown(&mut self, index: u64) -> Result<(), StorageError> {
+        let reached = self.shown.wait_for(|d| d.reached(index) != Ok(false)).await;
         match reached.map(|d| d.reached(index)) {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(failed)) => {
@@ -184,14 +184,14 @@ impl StateMachine {
     async fn settled(
         &self,
         log_id: LogId<NodeId>,
-        pending: Option<PendingDurable>,
+        pending: Option<PendingWrite>,
     ) -> Result<(), StorageError> {
         self.settling.send((log_id, pending)).await.map_err(|_| {
             StorageIOError::write_state_machine(AnyError::error("the settler stopped")).into()
         })
     }
 
-    /// Saves `upto` (durable in the ledger) as the applied position, with the membership
+    /// Saves `upto` (shown by the ledger) as the applied position, with the membership
     /// applied last, once the Raft log holds `upto` on disk.
     async fn save(&mut self, upto: Option<LogId<NodeId>>) -> Result<(), StorageError> {
         if let Some(upto) = upto {
@@ -221,7 +221,7 @@ impl StateMachine {
             Some(pb::command::Op::Append(append)) => {
                 let default_id = || format!("{RESERVED_APPEND_ID_PREFIX}{}:{index}", self.shard);
                 Ok(match self.append(append, default_id)? {
-                    (outcome, Some(durable)) => Applying::Append(outcome, durable),
+                    (outcome, Some(written)) => Applying::Append(outcome, written),
                     (outcome, None) => Applying::Done(outcome),
                 })
             }
@@ -231,23 +231,23 @@ impl StateMachine {
                 for (k, append) in batch.appends.into_iter().enumerate() {
                     let default_id =
                         || format!("{RESERVED_APPEND_ID_PREFIX}{}:{index}:{k}", self.shard);
-                    let (outcome, durable) = self.append(append, default_id)?;
+                    let (outcome, written) = self.append(append, default_id)?;
                     outcomes.push(outcome);
-                    pending.extend(durable);
+                    pending.extend(written);
                 }
                 let outcome = pb::Outcome {
                     result: Some(pb::outcome::Result::Outcomes(pb::Outcomes { outcomes })),
                     log_index: 0,
                 };
-                let durable: PendingDurable = Box::pin(async move {
-                    // The ledger completes in order: the last is durable when all are, but
+                let written: PendingWrite = Box::pin(async move {
+                    // The ledger completes in order: the last is written when all are, but
                     // each may carry its own failure.
-                    for durable in pending {
-                        durable.await?;
+                    for write in pending {
+                        write.await?;
                     }
                     Ok(())
                 });
-                Ok(Applying::Append(outcome, durable))
+                Ok(Applying::Append(outcome, written))
             }
             Some(pb::command::Op::Load(load)) => {
                 Ok(Applying::Load(convert::load_request_from_wire(load)))
@@ -275,13 +275,13 @@ impl StateMachine {
         &self,
         append: pb::AppendCommand,
         default_id: impl FnOnce() -> String,
-    ) -> Result<(pb::Outcome, Option<PendingDurable>), StorageError> {
+    ) -> Result<(pb::Outcome, Option<PendingWrite>), StorageError> {
         let mut request = convert::append_request_from_wire(append.request.unwrap_or_default());
         if request.append_id.as_deref().is_none_or(str::is_empty) {
             request.append_id = Some(default_id());
         }
         match self.ledger.apply_append(request, Timestamp(append.now_ns)) {
-            Ok((entry, durable)) => Ok((entry_outcome(&entry), Some(Box::pin(durable)))),
+            Ok((entry, written)) => Ok((entry_outcome(&entry), Some(Box::pin(written)))),
             Err(e) => Ok((answer(&e)?, None)),
         }
     }
@@ -289,7 +289,7 @@ impl StateMachine {
 
 enum Applying {
     Done(pb::Outcome),
-    Append(pb::Outcome, PendingDurable),
+    Append(pb::Outcome, PendingWrite),
     Load(LoadRequest),
 }
 
@@ -359,11 +359,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 EntryPayload::Normal(command) => match self.start(index, command)? {
                     Applying::Done(outcome) => (outcome, None),
-                    Applying::Append(outcome, durable) => (outcome, Some(durable)),
+                    Applying::Append(outcome, written) => (outcome, Some(written)),
                     Applying::Load(request) => {
                         // A load compares with the context as it is: appends before it first.
                         if let Some(previous) = self.applied {
-                            self.until_durable(previous.index).await?;
+                            self.until_shown(previous.index).await?;
                         }
                         let outcome = match self.ledger.apply_load(request).await {
                             Ok(response) => pb::Outcome {
@@ -385,11 +385,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if membership_changed || *self.limits.borrow() != limits_before {
             // The membership and limits are saved with a position that includes them.
             if let Some(applied) = self.applied {
-                self.until_durable(applied.index).await?;
+                self.until_shown(applied.index).await?;
             }
             self.save(self.applied).await?;
         } else if self.saved_at.elapsed() >= SAVE_INTERVAL {
-            let upto = self.durable.borrow().upto;
+            let upto = self.shown.borrow().upto;
             // The membership saved must be the one in force at `upto`.
             if self.membership.log_id().as_ref().map(|l| l.index) <= upto.map(|l| l.index) {
                 self.save(upto).await?;
@@ -420,17 +420,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 }
 
 /// Follows the ledger's completions of one shard's applied entries, in log order, and
-/// publishes how far they are durable. A failure stops the shard on this node.
+/// publishes how far the ledger shows them. A failure stops the shard on this node.
 async fn settle(
     shard: u32,
     mut pending: mpsc::Receiver<Settling>,
-    published: watch::Sender<Durable>,
+    published: watch::Sender<Shown>,
 ) {
-    while let Some((log_id, durable)) = pending.recv().await {
-        if let Some(durable) = durable
-            && let Err(e) = durable.await
+    while let Some((log_id, written)) = pending.recv().await {
+        if let Some(written) = written
+            && let Err(e) = written.await
         {
-            tracing::error!(shard, error = %e, "an applied entry did not become durable; this shard stops on this node");
+            tracing::error!(shard, error = %e, "the ledger did not write an applied entry; this shard stops on this node");
             published.send_modify(|d| d.failed = Some(format!("shard {shard}: {e}")));
             return;
         }
