@@ -384,7 +384,9 @@ impl Store {
         if let Some(poisoned) = log.poisoned() {
             return Err(poisoned);
         }
-        log.sync_through(log.durable())
+        // Not `durable()`: the writer moves that only after it told the sinks, so an append
+        // already reported could lie beyond it.
+        log.sync_through(log.written())
     }
 
     /// Writes a checkpoint now (disk mode; memory mode has nothing to checkpoint).

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use converge_core::Timestamp;
 use converge_storage::vfs::sim::SimDisk;
 use converge_storage::{Durability, StoreConfig};
 
@@ -56,5 +57,41 @@ fn buffered_mode_does_not_sync_per_append_but_a_checkpoint_syncs_first() {
     assert!(disk.unsynced_bytes(&segment(dir.path())) > 2000, "acknowledged before fsync");
     store.checkpoint().unwrap();
     assert_eq!(disk.unsynced_bytes(&segment(dir.path())), 0, "the checkpoint synced the log");
+    store.close().unwrap();
+}
+
+#[test]
+fn sync_makes_every_append_reported_so_far_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SimDisk::new();
+    let store = open(&buffered(dir.path(), &disk, Duration::from_secs(3600)));
+    let c = store.context(&ctx("c")).unwrap();
+    for i in 0..20u8 {
+        append(&c, "k", &[i; 100]);
+    }
+    assert!(disk.unsynced_bytes(&segment(dir.path())) > 2000, "acknowledged before fsync");
+    store.sync().unwrap();
+    assert_eq!(disk.unsynced_bytes(&segment(dir.path())), 0, "sync fsynced the log");
+    store.close().unwrap();
+}
+
+#[test]
+fn sync_covers_an_append_from_the_moment_it_is_reported() {
+    // A cluster node saves how far it applied once the ledger reported those appends and a
+    // `sync` after that returned: called from the completion itself, `sync` must cover it.
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SimDisk::new();
+    let store = open(&buffered(dir.path(), &disk, Duration::from_secs(3600)));
+    let c = store.context(&ctx("c")).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (syncer, sim, file) = (store.clone(), disk.clone(), segment(dir.path()));
+    let done = Box::new(move |appended: converge_storage::Result<_>| {
+        appended.unwrap();
+        syncer.sync().unwrap();
+        tx.send(sim.unsynced_bytes(&file)).unwrap();
+    });
+    c.append(new_entry(c.id(), "k", &[7; 100], None), Timestamp(1_000), done).unwrap();
+    let unsynced = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(unsynced, 0, "sync from the completion left the reported append unsynced");
     store.close().unwrap();
 }

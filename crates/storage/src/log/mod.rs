@@ -89,6 +89,8 @@ pub struct DiskLog {
     wake: Condvar,
     files: files::OpenFiles,
     durable: Mutex<LogPoint>,
+    /// The end of what the writer has written, set before it tells the records' sinks.
+    written: Mutex<LogPoint>,
     writer: Mutex<Option<JoinHandle<()>>>,
     stats: LogStats,
 }
@@ -121,12 +123,14 @@ impl DiskLog {
             wake: Condvar::new(),
             files: files::OpenFiles::default(),
             durable: Mutex::new(LogPoint::default()),
+            written: Mutex::new(LogPoint::default()),
             writer: Mutex::new(None),
             stats: LogStats::default(),
         });
         let (active, end) = recover::open(&log, from, replay)?;
         log.lock_queue().next_lsn = end.lsn + 1;
         log.set_durable(end);
+        log.set_written(end);
         // Recovery fsyncs the newest segment, so everything it found is on disk.
         log.set_synced_lsn(end.lsn);
         let writer = writer::Writer::new(active);
@@ -313,6 +317,19 @@ impl DiskLog {
     /// The end of the durable log: every record up to it has been reported to its sink.
     pub fn durable(&self) -> LogPoint {
         *self.durable.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The end of what the writer has written: every record a sink has been told of is
+    /// before it (unlike [`Self::durable`], which moves only after the sinks ran).
+    pub fn written(&self) -> LogPoint {
+        *self.written.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set_written(&self, point: LogPoint) {
+        let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        if written.lsn < point.lsn {
+            *written = point;
+        }
     }
 
     fn set_durable(&self, point: LogPoint) {

@@ -175,6 +175,8 @@ fn write_batch(log: &DiskLog, active: &mut Active, buf: &mut [u8], items: &[Item
     let last = items.last().expect("checked above");
     debug_assert_eq!(last.lsn, active.last_lsn + items.len() as u64, "LSNs have no gaps");
     active.last_lsn = last.lsn;
+    let end = u32::try_from(active.len).expect("segment offsets fit u32");
+    log.set_written(LogPoint { lsn: active.last_lsn, segment: active.number, offset: end });
     if log.durability.syncs() {
         let started = Instant::now();
         sync_active(log, active)?;
