@@ -45,16 +45,22 @@ fn buffered_mode_syncs_the_log_within_the_sync_interval() {
     store.close().unwrap();
 }
 
-#[test]
-fn buffered_mode_does_not_sync_per_append_but_a_checkpoint_syncs_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let disk = SimDisk::new();
-    let store = open(&buffered(dir.path(), &disk, Duration::from_secs(3600)));
+/// A buffered store on `disk` in `dir` holding 20 appends acknowledged but not yet fsynced.
+fn with_unsynced_appends(dir: &Path, disk: &SimDisk) -> converge_storage::Store {
+    let store = open(&buffered(dir, disk, Duration::from_secs(3600)));
     let c = store.context(&ctx("c")).unwrap();
     for i in 0..20u8 {
         append(&c, "k", &[i; 100]);
     }
-    assert!(disk.unsynced_bytes(&segment(dir.path())) > 2000, "acknowledged before fsync");
+    assert!(disk.unsynced_bytes(&segment(dir)) > 2000, "acknowledged before fsync");
+    store
+}
+
+#[test]
+fn buffered_mode_does_not_sync_per_append_but_a_checkpoint_syncs_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SimDisk::new();
+    let store = with_unsynced_appends(dir.path(), &disk);
     store.checkpoint().unwrap();
     assert_eq!(disk.unsynced_bytes(&segment(dir.path())), 0, "the checkpoint synced the log");
     store.close().unwrap();
@@ -64,12 +70,7 @@ fn buffered_mode_does_not_sync_per_append_but_a_checkpoint_syncs_first() {
 fn sync_makes_every_append_reported_so_far_durable() {
     let dir = tempfile::tempdir().unwrap();
     let disk = SimDisk::new();
-    let store = open(&buffered(dir.path(), &disk, Duration::from_secs(3600)));
-    let c = store.context(&ctx("c")).unwrap();
-    for i in 0..20u8 {
-        append(&c, "k", &[i; 100]);
-    }
-    assert!(disk.unsynced_bytes(&segment(dir.path())) > 2000, "acknowledged before fsync");
+    let store = with_unsynced_appends(dir.path(), &disk);
     store.sync().unwrap();
     assert_eq!(disk.unsynced_bytes(&segment(dir.path())), 0, "sync fsynced the log");
     store.close().unwrap();
