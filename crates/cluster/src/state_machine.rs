@@ -14,9 +14,10 @@
 //!   `append_id` (the client's, or `raft:SHARD:INDEX[:K]` from its log position), so applying it
 //!   again returns the entry it made the first time; a load of what the context already holds
 //!   adds nothing. The saved position is written only after an fsync of the ledger that
-//!   covers everything before it, so it is never ahead of the ledger on disk, and only once the Raft log holds it on
-//!   disk (openraft applies entries it has not flushed yet), so it is never ahead of the log:
-//!   openraft takes the log to reach at least as far as the position a restart starts from.
+//!   covers everything before it, so it is never ahead of the ledger on disk, and only once
+//!   the Raft log holds it on disk (openraft applies entries it has not flushed yet), so it is
+//!   never ahead of the log: openraft takes the log to reach at least as far as the position
+//!   a restart starts from.
 //! - **Visible at commit.** A cluster node's ledger writes without an fsync of its own
 //!   (buffered): the Raft log, fsynced on a majority before an entry commits, is the durable
 //!   copy, and the ledger is fsynced only before an applied position is saved. Apply hands
@@ -84,7 +85,7 @@ impl Shown {
     }
 }
 
-/// A log position, and the wait for its entry's durability if it appended one.
+/// A log position, and the wait for the ledger's write of its entry if it appended one.
 type Settling = (LogId<NodeId>, Option<PendingWrite>);
 type PendingWrite =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), LedgerError>> + Send>>;

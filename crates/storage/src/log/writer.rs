@@ -175,8 +175,7 @@ fn write_batch(log: &DiskLog, active: &mut Active, buf: &mut [u8], items: &[Item
     let last = items.last().expect("checked above");
     debug_assert_eq!(last.lsn, active.last_lsn + items.len() as u64, "LSNs have no gaps");
     active.last_lsn = last.lsn;
-    let end = u32::try_from(active.len).expect("segment offsets fit u32");
-    log.set_written(LogPoint { lsn: active.last_lsn, segment: active.number, offset: end });
+    log.set_written(end_of(active));
     if log.durability.syncs() {
         let started = Instant::now();
         sync_active(log, active)?;
@@ -369,8 +368,13 @@ fn complete(log: &DiskLog, active: &Active, offset: u64, items: &[Item], reporte
     }
     // Published after every sink has run, so whoever reads the durable point knows those
     // records are in the in-memory index.
-    let end = u32::try_from(active.len).expect("segment offsets fit u32");
-    log.set_durable(LogPoint { lsn: active.last_lsn, segment: active.number, offset: end });
+    log.set_durable(end_of(active));
+}
+
+/// The point just after the last record written to `active`.
+fn end_of(active: &Active) -> LogPoint {
+    let offset = u32::try_from(active.len).expect("segment offsets fit u32");
+    LogPoint { lsn: active.last_lsn, segment: active.number, offset }
 }
 
 /// Poisons the log with `err` and tells every sink of `items` that its record failed.
