@@ -24,13 +24,15 @@ serve() {
   echo "node $name did not start:"; cat "$WORK/$name.log"; exit 1
 }
 
-# cluster_of_three PREFIX: starts nodes PREFIX1 (bootstrapping), PREFIX2 and PREFIX3 (joining)
-# on free ports, waits until all three vote and the shard leaders are spread over them, and
-# sets N1, N2, N3 (their ports) and CLUSTER (the three URLs, for a client given all three).
+# cluster_of_three PREFIX: starts nodes PREFIX1 (bootstrapping, with BOOTSTRAP_FLAGS if set),
+# PREFIX2 and PREFIX3 (joining) on free ports, waits until all three vote and the shard leaders
+# are spread over them, and sets N1, N2, N3 (their ports) and CLUSTER (the three URLs, for a
+# client given all three).
 cluster_of_three() {
   local prefix="$1"
   N1=$(free_port); N2=$(free_port); N3=$(free_port)
-  serve "${prefix}1" "$N1" --bootstrap
+  # shellcheck disable=SC2086 # BOOTSTRAP_FLAGS: words, if any
+  serve "${prefix}1" "$N1" --bootstrap ${BOOTSTRAP_FLAGS:-}
   sleep 2
   serve "${prefix}2" "$N2" --join "127.0.0.1:$N1"
   serve "${prefix}3" "$N3" --join "127.0.0.1:$N1"

@@ -2,7 +2,8 @@
 //! openraft, with this node's ledger as its state machine. The only crate that names openraft.
 //!
 //! - [`types`]: openraft's type configuration and the context-to-shard mapping.
-//! - [`log_store`]: one shard's Raft log and vote on disk.
+//! - `node_log`: the node's one Raft log on disk, every shard's entries and votes in it.
+//! - [`log_store`]: one shard's part of it, as openraft's log storage.
 //! - [`state_machine`]: applying committed commands to the ledger, deterministically.
 //! - `propose`: proposing on a shard's leader; appends proposed together ride one entry.
 //! - [`spread`]: shard leaders spread over the nodes.
@@ -28,6 +29,7 @@ pub mod log_store;
 mod metrics;
 pub mod network;
 mod node;
+mod node_log;
 mod peer;
 mod propose;
 pub mod spread;

@@ -15,7 +15,7 @@ use openraft::{BasicNode, ChangeMembers, Config, ServerState, SnapshotPolicy};
 use tracing::{info, warn};
 
 use crate::limits::{ClusterLimits, InForce};
-use crate::log_store::LogStore;
+use crate::log_store::{LogStore, NodeLog};
 use crate::network::{Network, PeerTls, Peers};
 use crate::propose::{Gate, Proposer, Route};
 use crate::spread::Spreader;
@@ -234,9 +234,11 @@ impl Cluster {
         let raft_config = Arc::new(raft_config(config.timing)?);
         let (mut shards, mut shown, mut limits, mut logs, mut log_ends) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let node_log =
+            NodeLog::open(Arc::clone(&vfs), &config.data_dir.join("raft"), id, membership.shards)?;
         for shard in 0..membership.shards {
             let dir = config.data_dir.join("raft").join(format!("shard-{shard}"));
-            let log = LogStore::open(Arc::clone(&vfs), &dir, id)?;
+            let log = node_log.shard(shard);
             log_ends.push(log.last_index());
             let sm =
                 StateMachine::open(shard, ledger.clone(), Arc::clone(&vfs), &dir, log.flushed())?;
@@ -923,15 +925,19 @@ fn check_directory(
             )));
         }
     }
-    if recorded && !pending {
+    let raft = dir.join("raft");
+    if recorded && !pending && !NodeLog::exists(vfs, &raft)? {
+        // A directory from before the node log has each shard's log instead (copied in at
+        // open); either will do.
+        let mut legacy = true;
         for shard in 0..shards {
-            let log = dir.join("raft").join(format!("shard-{shard}")).join("log");
-            if !vfs.exists(&log)? {
-                return Err(ClusterError::Config(format!(
-                    "{} is missing while this node's identity remains: a node that lost its Raft state must not rejoin under the same identity (it could vote twice, or for a leader without what it acknowledged). Restore the file, or wipe the whole data directory and join as a new node",
-                    log.display()
-                )));
-            }
+            legacy &= vfs.exists(&raft.join(format!("shard-{shard}")).join("log"))?;
+        }
+        if !legacy {
+            return Err(ClusterError::Config(format!(
+                "the Raft log ({}) is missing while this node's identity remains: a node that lost its Raft state must not rejoin under the same identity (it could vote twice, or for a leader without what it acknowledged). Restore it, or wipe the whole data directory and join as a new node",
+                raft.join("log").display()
+            )));
         }
     }
     Ok(())

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use converge_api::{AppendRequest, GetRequest, LedgerApi as _, LedgerError};
 use converge_cluster::limits::ClusterLimits;
-use converge_cluster::log_store::LogStore;
+use converge_cluster::log_store::NodeLog;
 use converge_cluster::state_machine::saved_position;
 use converge_cluster::{Cluster, ClusterConfig, Start, Timing};
 use converge_ledger::{Ledger, LedgerConfig};
@@ -620,10 +620,12 @@ async fn cut_and_restart(
     }
     copy_tree(&disk, &dir, next).expect("copy the node's files to its new directory");
     remove_tree(&disk, &dir).expect("remove the node's old directory");
+    let shards = u32::try_from(acknowledged.len()).expect("a few shards");
+    let node_log = NodeLog::open(Arc::new(disk.clone()), &next.join("raft"), id, shards)
+        .expect("open the cut node's Raft log");
     for (shard, matched) in acknowledged {
         let shard_dir = next.join("raft").join(format!("shard-{shard}"));
-        let log = LogStore::open(Arc::new(disk.clone()), &shard_dir, id)
-            .expect("open the cut node's Raft log");
+        let log = node_log.shard(shard);
         // What the node applied, it must still hold in its log: a restart starts from the
         // saved position, and openraft takes the log to reach at least that far.
         let applied = saved_position(&disk, &shard_dir).expect("read the applied position");
@@ -638,6 +640,7 @@ async fn cut_and_restart(
             log.last_index()
         );
     }
+    drop(node_log);
     // Dark for a while, as a machine that lost power is.
     tokio::time::sleep(Duration::from_millis(rng.below(800))).await;
     let back = Node::start(mains, disk, next.to_path_buf(), address, Start::Restart).await;

@@ -345,12 +345,11 @@ async fn a_node_whose_raft_state_is_damaged_or_missing_refuses_to_start() {
     let victim_dir = dir.path().join(format!("n{}", victim + 1));
     nodes[victim].kill9();
 
-    // Eight bytes flipped inside an acknowledged entry's record.
-    let shard = converge_cluster::shard_of(context, SHARDS.parse().unwrap());
-    let log = victim_dir.join("raft").join(format!("shard-{shard}")).join("log");
+    // Eight bytes flipped inside an acknowledged record of the node's Raft log.
+    let log = victim_dir.join("raft").join("log").join("segment-0000000001");
     let mut bytes = std::fs::read(&log).unwrap();
     let offsets = record_offsets(&bytes);
-    assert!(offsets.len() > 20, "the shard's log holds the entries");
+    assert!(offsets.len() > 20, "the node's log holds the entries");
     let at = offsets[offsets.len() / 2];
     for byte in &mut bytes[at + 12..at + 20] {
         *byte ^= 0xA5;
@@ -363,7 +362,7 @@ async fn a_node_whose_raft_state_is_damaged_or_missing_refuses_to_start() {
     );
 
     // A node whose Raft state is gone but whose identity remains is refused as well.
-    std::fs::remove_dir_all(victim_dir.join("raft").join(format!("shard-{shard}"))).unwrap();
+    std::fs::remove_dir_all(victim_dir.join("raft").join("log")).unwrap();
     let stderr = refused_start(&victim_dir, &[]);
     assert!(stderr.contains("is missing while this node's identity remains"), "{stderr}");
 
