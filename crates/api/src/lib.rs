@@ -89,6 +89,12 @@ pub struct GetRequest {
     pub after_sequence: u64,
     /// At most this many (0: no limit).
     pub limit: u32,
+    /// Only entries with a sequence below this one (0: no bound).
+    pub before_sequence: u64,
+    /// Highest sequence first: the newest `limit` of those that match (so `limit` 1 is the
+    /// latest entry, of `key` when it is set); page on with `before_sequence` = the last
+    /// sequence returned.
+    pub newest_first: bool,
 }
 
 impl GetRequest {
@@ -101,7 +107,7 @@ impl GetRequest {
 /// Entries found by a Get.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GetResponse {
-    /// In sequence order.
+    /// In sequence order (highest first when the request asked for newest first).
     pub entries: Vec<Arc<Entry>>,
     /// The context's latest sequence, whatever the filter.
     pub latest_sequence: u64,

@@ -301,6 +301,12 @@ pub struct GetArgs {
     /// At most this many (0: all).
     #[arg(long, default_value_t = 0)]
     pub limit: u32,
+    /// Only entries with a sequence below this one.
+    #[arg(long, value_name = "SEQUENCE")]
+    pub before: Option<u64>,
+    /// Highest sequence first (`--limit 1`: the latest entry, of `--key` when given).
+    #[arg(long)]
+    pub newest_first: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }

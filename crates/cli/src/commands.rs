@@ -105,6 +105,8 @@ pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         key: args.key,
         after_sequence: args.after,
         limit: args.limit,
+        before_sequence: args.before.unwrap_or(0),
+        newest_first: args.newest_first,
     };
     let resp = client.get(request).await?;
     if args.client.json {
@@ -220,6 +222,8 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 key: None,
                 after_sequence: after,
                 limit,
+                before_sequence: 0,
+                newest_first: false,
             })
             .await?;
         if page.entries.is_empty() {
@@ -322,6 +326,8 @@ pub async fn proof(args: ProofArgs) -> anyhow::Result<ExitCode> {
             key: None,
             after_sequence: args.sequence - 1,
             limit: 1,
+            before_sequence: 0,
+            newest_first: false,
         })
         .await?;
     let entry = page

@@ -504,7 +504,8 @@ impl LedgerApi for Client {
 
     async fn get(&self, request: GetRequest) -> Result<GetResponse, LedgerError> {
         let context_id = request.context_id.clone();
-        let after = request.after_sequence;
+        let bounds = (request.after_sequence, request.before_sequence);
+        let newest_first = request.newest_first;
         let filtered = request.key.as_deref().is_some_and(|k| !k.is_empty());
         let resp = self
             .nodes
@@ -517,8 +518,10 @@ impl LedgerApi for Client {
             .into_inner();
         let resp = convert::get_response_from_wire(resp)?;
         if self.config.verify {
-            verify::entries(&context_id, after, &resp.entries)?;
-            verify::prefix(self, &context_id, after, filtered, &resp.entries).await?;
+            verify::entries(&context_id, bounds, newest_first, &resp.entries)?;
+            if !filtered && bounds.0 == 0 {
+                verify::prefix(self, &context_id, newest_first, &resp.entries).await?;
+            }
         }
         Ok(resp)
     }

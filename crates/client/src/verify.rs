@@ -46,17 +46,29 @@ pub(crate) fn appended(sent: &AppendRequest, got: &Entry) -> Result<(), LedgerEr
 /// Entries of a Get: each hashes right and they ascend after `after`.
 pub(crate) fn entries(
     context_id: &str,
-    after: u64,
+    (after, before): (u64, u64),
+    newest_first: bool,
     entries: &[Arc<Entry>],
 ) -> Result<(), LedgerError> {
     let id = context(context_id)?;
-    let mut previous = after;
+    let mut previous: Option<u64> = None;
     for e in entries {
         entry(&id, e)?;
-        if e.sequence().0 <= previous {
-            return Err(failed(format!("entry {} came after entry {previous}", e.sequence())));
+        let seq = e.sequence().0;
+        if seq <= after || (before > 0 && seq >= before) {
+            return Err(failed(format!(
+                "entry {seq} is outside the range asked for (after {after}, before {before})"
+            )));
         }
-        previous = e.sequence().0;
+        if let Some(previous) = previous
+            && (if newest_first { seq >= previous } else { seq <= previous })
+        {
+            let order = if newest_first { "newest" } else { "oldest" };
+            return Err(failed(format!(
+                "entry {seq} came after entry {previous} in a read {order} first"
+            )));
+        }
+        previous = Some(seq);
     }
     Ok(())
 }
@@ -177,19 +189,27 @@ async fn consistent(
     Ok(proof.from_root == older_root && proof.to_root == newer_root && proof.verify().is_ok())
 }
 
-/// A Get from the start without a filter shows a prefix of the context: its root is checked
-/// against the pinned head like any other.
+/// A Get from the start without a filter shows a prefix of the context (oldest first, or
+/// newest first when it reaches entry 1 with none missing): its root is checked against the
+/// pinned head like any other.
 pub(crate) async fn prefix(
     client: &Client,
     context_id: &str,
-    request_after: u64,
-    filtered: bool,
+    newest_first: bool,
     entries: &[Arc<Entry>],
 ) -> Result<(), LedgerError> {
-    if request_after != 0 || filtered || entries.is_empty() {
+    let mut hashes: Vec<Hash> = entries.iter().map(|e| e.content_hash()).collect();
+    if newest_first {
+        let from_one = entries.last().is_some_and(|e| e.sequence().0 == 1)
+            && entries.first().is_some_and(|e| e.sequence().0 == entries.len() as u64);
+        if !from_one {
+            return Ok(());
+        }
+        hashes.reverse();
+    }
+    if hashes.is_empty() {
         return Ok(());
     }
-    let hashes: Vec<Hash> = entries.iter().map(|e| e.content_hash()).collect();
     observe(client, context_id, hashes.len() as u64, root_of_leaves(&hashes)).await
 }
 
@@ -206,6 +226,8 @@ pub(crate) async fn inclusion(
         key: None,
         after_sequence: sequence - 1,
         limit: 1,
+        before_sequence: 0,
+        newest_first: false,
     };
     let found = client.get(get).await?;
     let leaf = found

@@ -111,6 +111,8 @@ fn main() {
         key: "facts".into(),
         after_sequence: 3,
         limit: 10,
+        before_sequence: 9,
+        newest_first: true,
     };
     write(&requests, "get", &tagged(1, get.encode_to_vec()));
     let load = v1::LoadRequest {

@@ -317,6 +317,8 @@ async fn reads() {
                     after_sequence: N - 10,
                     limit: 10,
                     key: None,
+                    before_sequence: 0,
+                    newest_first: false,
                 })
                 .await
                 .expect("get");
@@ -337,6 +339,8 @@ async fn reads() {
                 after_sequence: after,
                 limit: 10,
                 key: Some("rare".into()),
+                before_sequence: 0,
+                newest_first: false,
             };
             let got = ledger.get(req).await.expect("get");
             assert_eq!(got.entries.len(), 10);

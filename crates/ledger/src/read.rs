@@ -29,6 +29,8 @@ pub(crate) async fn get(inner: &Inner, req: GetRequest) -> Result<GetResponse, L
     let bytes_max = inner.config.limits.response_bytes_max;
     let query = ReadQuery {
         after: Seq(req.after_sequence),
+        before: (req.before_sequence > 0).then_some(Seq(req.before_sequence)),
+        newest_first: req.newest_first,
         limit: if req.limit == 0 { usize::MAX } else { req.limit as usize },
         key,
         bytes_max,
@@ -42,9 +44,17 @@ pub(crate) async fn get(inner: &Inner, req: GetRequest) -> Result<GetResponse, L
     }
     .map_err(errors::storage)?;
     if result.over_budget {
+        let (which, page) = match (req.newest_first, req.before_sequence) {
+            (true, 0) => ("newest entries".to_string(), "before_sequence"),
+            (true, before) => {
+                (format!("newest entries before sequence {before}"), "before_sequence")
+            }
+            (false, _) => {
+                (format!("entries after sequence {}", req.after_sequence), "after_sequence")
+            }
+        };
         return Err(LedgerError::ResourceExhausted(format!(
-            "the entries after sequence {} would make a response larger than {bytes_max} bytes; page with after_sequence and a smaller limit (returned entries so far: {}), or raise the ledger's response_bytes_max setting",
-            req.after_sequence,
+            "the {which} would make a response larger than {bytes_max} bytes; page with {page} and a smaller limit (returned entries so far: {}), or raise the ledger's response_bytes_max setting",
             result.entries.len()
         )));
     }
@@ -96,7 +106,14 @@ fn encode(
         let limit = left.min(SNAPSHOT_PAGE_ENTRIES);
         let budget = bytes_max.saturating_sub(encoder.len());
         let page = context
-            .read(&ReadQuery { after, limit, key: None, bytes_max: budget })
+            .read(&ReadQuery {
+                after,
+                before: None,
+                newest_first: false,
+                limit,
+                key: None,
+                bytes_max: budget,
+            })
             .map_err(errors::storage)?;
         if page.over_budget || page.entries.is_empty() {
             return Err(too_large());

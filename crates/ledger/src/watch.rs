@@ -422,6 +422,8 @@ impl Watcher {
         }
         let mut query = ReadQuery {
             after: self.last,
+            before: None,
+            newest_first: false,
             limit: PAGE_ENTRIES,
             key: self.key.clone(),
             bytes_max: PAGE_BYTES,

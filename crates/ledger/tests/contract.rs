@@ -162,6 +162,8 @@ async fn get_pages_filters_and_reports_the_latest_sequence() {
                 key: Some("facts".into()),
                 after_sequence: 3,
                 limit: 4,
+                before_sequence: 0,
+                newest_first: false,
             })
             .await
             .unwrap();

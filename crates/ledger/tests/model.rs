@@ -117,6 +117,8 @@ async fn check_get(
         key: key.map(|k| KEYS[k].to_string()),
         after_sequence: after,
         limit,
+        before_sequence: 0,
+        newest_first: false,
     };
     let got = ledger.get(req).await.unwrap();
     let expected: Vec<Arc<Entry>> = model

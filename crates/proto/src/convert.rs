@@ -92,6 +92,8 @@ pub fn get_request_from_wire(req: v1::GetRequest) -> GetRequest {
         key: Some(req.key).filter(|k| !k.is_empty()),
         after_sequence: req.after_sequence,
         limit: req.limit,
+        before_sequence: req.before_sequence,
+        newest_first: req.newest_first,
     }
 }
 
@@ -102,6 +104,8 @@ pub fn get_request_to_wire(req: GetRequest) -> v1::GetRequest {
         key: req.key.unwrap_or_default(),
         after_sequence: req.after_sequence,
         limit: req.limit,
+        before_sequence: req.before_sequence,
+        newest_first: req.newest_first,
     }
 }
 

@@ -65,6 +65,10 @@ pub enum Appended {
 pub struct ReadQuery {
     /// Entries after this sequence.
     pub after: Seq,
+    /// Only entries before this sequence (`None`: no bound).
+    pub before: Option<Seq>,
+    /// Highest sequence first: the newest `limit` of the entries that match.
+    pub newest_first: bool,
     /// At most this many (`usize::MAX`: no limit).
     pub limit: usize,
     /// Only entries with this key.
@@ -76,7 +80,7 @@ pub struct ReadQuery {
 /// The entries a read found.
 #[derive(Debug, Clone, Default)]
 pub struct ReadResult {
-    /// In sequence order.
+    /// In the query's order: ascending sequence, or descending when newest first.
     pub entries: Vec<Arc<Entry>>,
     /// The context's latest durable sequence when the read began.
     pub latest: Seq,
@@ -491,7 +495,14 @@ impl Context {
 
     /// Reads one durable entry (without holding the lock across the disk read).
     fn read_one(&self, seq: Seq) -> Result<Arc<Entry>> {
-        let query = ReadQuery { after: Seq(seq.0 - 1), limit: 1, key: None, bytes_max: usize::MAX };
+        let query = ReadQuery {
+            after: Seq(seq.0 - 1),
+            before: None,
+            newest_first: false,
+            limit: 1,
+            key: None,
+            bytes_max: usize::MAX,
+        };
         let found = self.read(&query)?.entries.pop().ok_or_else(|| missing(&self.id, seq))?;
         debug_assert_eq!(found.sequence(), seq, "a read of one entry returns that entry");
         Ok(found)
@@ -524,15 +535,18 @@ impl Context {
         Ok(rec.entry)
     }
 
-    /// Reads durable entries: those after `query.after`, with `query.key` if given, at most
-    /// `query.limit`, stopping early (and saying so) before `query.bytes_max`.
+    /// Reads durable entries: those after `query.after` and before `query.before`, with
+    /// `query.key` if given, at most `query.limit`, oldest or newest first, stopping early
+    /// (and saying so) before `query.bytes_max`.
     pub fn read(&self, query: &ReadQuery) -> Result<ReadResult> {
         let st = self.lock();
         let latest = st.durable.latest();
         let mut result = ReadResult { latest, ..ReadResult::default() };
+        // The highest sequence the query can return.
+        let top = query.before.map_or(latest, |b| Seq(latest.0.min(b.0.saturating_sub(1))));
         match self.shared.disk() {
             None => {
-                let seqs = plan_recent(&st, query, latest);
+                let seqs = plan_recent(&st, query, top);
                 let mut budget = Budget::new(query.bytes_max);
                 for seq in seqs {
                     let position = st.recent.position(seq).ok_or_else(|| missing(&self.id, seq))?;
@@ -547,17 +561,29 @@ impl Context {
             Some(Disk { log, cold }) => {
                 let Some(number) = st.number else { return Ok(result) };
                 let base = Seq(st.recent.base);
-                let recent: Vec<(Seq, Position)> = plan_recent(&st, query, latest)
+                let recent: Vec<(Seq, Position)> = plan_recent(&st, query, top)
                     .into_iter()
                     .filter_map(|seq| st.recent.position(seq).map(|p| (seq, p)))
                     .collect();
                 drop(st);
-                let mut wanted = if query.after < base {
-                    plan_cold(cold, number, query, base)?
+                let cold_top = Seq(top.0.min(base.0));
+                let wanted = if query.newest_first {
+                    let mut wanted = recent;
+                    if wanted.len() < query.limit && query.after < cold_top {
+                        let rest = ReadQuery { limit: query.limit - wanted.len(), ..query.clone() };
+                        wanted.extend(plan_cold_newest(cold, number, &rest, cold_top)?);
+                    }
+                    wanted
                 } else {
-                    Vec::new()
+                    let mut wanted = if query.after < cold_top {
+                        plan_cold(cold, number, query, cold_top)?
+                    } else {
+                        Vec::new()
+                    };
+                    wanted.extend(recent);
+                    wanted
                 };
-                wanted.extend(recent);
+                let mut wanted = wanted;
                 wanted.truncate(query.limit);
                 let mut budget = Budget::new(query.bytes_max);
                 let fits = wanted.iter().take_while(|(_, p)| budget.take(p.len)).count();
@@ -759,13 +785,14 @@ fn decode_memory(st: &State, seq: Seq, position: Position) -> Result<Entry> {
     Ok(Entry::from_trusted_parts(fields.parts, hash))
 }
 
-/// The sequences and positions a query wants among the checkpointed entries (up to `base`),
-/// fetched in runs so a huge context is never listed whole.
+/// The sequences and positions a query wants among the checkpointed entries up to `top` (at
+/// most the checkpoint's base), oldest first, fetched in runs so a huge context is never
+/// listed whole.
 fn plan_cold(
     cold: &Cold,
     number: u64,
     query: &ReadQuery,
-    base: Seq,
+    top: Seq,
 ) -> Result<Vec<(Seq, Position)>> {
     /// Positions fetched per index read.
     const PAGE: u64 = 1024;
@@ -779,22 +806,23 @@ fn plan_cold(
             let want = left.min(PAGE as usize);
             let seqs = cold.key_seqs(number, key, after, want)?;
             let fetched = seqs.len();
-            let seqs: Vec<Seq> = seqs.into_iter().filter(|s| *s <= base).collect();
-            let positions = cold.positions_of(number, &seqs)?;
-            for (seq, position) in seqs.into_iter().zip(positions) {
+            let kept: Vec<Seq> = seqs.into_iter().filter(|s| *s <= top).collect();
+            let past_top = kept.len() < fetched;
+            let positions = cold.positions_of(number, &kept)?;
+            for (seq, position) in kept.into_iter().zip(positions) {
                 budget.take(position.len);
                 after = seq;
                 left -= 1;
                 out.push((seq, position));
             }
-            if fetched < want {
+            if fetched < want || past_top {
                 break;
             }
         }
         return Ok(out);
     }
     let mut from = query.after.0 + 1;
-    let to = base.0.min(query.after.0.saturating_add(query.limit as u64));
+    let to = top.0.min(query.after.0.saturating_add(query.limit as u64));
     while from <= to && budget.remaining() {
         let until = to.min(from + PAGE - 1);
         for (i, p) in cold.positions(number, from, until)?.into_iter().enumerate() {
@@ -806,14 +834,75 @@ fn plan_cold(
     Ok(out)
 }
 
-/// The sequences a query wants among the recent (in memory) entries.
-fn plan_recent(st: &State, query: &ReadQuery, latest: Seq) -> Vec<Seq> {
-    let first = Seq(query.after.0.max(st.recent.base));
+/// What a newest-first query wants among the checkpointed entries up to `top`, newest first,
+/// fetched a page at a time from the top down: the work is in proportion to what it returns.
+fn plan_cold_newest(
+    cold: &Cold,
+    number: u64,
+    query: &ReadQuery,
+    top: Seq,
+) -> Result<Vec<(Seq, Position)>> {
+    /// Positions fetched per index read.
+    const PAGE: u64 = 1024;
+    let mut out = Vec::new();
+    let mut budget = Budget::new(query.bytes_max);
     if let Some(key) = &query.key {
-        st.recent.key_seqs(key, first).iter().copied().take(query.limit).collect()
+        let (mut below, mut left) = (top.0 + 1, query.limit);
+        while left > 0 && budget.remaining() {
+            let want = left.min(PAGE as usize);
+            let seqs = cold.key_seqs_before(number, key, below, query.after, want)?;
+            let positions = cold.positions_of(number, &seqs)?;
+            let fetched = seqs.len();
+            for (seq, position) in seqs.into_iter().zip(positions) {
+                budget.take(position.len);
+                below = seq.0;
+                left -= 1;
+                out.push((seq, position));
+            }
+            if fetched < want {
+                break;
+            }
+        }
+        return Ok(out);
+    }
+    let bottom = query.after.0 + 1;
+    let mut to = top.0;
+    let mut left = query.limit as u64;
+    while to >= bottom && left > 0 && budget.remaining() {
+        let from = bottom.max(to.saturating_sub(PAGE.min(left) - 1));
+        let positions = cold.positions(number, from, to)?;
+        for (i, p) in positions.into_iter().enumerate().rev() {
+            budget.take(p.len);
+            out.push((Seq(from + i as u64), p));
+        }
+        left -= to - from + 1;
+        to = from - 1;
+    }
+    Ok(out)
+}
+
+/// The sequences a query wants among the recent (in memory) entries up to `top`, in the
+/// query's order.
+fn plan_recent(st: &State, query: &ReadQuery, top: Seq) -> Vec<Seq> {
+    let first = Seq(query.after.0.max(st.recent.base));
+    if top <= first {
+        return Vec::new();
+    }
+    if let Some(key) = &query.key {
+        let seqs = st.recent.key_seqs(key, first);
+        let seqs = &seqs[..seqs.partition_point(|s| *s <= top)];
+        if query.newest_first {
+            seqs.iter().rev().copied().take(query.limit).collect()
+        } else {
+            seqs.iter().copied().take(query.limit).collect()
+        }
     } else {
-        let count = latest.0.saturating_sub(first.0).min(query.limit as u64);
-        (first.0 + 1..=first.0 + count).map(Seq).collect()
+        let count = (top.0 - first.0).min(query.limit as u64);
+        if query.newest_first {
+            (top.0 - count + 1..=top.0).rev().map(Seq).collect()
+        } else {
+            (first.0 + 1..=first.0 + count).map(Seq).collect()
+        }
     }
 }
 

@@ -52,6 +52,38 @@ fn check(store: &converge_storage::Store, expected: &[std::sync::Arc<converge_co
     assert_eq!(read(&a, Seq(0), usize::MAX, Some("facts")), facts);
     assert_eq!(read(&a, facts[3].sequence(), 2, Some("facts")), facts[4..6].to_vec());
     assert!(read(&a, Seq(expected.len() as u64), 10, None).is_empty());
+    // Below a sequence, oldest or newest first, with and without a key, across the checkpoint.
+    let n = expected.len() as u64;
+    for (after, before) in [
+        (0, 0),
+        (0, 1),
+        (0, 2),
+        (0, 150),
+        (40, 299),
+        (0, 301),
+        (295, 310),
+        (0, n),
+        (0, n + 9),
+        (310, 0),
+    ] {
+        for limit in [1, 7, 200, usize::MAX] {
+            for key in [None, Some("facts"), Some("traces"), Some("absent")] {
+                let matching = || {
+                    expected.iter().filter(|e| {
+                        let s = e.sequence().0;
+                        s > after
+                            && (before == 0 || s < before)
+                            && key.is_none_or(|k| e.key().as_str() == k)
+                    })
+                };
+                let newest: Vec<_> = matching().rev().take(limit).cloned().collect();
+                let oldest: Vec<_> = matching().take(limit).cloned().collect();
+                let what = format!("after {after}, before {before}, limit {limit}, key {key:?}");
+                assert_eq!(read_range(&a, (after, before), limit, key, true), newest, "{what}");
+                assert_eq!(read_range(&a, (after, before), limit, key, false), oldest, "{what}");
+            }
+        }
+    }
     // The tree head and proofs agree with a tree built from the entries.
     let hashes: Vec<_> = expected.iter().map(|e| e.content_hash()).collect();
     let head = a.tree_head();
@@ -104,6 +136,8 @@ fn key_filtered_reads_are_bounded_by_the_byte_budget() {
     let key = converge_core::Key::try_new("wanted").unwrap();
     let query = |bytes_max| converge_storage::ReadQuery {
         after: converge_core::Seq(0),
+        before: None,
+        newest_first: false,
         limit: usize::MAX,
         key: Some(key.clone()),
         bytes_max,

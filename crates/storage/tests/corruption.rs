@@ -290,6 +290,8 @@ fn damage_in_checkpointed_sealed_segments_is_reported_when_read() {
     let c = store.find(&ctx("c")).unwrap().unwrap();
     let q = converge_storage::ReadQuery {
         after: Seq(0),
+        before: None,
+        newest_first: false,
         limit: usize::MAX,
         key: None,
         bytes_max: usize::MAX,

@@ -460,7 +460,14 @@ fn check_cut(
 /// Checks one context against what was submitted; returns how many entries it holds.
 fn check_context(context: &Context, submitted: &[Arc<Entry>]) -> Result<u64, String> {
     let id = context.id();
-    let query = ReadQuery { after: Seq(0), limit: usize::MAX, key: None, bytes_max: usize::MAX };
+    let query = ReadQuery {
+        after: Seq(0),
+        before: None,
+        newest_first: false,
+        limit: usize::MAX,
+        key: None,
+        bytes_max: usize::MAX,
+    };
     let found = context.read(&query).map_err(|e| format!("{id}: reading: {e}"))?;
     if found.latest.0 != found.entries.len() as u64 {
         return Err(format!("{id}: latest {} but {} entries", found.latest, found.entries.len()));

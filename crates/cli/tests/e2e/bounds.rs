@@ -92,6 +92,8 @@ async fn touch(client: &ContextServiceClient<Channel>, prefix: &str, n: usize) {
                         key: String::new(),
                         after_sequence: 0,
                         limit: 0,
+                        before_sequence: 0,
+                        newest_first: false,
                     };
                     let resp = client.get(get).await.expect("get answers").into_inner();
                     assert_eq!(resp.latest_sequence, 0);

@@ -111,7 +111,14 @@ async fn the_verifying_client_refuses_a_rewritten_or_forked_history() {
         Client::connect_with(ClientConfig::new(format!("http://{}", proxy.addr)).verifying())
             .await
             .unwrap();
-    let whole = || GetRequest { context_id: "ctx".into(), key: None, after_sequence: 0, limit: 0 };
+    let whole = || GetRequest {
+        context_id: "ctx".into(),
+        key: None,
+        after_sequence: 0,
+        limit: 0,
+        before_sequence: 0,
+        newest_first: false,
+    };
     assert_eq!(call(|| client.tree_head("ctx")).await.unwrap().tree_size, 3, "pins A at 3");
     call(|| client.get(whole())).await.unwrap();
 

@@ -50,6 +50,8 @@ async fn every_rpc_answers_per_the_contract() {
             key: Some("facts".into()),
             after_sequence: 1,
             limit: 5,
+            before_sequence: 0,
+            newest_first: false,
         })
         .await
         .unwrap();

@@ -55,7 +55,14 @@ async fn two_hundred_concurrent_watchers_each_see_every_entry_once() {
     }
     write(std::slice::from_ref(&client), "hot", N as usize, 16, 256).await;
     let stored = client
-        .get(GetRequest { context_id: "hot".into(), key: None, after_sequence: 0, limit: 0 })
+        .get(GetRequest {
+            context_id: "hot".into(),
+            key: None,
+            after_sequence: 0,
+            limit: 0,
+            before_sequence: 0,
+            newest_first: false,
+        })
         .await
         .unwrap()
         .entries;

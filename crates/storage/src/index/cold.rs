@@ -315,6 +315,36 @@ impl Cold {
         Ok(out)
     }
 
+    /// Up to `limit` sequences of `number`'s entries with `key`, below `below` and after
+    /// `after`, newest first: reads the key's runs backwards from `below`, so the work is in
+    /// proportion to what it returns (and one run), not to the context's length.
+    pub(crate) fn key_seqs_before(
+        &self,
+        number: u64,
+        key: &Key,
+        below: u64,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<Seq>> {
+        let prefix = key_prefix(number, key);
+        let mut out = Vec::new();
+        let runs = self.keys.range(with_suffix(&prefix, 0)..with_suffix(&prefix, below));
+        for guard in runs.rev() {
+            let v = guard.into_inner()?.1;
+            for item in v.chunks_exact(8).rev() {
+                let seq = Seq(u64_at(item, 0));
+                if seq.0 >= below {
+                    continue;
+                }
+                if seq <= after || out.len() == limit {
+                    return Ok(out);
+                }
+                out.push(seq);
+            }
+        }
+        Ok(out)
+    }
+
     /// The entry an append id was recorded for.
     pub(crate) fn append_id(&self, number: u64, id: &AppendId) -> Result<Option<Seq>> {
         let mut k = number.to_be_bytes().to_vec();

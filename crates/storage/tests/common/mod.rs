@@ -66,9 +66,31 @@ pub fn read_all(context: &Context) -> Vec<Arc<Entry>> {
     read(context, Seq(0), usize::MAX, None)
 }
 
+/// At most `limit` entries after `after` and before `before` (0: none), with `key` if given,
+/// newest first if asked.
+pub fn read_range(
+    context: &Context,
+    (after, before): (u64, u64),
+    limit: usize,
+    key: Option<&str>,
+    newest_first: bool,
+) -> Vec<Arc<Entry>> {
+    let q = ReadQuery {
+        after: Seq(after),
+        before: (before > 0).then_some(Seq(before)),
+        newest_first,
+        limit,
+        key: key.map(|k| Key::try_new(k).unwrap()),
+        bytes_max: usize::MAX,
+    };
+    context.read(&q).unwrap().entries
+}
+
 pub fn read(context: &Context, after: Seq, limit: usize, key: Option<&str>) -> Vec<Arc<Entry>> {
     let q = ReadQuery {
         after,
+        before: None,
+        newest_first: false,
         limit,
         key: key.map(|k| Key::try_new(k).unwrap()),
         bytes_max: usize::MAX,
