@@ -351,6 +351,7 @@ async fn reads() {
         "key-filtered Get of 10 matches in a 10^6-entry context: median {:.1} µs (runs {:.1}–{:.1})",
         filtered.0, filtered.1, filtered.2
     );
+    newest_first_reads(&ledger, N).await;
     ledger.close().await.expect("close");
     drop(ledger);
     let mut reopen = Vec::new();
@@ -365,6 +366,45 @@ async fn reads() {
     let (r, lo, hi) = stats(reopen);
     println!(
         "reopen after 10^6 entries of 1 KiB (clean shutdown): median {r:.0} ms (runs {lo:.0}–{hi:.0})"
+    );
+}
+
+/// Newest-first reads of the 10^6-entry context `big` (`n` entries, every 100th with key
+/// "rare"): the latest entry, and ten of a key below a random sequence.
+async fn newest_first_reads(ledger: &Ledger, n: u64) {
+    let newest = |key: Option<&str>, before: u64, limit: u32| GetRequest {
+        context_id: "big".into(),
+        key: key.map(Into::into),
+        after_sequence: 0,
+        limit,
+        before_sequence: before,
+        newest_first: true,
+    };
+    let latest = time_op(2000, |_| {
+        let (ledger, req) = (ledger.clone(), newest(None, 0, 1));
+        async move {
+            let got = ledger.get(req).await.expect("get");
+            assert_eq!(got.entries[0].sequence().0, n);
+        }
+    })
+    .await;
+    println!(
+        "latest entry (newest first, limit 1) of a 10^6-entry context: median {:.1} µs (runs {:.1}–{:.1})",
+        latest.0, latest.1, latest.2
+    );
+    let back = time_op(2000, |i| {
+        let before = 2000 + (i as u64 * 7919) % (n - 2000);
+        let (ledger, req) = (ledger.clone(), newest(Some("rare"), before, 10));
+        async move {
+            let got = ledger.get(req).await.expect("get");
+            assert_eq!(got.entries.len(), 10);
+            assert!(got.entries[0].sequence().0 < before);
+        }
+    })
+    .await;
+    println!(
+        "key-filtered newest-first Get of 10 matches below a random sequence of a 10^6-entry context: median {:.1} µs (runs {:.1}–{:.1})",
+        back.0, back.1, back.2
     );
 }
 
