@@ -785,6 +785,9 @@ fn decode_memory(st: &State, seq: Seq, position: Position) -> Result<Entry> {
     Ok(Entry::from_trusted_parts(fields.parts, hash))
 }
 
+/// Positions a read fetches from the checkpointed index at once.
+const PAGE: u64 = 1024;
+
 /// The sequences and positions a query wants among the checkpointed entries up to `top` (at
 /// most the checkpoint's base), oldest first, fetched in runs so a huge context is never
 /// listed whole.
@@ -794,8 +797,6 @@ fn plan_cold(
     query: &ReadQuery,
     top: Seq,
 ) -> Result<Vec<(Seq, Position)>> {
-    /// Positions fetched per index read.
-    const PAGE: u64 = 1024;
     let mut out = Vec::new();
     let mut budget = Budget::new(query.bytes_max);
     if let Some(key) = &query.key {
@@ -842,8 +843,6 @@ fn plan_cold_newest(
     query: &ReadQuery,
     top: Seq,
 ) -> Result<Vec<(Seq, Position)>> {
-    /// Positions fetched per index read.
-    const PAGE: u64 = 1024;
     let mut out = Vec::new();
     let mut budget = Budget::new(query.bytes_max);
     if let Some(key) = &query.key {
