@@ -126,6 +126,8 @@ async fn the_verifying_client_refuses_a_rewritten_or_forked_history() {
     proxy.switch(b.grpc);
     refused("B's tree head", call(|| client.tree_head("ctx")).await);
     refused("B's entries from the start", call(|| client.get(whole())).await);
+    let newest = || GetRequest { newest_first: true, ..whole() };
+    refused("B's entries newest first", call(|| client.get(newest())).await);
     refused("B's snapshot", call(|| client.snapshot("ctx")).await);
     refused("B's consistency proof", call(|| client.prove_consistency("ctx", 1, 4)).await);
 
@@ -140,6 +142,7 @@ async fn the_verifying_client_refuses_a_rewritten_or_forked_history() {
     append(&a, "e5").await;
     assert_eq!(call(|| client.tree_head("ctx")).await.unwrap().tree_size, 5);
     call(|| client.get(whole())).await.unwrap();
+    call(|| client.get(newest())).await.unwrap();
     call(|| client.prove_inclusion("ctx", 2, 0)).await.unwrap();
     call(|| client.prove_consistency("ctx", 2, 5)).await.unwrap();
     // And now even B's first lie is one size behind the pin: still refused.
