@@ -237,12 +237,15 @@ impl Nodes {
                     return;
                 }
             }
-            assert!(
-                started.elapsed() < limit,
-                "node {} did not become a member with leaders within {limit:?} (see {})",
-                i + 1,
-                self.log_path(i).display()
-            );
+            if started.elapsed() >= limit {
+                // The node directories go with the process: keep the logs for the post-mortem.
+                let kept = self.keep_logs();
+                panic!(
+                    "node {} did not become a member with leaders within {limit:?} (node logs kept in {})",
+                    i + 1,
+                    kept.display()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
