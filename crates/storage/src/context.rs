@@ -567,11 +567,11 @@ impl Context {
                     .collect();
                 drop(st);
                 let cold_top = Seq(top.0.min(base.0));
-                let wanted = if query.newest_first {
+                let mut wanted = if query.newest_first {
                     let mut wanted = recent;
                     if wanted.len() < query.limit && query.after < cold_top {
-                        let rest = ReadQuery { limit: query.limit - wanted.len(), ..query.clone() };
-                        wanted.extend(plan_cold_newest(cold, number, &rest, cold_top)?);
+                        let left = query.limit - wanted.len();
+                        wanted.extend(plan_cold_newest(cold, number, query, cold_top, left)?);
                     }
                     wanted
                 } else {
@@ -583,7 +583,6 @@ impl Context {
                     wanted.extend(recent);
                     wanted
                 };
-                let mut wanted = wanted;
                 wanted.truncate(query.limit);
                 let mut budget = Budget::new(query.bytes_max);
                 let fits = wanted.iter().take_while(|(_, p)| budget.take(p.len)).count();
@@ -835,18 +834,20 @@ fn plan_cold(
     Ok(out)
 }
 
-/// What a newest-first query wants among the checkpointed entries up to `top`, newest first,
-/// fetched a page at a time from the top down: the work is in proportion to what it returns.
+/// The newest `limit` entries a newest-first query wants among the checkpointed entries up to
+/// `top` (the recent ones took the rest of its limit), newest first, fetched a page at a time
+/// from the top down: the work is in proportion to what it returns.
 fn plan_cold_newest(
     cold: &Cold,
     number: u64,
     query: &ReadQuery,
     top: Seq,
+    limit: usize,
 ) -> Result<Vec<(Seq, Position)>> {
     let mut out = Vec::new();
     let mut budget = Budget::new(query.bytes_max);
     if let Some(key) = &query.key {
-        let (mut below, mut left) = (top.0 + 1, query.limit);
+        let (mut below, mut left) = (top.0 + 1, limit);
         while left > 0 && budget.remaining() {
             let want = left.min(PAGE as usize);
             let seqs = cold.key_seqs_before(number, key, below, query.after, want)?;
@@ -866,7 +867,7 @@ fn plan_cold_newest(
     }
     let bottom = query.after.0 + 1;
     let mut to = top.0;
-    let mut left = query.limit as u64;
+    let mut left = limit as u64;
     while to >= bottom && left > 0 && budget.remaining() {
         let from = bottom.max(to.saturating_sub(PAGE.min(left) - 1));
         let positions = cold.positions(number, from, to)?;
