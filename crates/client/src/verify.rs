@@ -43,7 +43,8 @@ pub(crate) fn appended(sent: &AppendRequest, got: &Entry) -> Result<(), LedgerEr
     }
 }
 
-/// Entries of a Get: each hashes right and they ascend after `after`.
+/// Entries of a Get: each hashes right, lies after `after` and before `before` (0: no bound),
+/// and they ascend, or descend when the read was newest first.
 pub(crate) fn entries(
     context_id: &str,
     (after, before): (u64, u64),
@@ -198,17 +199,19 @@ pub(crate) async fn prefix(
     newest_first: bool,
     entries: &[Arc<Entry>],
 ) -> Result<(), LedgerError> {
-    let mut hashes: Vec<Hash> = entries.iter().map(|e| e.content_hash()).collect();
+    if entries.is_empty() {
+        return Ok(());
+    }
     if newest_first {
         let from_one = entries.last().is_some_and(|e| e.sequence().0 == 1)
             && entries.first().is_some_and(|e| e.sequence().0 == entries.len() as u64);
         if !from_one {
             return Ok(());
         }
-        hashes.reverse();
     }
-    if hashes.is_empty() {
-        return Ok(());
+    let mut hashes: Vec<Hash> = entries.iter().map(|e| e.content_hash()).collect();
+    if newest_first {
+        hashes.reverse();
     }
     observe(client, context_id, hashes.len() as u64, root_of_leaves(&hashes)).await
 }
