@@ -423,7 +423,7 @@ impl NodeLog {
         start: u64,
         end: u64,
     ) -> Result<Vec<Entry>, StorageError> {
-        let (slots, segments) = {
+        let (slots, first_segment, segments) = {
             let st = self.state();
             let log = &st.shards[shard as usize];
             let start = start.max(log.first);
@@ -433,7 +433,12 @@ impl NodeLog {
             }
             let at =
                 |i: u64| usize::try_from(i - log.first).expect("an index in memory fits usize");
-            (log.slots[at(start)..at(end)].to_vec(), st.segments.clone())
+            let slots = log.slots[at(start)..at(end)].to_vec();
+            // Only the segments these records lie in (a long log has many).
+            let first = split(slots[0].pos).0;
+            let last = split(slots[slots.len() - 1].pos).0;
+            let files = st.segments[first as usize - 1..last as usize].to_vec();
+            (slots, first, files)
         };
         let mut entries = Vec::with_capacity(slots.len());
         let mut buf = Vec::new();
@@ -443,7 +448,7 @@ impl NodeLog {
             let bytes: u64 = run.iter().map(|s| u64::from(s.len)).sum();
             buf.resize(usize::try_from(bytes).map_err(|e| read_error(&e))?, 0);
             let file = segments
-                .get(segment as usize - 1)
+                .get((segment - first_segment) as usize)
                 .ok_or_else(|| read_error(&Damaged(format!("segment {segment} is not open"))))?;
             file.read_exact_at(&mut buf, offset).map_err(|e| read_error(&e))?;
             let mut at = 0;
