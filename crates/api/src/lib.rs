@@ -113,6 +113,57 @@ pub struct GetResponse {
     pub latest_sequence: u64,
 }
 
+/// List the contexts that exist (CONTRACT §2 `ListContexts`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListContextsRequest {
+    /// Only contexts whose id begins with this (empty: all).
+    pub prefix: String,
+    /// The `next_page_token` of the page before (empty: the first page).
+    pub page_token: String,
+    /// At most this many ([`LIST_LIMIT_DEFAULT`] when 0, at most [`LIST_LIMIT_MAX`]).
+    pub limit: u32,
+}
+
+/// Contexts a `ListContexts` page holds when its request names no limit.
+pub const LIST_LIMIT_DEFAULT: u32 = 1_000;
+/// The most contexts one `ListContexts` page holds (a larger limit is taken as this).
+pub const LIST_LIMIT_MAX: u32 = 10_000;
+
+impl ListContextsRequest {
+    /// The first page of contexts whose id begins with `prefix`.
+    pub fn prefix(prefix: impl Into<String>) -> Self {
+        Self { prefix: prefix.into(), ..Self::default() }
+    }
+
+    /// The page size this request asks for, as the ledger takes it.
+    pub fn page_size(&self) -> u32 {
+        match self.limit {
+            0 => LIST_LIMIT_DEFAULT,
+            n => n.min(LIST_LIMIT_MAX),
+        }
+    }
+}
+
+/// A context and its tree head, as `ListContexts` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContextInfo {
+    /// The context.
+    pub context_id: String,
+    /// Its tree head: size (its latest sequence), root and latest Lamport time.
+    pub head: TreeHead,
+    /// When its latest entry was appended (nanoseconds since the Unix epoch).
+    pub latest_appended_at_ns: u64,
+}
+
+/// A page of contexts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListContextsResponse {
+    /// In byte order of their ids.
+    pub contexts: Vec<ContextInfo>,
+    /// Continues after the last context of this page (empty: this was the last page).
+    pub next_page_token: String,
+}
+
 /// A snapshot of a context (CONTRACT §2 Snapshot).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotResponse {
@@ -228,6 +279,12 @@ pub trait LedgerApi: Send + Sync {
         &self,
         request: GetRequest,
     ) -> impl Future<Output = Result<GetResponse, LedgerError>> + Send;
+
+    /// A page of the contexts that exist, in byte order of their ids.
+    fn list_contexts(
+        &self,
+        request: ListContextsRequest,
+    ) -> impl Future<Output = Result<ListContextsResponse, LedgerError>> + Send;
 
     /// Snapshots a whole context.
     fn snapshot(

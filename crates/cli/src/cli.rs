@@ -22,6 +22,8 @@ pub enum Command {
     Append(AppendArgs),
     /// Print entries of a context.
     Get(GetArgs),
+    /// The contexts that exist, in byte order of their ids, with their tree heads.
+    Contexts(ContextsArgs),
     /// Follow a context live.
     Watch(WatchArgs),
     /// Write a context's snapshot blob to a file.
@@ -307,6 +309,21 @@ pub struct GetArgs {
     /// Highest sequence first (`--limit 1`: the latest entry, of `--key` when given).
     #[arg(long)]
     pub newest_first: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ContextsArgs {
+    /// Only contexts whose id begins with this.
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    /// At most this many (0: all, fetched a page at a time).
+    #[arg(long, default_value_t = 0)]
+    pub limit: u64,
+    /// Start after this context id (a `next_page_token`, or the last id printed).
+    #[arg(long, value_name = "CONTEXT", default_value = "")]
+    pub after: String,
     #[command(flatten)]
     pub client: ClientArgs,
 }

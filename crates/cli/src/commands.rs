@@ -1,4 +1,4 @@
-//! The client subcommands: append, get, watch, snapshot, load, verify, proof.
+//! The client subcommands: append, get, contexts, watch, snapshot, load, verify, proof.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal as _, Read as _};
@@ -6,14 +6,18 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use converge_api::{AppendRequest, GetRequest, LedgerApi, LedgerError, LoadRequest, WatchRequest};
+use converge_api::{
+    AppendRequest, GetRequest, LIST_LIMIT_DEFAULT, LedgerApi, LedgerError, ListContextsRequest,
+    LoadRequest, WatchRequest,
+};
 use converge_client::{Client, ClientConfig, ClientTls};
 use converge_core::merkle::CompactTree;
 use converge_core::{ContextId, Hash};
 use futures_util::StreamExt as _;
 
 use crate::cli::{
-    AppendArgs, ClientArgs, GetArgs, LoadArgs, ProofArgs, SnapshotArgs, VerifyArgs, WatchArgs,
+    AppendArgs, ClientArgs, ContextsArgs, GetArgs, LoadArgs, ProofArgs, SnapshotArgs, VerifyArgs,
+    WatchArgs,
 };
 use crate::output;
 
@@ -118,6 +122,29 @@ pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
     } else {
         output::entries(&resp.entries, false);
         eprintln!("latest sequence: {}", resp.latest_sequence);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn contexts(args: ContextsArgs) -> anyhow::Result<ExitCode> {
+    let client = connect(&args.client).await?;
+    let mut request = ListContextsRequest {
+        prefix: args.prefix,
+        page_token: args.after,
+        limit: LIST_LIMIT_DEFAULT,
+    };
+    let mut left = if args.limit == 0 { u64::MAX } else { args.limit };
+    while left > 0 {
+        request.limit = u32::try_from(left).unwrap_or(u32::MAX).min(LIST_LIMIT_DEFAULT);
+        let page = client.list_contexts(request.clone()).await?;
+        for info in &page.contexts {
+            output::line(&output::context_info(info, args.client.json));
+        }
+        left = left.saturating_sub(page.contexts.len() as u64);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        request.page_token = page.next_page_token;
     }
     Ok(ExitCode::SUCCESS)
 }

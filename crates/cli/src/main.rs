@@ -66,6 +66,7 @@ fn run() -> anyhow::Result<ExitCode> {
                 match command {
                     Command::Append(args) => commands::append(args).await,
                     Command::Get(args) => commands::get(args).await,
+                    Command::Contexts(args) => commands::contexts(args).await,
                     Command::Watch(args) => commands::watch(args).await,
                     Command::Snapshot(args) => commands::snapshot(args).await,
                     Command::Load(args) => commands::load(args).await,

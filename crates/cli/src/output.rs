@@ -57,6 +57,28 @@ pub fn entry_text(entry: &Entry) -> String {
     )
 }
 
+/// A listed context as one line of text, or a JSON object.
+pub fn context_info(info: &converge_api::ContextInfo, json: bool) -> String {
+    if json {
+        return serde_json::json!({
+            "context_id": info.context_id,
+            "tree_size": info.head.tree_size,
+            "root_hash": info.head.root_hash.to_hex(),
+            "lamport_clock": info.head.lamport_clock,
+            "latest_appended_at_ns": info.latest_appended_at_ns,
+        })
+        .to_string();
+    }
+    format!(
+        "{} size={} root={} lamport={} latest={}",
+        info.context_id.escape_debug(),
+        info.head.tree_size,
+        info.head.root_hash.to_hex(),
+        info.head.lamport_clock,
+        utc(info.latest_appended_at_ns),
+    )
+}
+
 /// Prints entries as text or JSON lines.
 pub fn entries(entries: &[Arc<Entry>], json: bool) {
     for entry in entries {

@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use converge_api::{
     AppendRequest, ConsistencyProof, GetRequest, GetResponse, InclusionProof, LedgerApi,
-    LedgerError, LoadRequest, LoadResponse, PendingAppend, SnapshotResponse, TreeHead,
-    WatchRequest, WatchStream,
+    LedgerError, ListContextsRequest, ListContextsResponse, LoadRequest, LoadResponse,
+    PendingAppend, SnapshotResponse, TreeHead, WatchRequest, WatchStream,
 };
 use converge_core::Entry;
 use converge_proto::cluster::admin_client::AdminClient;
@@ -524,6 +524,27 @@ impl LedgerApi for Client {
             }
         }
         Ok(resp)
+    }
+
+    async fn list_contexts(
+        &self,
+        request: ListContextsRequest,
+    ) -> Result<ListContextsResponse, LedgerError> {
+        let resp = self
+            .nodes
+            .call(convert::list_request_to_wire(request.clone()), |n, r| {
+                let mut c = n.context.clone();
+                async move { c.list_contexts(r).await }
+            })
+            .await
+            .map_err(|s| from_status(&s))?
+            .into_inner();
+        let page = convert::list_response_from_wire(resp)?;
+        if self.config.verify {
+            verify::listing(&request, &page)?;
+            verify::listed_heads(self, &page).await?;
+        }
+        Ok(page)
     }
 
     async fn snapshot(&self, context_id: &str) -> Result<SnapshotResponse, LedgerError> {

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use converge_api::{
     AppendRequest, ConsistencyProof, GetRequest, InclusionProof, LedgerApi, LedgerError,
-    SnapshotResponse,
+    ListContextsRequest, ListContextsResponse, SnapshotResponse,
 };
 use converge_core::limits::Limits;
 use converge_core::merkle::root_of_leaves;
@@ -127,6 +127,60 @@ impl Pins {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Hash)>> {
         self.heads.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// Checks that a page of contexts answers `request`: ids in strictly increasing byte order,
+/// after the page token, beginning with the prefix, at most the page size, no empty context,
+/// and a next-page token that does not go back.
+pub(crate) fn listing(
+    request: &ListContextsRequest,
+    page: &ListContextsResponse,
+) -> Result<(), LedgerError> {
+    if page.contexts.len() > request.page_size() as usize {
+        return Err(failed(format!(
+            "a page of {} contexts, when at most {} were asked for",
+            page.contexts.len(),
+            request.page_size()
+        )));
+    }
+    let mut previous = (!request.page_token.is_empty()).then_some(request.page_token.as_str());
+    for info in &page.contexts {
+        let id = info.context_id.as_str();
+        context(id)?;
+        if !id.starts_with(&request.prefix) {
+            return Err(failed(format!("context {id:?} listed for prefix {:?}", request.prefix)));
+        }
+        if previous.is_some_and(|p| p >= id) {
+            return Err(failed(format!(
+                "context {id:?} listed after {:?}: out of order, repeated, or before the page token",
+                previous.unwrap_or_default()
+            )));
+        }
+        if info.head.tree_size == 0 {
+            return Err(failed(format!("context {id:?} listed with no entries")));
+        }
+        previous = Some(id);
+    }
+    if !page.next_page_token.is_empty()
+        && previous.is_some_and(|p| p > page.next_page_token.as_str())
+    {
+        return Err(failed("a next_page_token before the last context listed"));
+    }
+    Ok(())
+}
+
+/// The contexts of `page` whose heads this client has pinned (the ones it has read): each
+/// listed head is checked against its pin like any other head the ledger shows.
+pub(crate) async fn listed_heads(
+    client: &Client,
+    page: &ListContextsResponse,
+) -> Result<(), LedgerError> {
+    for info in &page.contexts {
+        if client.pins.get(&info.context_id).is_some() {
+            observe(client, &info.context_id, info.head.tree_size, info.head.root_hash).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Checks a head `(size, root)` the server showed for `context_id` against the pinned one,

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use converge_api::{
     AppendRequest, ConsistencyProof, GetRequest, GetResponse, InclusionProof, LedgerApi,
-    LedgerError, LoadRequest, LoadResponse, PendingAppend, SnapshotResponse, TreeHead,
-    WatchRequest, WatchStream,
+    LedgerError, ListContextsRequest, ListContextsResponse, LoadRequest, LoadResponse,
+    PendingAppend, SnapshotResponse, TreeHead, WatchRequest, WatchStream,
 };
 use converge_core::Entry;
 use converge_proto::cluster as pb;
@@ -78,10 +78,16 @@ impl Cluster {
     /// Whether this node may answer a read of `context_id`: it is a member, and after an
     /// unclean restart, the context's shard has applied again what the node may have shown.
     async fn check_readable(&self, context_id: &str) -> Result<(), LedgerError> {
+        self.check_shards_readable(&[shard_of(context_id, self.shard_count())]).await
+    }
+
+    /// As [`Self::check_readable`], for the contexts of every shard in `shards`.
+    async fn check_shards_readable(&self, shards: &[u32]) -> Result<(), LedgerError> {
         self.check_member()?;
-        let shard = shard_of(context_id, self.shard_count());
         let started = Instant::now();
-        while let Some(floor) = self.floor_waiting(shard) {
+        while let Some((shard, floor)) =
+            shards.iter().find_map(|&s| self.floor_waiting(s).map(|floor| (s, floor)))
+        {
             if started.elapsed() >= FLOOR_WAIT_MAX {
                 return Err(LedgerError::Unavailable(format!(
                     "this node restarted after an unclean shutdown and has not yet applied shard {shard} again up to index {floor} (what it may have shown before); read from another node, or retry"
@@ -111,6 +117,16 @@ impl LedgerApi for Cluster {
     async fn get(&self, request: GetRequest) -> Result<GetResponse, LedgerError> {
         self.check_readable(&request.context_id).await?;
         self.ledger().get(request).await
+    }
+
+    async fn list_contexts(
+        &self,
+        request: ListContextsRequest,
+    ) -> Result<ListContextsResponse, LedgerError> {
+        // Contexts of every shard are listed: each must show what it may have shown before.
+        let shards: Vec<u32> = (0..self.shard_count()).collect();
+        self.check_shards_readable(&shards).await?;
+        self.ledger().list_contexts(request).await
     }
 
     async fn snapshot(&self, context_id: &str) -> Result<SnapshotResponse, LedgerError> {

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use converge_api::{
     AppendRequest, ConsistencyProof, GetRequest, GetResponse, InclusionProof, LedgerApi,
-    LedgerError, LoadRequest, LoadResponse, PendingAppend, SnapshotResponse, TreeHead,
-    WatchRequest, WatchStream,
+    LedgerError, ListContextsRequest, ListContextsResponse, LoadRequest, LoadResponse,
+    PendingAppend, SnapshotResponse, TreeHead, WatchRequest, WatchStream,
 };
 use converge_core::Entry;
 use converge_storage::{OpenReport, Store, StoreStats};
@@ -199,6 +199,13 @@ impl LedgerApi for Ledger {
 
     async fn get(&self, request: GetRequest) -> Result<GetResponse, LedgerError> {
         read::get(&self.inner, request).await
+    }
+
+    async fn list_contexts(
+        &self,
+        request: ListContextsRequest,
+    ) -> Result<ListContextsResponse, LedgerError> {
+        read::list_contexts(&self.inner, request).await
     }
 
     async fn snapshot(&self, context_id: &str) -> Result<SnapshotResponse, LedgerError> {

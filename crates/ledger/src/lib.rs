@@ -35,8 +35,9 @@ pub use config::{
     WATCH_BUFFER_ENTRIES_DEFAULT, WATCHERS_MAX_DEFAULT,
 };
 pub use converge_api::{
-    AppendRequest, ConsistencyProof, GetRequest, GetResponse, InclusionProof, LedgerApi,
-    LedgerError, LoadRequest, LoadResponse, SnapshotResponse, TreeHead, WatchRequest, WatchStream,
+    AppendRequest, ConsistencyProof, ContextInfo, GetRequest, GetResponse, InclusionProof,
+    LedgerApi, LedgerError, ListContextsRequest, ListContextsResponse, LoadRequest, LoadResponse,
+    SnapshotResponse, TreeHead, WatchRequest, WatchStream,
 };
 pub use converge_storage::store::{
     CONTEXT_RESIDENT_BYTES, MEMORY_BUDGET_DEFAULT, SYNC_INTERVAL_DEFAULT,

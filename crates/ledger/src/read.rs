@@ -1,8 +1,8 @@
-//! Get, Snapshot, and the integrity queries: everything that reads.
+//! Get, Snapshot, `ListContexts` and the integrity queries: everything that reads.
 
 use converge_api::{
-    ConsistencyProof, GetRequest, GetResponse, InclusionProof, LedgerError, SnapshotResponse,
-    TreeHead,
+    ConsistencyProof, ContextInfo, GetRequest, GetResponse, InclusionProof, LedgerError,
+    ListContextsRequest, ListContextsResponse, SnapshotResponse, TreeHead,
 };
 use converge_core::merkle::{consistency_nodes, inclusion_nodes};
 use converge_core::snapshot::{FORMAT_VERSION, SnapshotEncoder};
@@ -227,4 +227,60 @@ pub(crate) fn prove_consistency(
         from_root: context.root_at(from_size).map_err(errors::storage)?,
         to_root: context.root_at(to_size).map_err(errors::storage)?,
     })
+}
+
+/// Bytes a listed context takes on the wire, beyond its id: the head's fields and framing.
+const LISTED_CONTEXT_OVERHEAD: usize = 64;
+
+/// A page of contexts (CONTRACT §2 `ListContexts`): at most the request's page size, and
+/// within the response byte limit.
+pub(crate) async fn list_contexts(
+    inner: &Inner,
+    req: ListContextsRequest,
+) -> Result<ListContextsResponse, LedgerError> {
+    if !req.prefix.is_empty() {
+        // A prefix follows the rules of a context id: one that breaks them matches nothing.
+        request::context_id(&req.prefix)
+            .map_err(|e| LedgerError::InvalidArgument(format!("prefix: {e}")))?;
+    }
+    let after = match req.page_token.as_str() {
+        "" => None,
+        token => Some(request::context_id(token).map_err(|_| {
+            LedgerError::InvalidArgument(
+                "page_token is not a next_page_token this ledger gave; start again without one"
+                    .into(),
+            )
+        })?),
+    };
+    let limit = req.page_size() as usize;
+    let store = inner.store.clone();
+    let prefix = req.prefix;
+    let page =
+        tokio::task::spawn_blocking(move || store.list_contexts(&prefix, after.as_ref(), limit))
+            .await
+            .map_err(|e| LedgerError::Internal(format!("listing panicked: {e}")))?
+            .map_err(errors::storage)?;
+    let bytes_max = inner.config.limits.response_bytes_max;
+    let mut response = ListContextsResponse::default();
+    let mut bytes = 0;
+    for summary in page.contexts {
+        bytes += summary.id.as_str().len() + LISTED_CONTEXT_OVERHEAD;
+        if bytes > bytes_max && !response.contexts.is_empty() {
+            // The rest goes on the next page.
+            return Ok(response);
+        }
+        response.next_page_token = summary.id.as_str().to_string();
+        response.contexts.push(ContextInfo {
+            context_id: summary.id.into_string(),
+            head: TreeHead {
+                tree_size: summary.head.root.size.0,
+                root_hash: summary.head.root.hash,
+                lamport_clock: summary.head.lamport.0,
+            },
+            latest_appended_at_ns: summary.latest_appended_at.0,
+        });
+    }
+    response.next_page_token =
+        page.next.map(converge_core::ContextId::into_string).unwrap_or_default();
+    Ok(response)
 }

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use converge_api::{
-    AppendRequest, ConsistencyProof, GetRequest, GetResponse, InclusionProof, LedgerError,
-    LoadRequest, LoadResponse, SnapshotResponse, TreeHead, WatchRequest,
+    AppendRequest, ConsistencyProof, ContextInfo, GetRequest, GetResponse, InclusionProof,
+    LedgerError, ListContextsRequest, ListContextsResponse, LoadRequest, LoadResponse,
+    SnapshotResponse, TreeHead, WatchRequest,
 };
 use converge_core::{Entry, EntryParts, Hash, Key, LamportTime, Metadata, Seq, Timestamp};
 
@@ -223,6 +224,56 @@ pub fn tree_head_from_wire(head: &v1::TreeHead) -> Result<TreeHead, LedgerError>
         root_hash: hash_from_wire(&head.root_hash, "a tree head")?,
         lamport_clock: head.lamport_clock,
     })
+}
+
+/// A list-contexts request from the wire.
+pub fn list_request_from_wire(req: v1::ListContextsRequest) -> ListContextsRequest {
+    ListContextsRequest { prefix: req.prefix, page_token: req.page_token, limit: req.limit }
+}
+
+/// A list-contexts request for the wire.
+pub fn list_request_to_wire(req: ListContextsRequest) -> v1::ListContextsRequest {
+    v1::ListContextsRequest { prefix: req.prefix, page_token: req.page_token, limit: req.limit }
+}
+
+/// A page of contexts for the wire.
+pub fn list_response_to_wire(resp: ListContextsResponse) -> v1::ListContextsResponse {
+    v1::ListContextsResponse {
+        contexts: resp
+            .contexts
+            .into_iter()
+            .map(|c| v1::ContextInfo {
+                context_id: c.context_id,
+                tree_size: c.head.tree_size,
+                root_hash: bytes::Bytes::copy_from_slice(c.head.root_hash.as_bytes()),
+                lamport_clock: c.head.lamport_clock,
+                latest_appended_at_ns: c.latest_appended_at_ns,
+            })
+            .collect(),
+        next_page_token: resp.next_page_token,
+    }
+}
+
+/// A page of contexts from the wire (each root must be 32 bytes).
+pub fn list_response_from_wire(
+    resp: v1::ListContextsResponse,
+) -> Result<ListContextsResponse, LedgerError> {
+    let contexts = resp
+        .contexts
+        .into_iter()
+        .map(|c| {
+            Ok(ContextInfo {
+                head: TreeHead {
+                    tree_size: c.tree_size,
+                    root_hash: hash_from_wire(&c.root_hash, "a context's root")?,
+                    lamport_clock: c.lamport_clock,
+                },
+                context_id: c.context_id,
+                latest_appended_at_ns: c.latest_appended_at_ns,
+            })
+        })
+        .collect::<Result<_, LedgerError>>()?;
+    Ok(ListContextsResponse { contexts, next_page_token: resp.next_page_token })
 }
 
 fn hashes_to_wire(hashes: &[Hash]) -> Vec<bytes::Bytes> {

@@ -26,7 +26,7 @@ use tonic::codegen::http;
 pub enum Role {
     /// Another cluster node: the internal service (`converge.cluster.v1.Peer`) only.
     Peer,
-    /// Reads: Get, Watch, Snapshot, tree heads and proofs, reflection.
+    /// Reads: Get, Watch, Snapshot, `ListContexts`, tree heads and proofs, reflection.
     Reader,
     /// Reads, Append and Load.
     Writer,
@@ -76,6 +76,7 @@ pub const POLICY: &[(&str, Requirement)] = &[
     ("/converge.context.v1.ContextService/Get", Requirement::Role(Role::Reader)),
     ("/converge.context.v1.ContextService/Watch", Requirement::Role(Role::Reader)),
     ("/converge.context.v1.ContextService/Snapshot", Requirement::Role(Role::Reader)),
+    ("/converge.context.v1.ContextService/ListContexts", Requirement::Role(Role::Reader)),
     ("/converge.context.v1.IntegrityService/GetTreeHead", Requirement::Role(Role::Reader)),
     ("/converge.context.v1.IntegrityService/ProveInclusion", Requirement::Role(Role::Reader)),
     ("/converge.context.v1.IntegrityService/ProveConsistency", Requirement::Role(Role::Reader)),

@@ -24,6 +24,8 @@ pub enum Method {
     /// `ContextService/AppendStream` (counted when the stream opens; its appends count as
     /// `Append`).
     AppendStream,
+    /// `ContextService/ListContexts`.
+    ListContexts,
     /// `IntegrityService/GetTreeHead`.
     GetTreeHead,
     /// `IntegrityService/ProveInclusion`.
@@ -32,13 +34,14 @@ pub enum Method {
     ProveConsistency,
 }
 
-const METHODS: [Method; 9] = [
+const METHODS: [Method; 10] = [
     Method::Append,
     Method::Get,
     Method::Snapshot,
     Method::Load,
     Method::Watch,
     Method::AppendStream,
+    Method::ListContexts,
     Method::GetTreeHead,
     Method::ProveInclusion,
     Method::ProveConsistency,
@@ -53,6 +56,7 @@ impl Method {
             Self::Load => "Load",
             Self::Watch => "Watch",
             Self::AppendStream => "AppendStream",
+            Self::ListContexts => "ListContexts",
             Self::GetTreeHead => "GetTreeHead",
             Self::ProveInclusion => "ProveInclusion",
             Self::ProveConsistency => "ProveConsistency",

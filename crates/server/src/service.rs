@@ -136,6 +136,17 @@ impl<L: LedgerApi + Clone + 'static> ContextService for LedgerService<L> {
         .await
     }
 
+    async fn list_contexts(
+        &self,
+        request: Request<v1::ListContextsRequest>,
+    ) -> Result<Response<v1::ListContextsResponse>, Status> {
+        self.call(Method::ListContexts, async {
+            let request = convert::list_request_from_wire(request.into_inner());
+            Ok(convert::list_response_to_wire(self.ledger.list_contexts(request).await?))
+        })
+        .await
+    }
+
     async fn snapshot(
         &self,
         request: Request<v1::SnapshotRequest>,

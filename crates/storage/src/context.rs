@@ -261,6 +261,17 @@ impl Context {
         self.lock().durable.tree_head()
     }
 
+    /// What a listing shows of this context: its durable head and latest time, or `None` while
+    /// it holds no durable entry.
+    pub(crate) fn summary(&self) -> Option<crate::listing::ContextSummary> {
+        let st = self.lock();
+        (st.durable.latest().0 > 0).then(|| crate::listing::ContextSummary {
+            id: self.id.clone(),
+            head: st.durable.tree_head(),
+            latest_appended_at: st.durable.sequencer().latest_appended_at(),
+        })
+    }
+
     /// Sets (or clears) the listener told about every durable entry.
     pub fn set_listener(&self, listener: Option<Listener>) {
         self.lock().listener = listener;
@@ -405,6 +416,9 @@ impl Context {
                 if self.shared.closed.load(std::sync::atomic::Ordering::SeqCst) {
                     return Err(Error::Closed);
                 }
+                if st.next.latest().0 == 0 {
+                    self.shared.unindexed(&self.id);
+                }
                 for (entry, append_id) in &batch {
                     let len = record::fields_len(entry, append_id.as_ref());
                     let position = st
@@ -425,9 +439,11 @@ impl Context {
                 Ok(())
             }
             Some(Disk { log, .. }) => {
-                let new_number = match st.number {
-                    Some(_) => None,
-                    None => Some(self.shared.allocate_number()),
+                let new_number = if st.number.is_none() {
+                    self.shared.unindexed(&self.id);
+                    Some(self.shared.allocate_number())
+                } else {
+                    None
                 };
                 let number = new_number.or(st.number).expect("assigned above");
                 let sink: Arc<dyn LogSink> = Arc::clone(self) as Arc<dyn LogSink>;
@@ -695,7 +711,10 @@ impl Context {
     /// The checkpoint holding everything up to `upto` is durable: forget it here.
     pub(crate) fn checkpointed(&self, upto: Seq) {
         let mut st = self.lock();
-        st.named = true;
+        if !st.named {
+            st.named = true;
+            self.shared.indexed(&self.id);
+        }
         st.recent.trim(upto.0);
     }
 

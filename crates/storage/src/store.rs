@@ -11,7 +11,7 @@
 //! index/      the fjall index (see `index::cold`)
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, RwLock, Weak};
@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use converge_core::merkle::CompactTree;
-use converge_core::{ContextId, Hash, NodeId, TreeSize};
+use converge_core::{ContextId, Hash, NodeId, Sequencer, TreeSize};
 use tracing::{error, info, warn};
 
 use crate::context::Context;
@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::fault::Faults;
 use crate::index::STORED_LEVEL_MIN;
 use crate::index::cold::{Cold, Watermark};
+use crate::listing::{self, ContextPage};
 use crate::log::{DiskLog, LogConfig, LogStatsSnapshot, Replayed};
 use crate::node::{self, NodeIdentity};
 use crate::record::{self, PayloadMode, RecordKind};
@@ -209,11 +210,50 @@ pub(crate) struct Shared {
     backend: Backend,
     next_number: AtomicU64,
     pub(crate) closed: AtomicBool,
+    /// The contexts with entries that the cold index does not name yet (all of them in memory
+    /// mode), in order: with the index's own `contexts` rows, every context, so a page of
+    /// them costs a page (`crate::listing`). A context leaves once a checkpoint names it.
+    unindexed: Mutex<BTreeSet<ContextId>>,
 }
 
 impl Shared {
+    fn new(backend: Backend, next_number: u64) -> Self {
+        Self {
+            backend,
+            next_number: AtomicU64::new(next_number),
+            closed: AtomicBool::new(false),
+            unindexed: Mutex::default(),
+        }
+    }
+
     pub(crate) fn allocate_number(&self) -> u64 {
         self.next_number.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// Context `id` has entries the cold index does not name it for yet.
+    pub(crate) fn unindexed(&self, id: &ContextId) {
+        self.unindexed.lock().unwrap_or_else(PoisonError::into_inner).insert(id.clone());
+    }
+
+    /// A checkpoint named context `id` in the cold index.
+    pub(crate) fn indexed(&self, id: &ContextId) {
+        self.unindexed.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
+    }
+
+    /// Up to `limit` ids of contexts the cold index does not name yet, from `start` on, that
+    /// begin with `prefix`.
+    pub(crate) fn unindexed_page(
+        &self,
+        start: std::ops::Bound<&ContextId>,
+        prefix: &str,
+        limit: usize,
+    ) -> Vec<ContextId> {
+        let set = self.unindexed.lock().unwrap_or_else(PoisonError::into_inner);
+        set.range::<ContextId, _>((start, std::ops::Bound::Unbounded))
+            .take_while(|id| id.as_str().starts_with(prefix))
+            .take(limit)
+            .cloned()
+            .collect()
     }
 
     /// The log and index, or `None` in memory mode.
@@ -227,7 +267,7 @@ impl Shared {
         }
     }
 
-    fn cold(&self) -> Option<&Cold> {
+    pub(crate) fn cold(&self) -> Option<&Cold> {
         match &self.backend {
             Backend::Memory => None,
             Backend::Disk { cold, .. } => Some(cold),
@@ -270,11 +310,7 @@ impl Store {
         let started = Instant::now();
         let (shared, contexts, dir, lock, mut report) = match &config.mode {
             StorageMode::Memory => {
-                let shared = Shared {
-                    backend: Backend::Memory,
-                    next_number: AtomicU64::new(1),
-                    closed: AtomicBool::new(false),
-                };
+                let shared = Shared::new(Backend::Memory, 1);
                 (Arc::new(shared), HashMap::new(), None, None, OpenReport::default())
             }
             StorageMode::Disk(dir) => {
@@ -411,6 +447,20 @@ impl Store {
             }
         }
         Ok(ids.into_iter().collect())
+    }
+
+    /// The page of contexts with entries whose ids begin with `prefix`, in byte order of their
+    /// ids, after `after` (or from the first), at most `limit` of them: see
+    /// [`crate::listing`]. Listing loads no context into memory.
+    pub fn list_contexts(
+        &self,
+        prefix: &str,
+        after: Option<&ContextId>,
+        limit: usize,
+    ) -> Result<ContextPage> {
+        // The map's lock is taken per context, never across the index reads of a page.
+        let resident = |id: &ContextId| self.inner.read_contexts().get(id).map(|c| c.summary());
+        listing::page(&self.inner.shared, &resident, prefix, after, limit)
     }
 
     /// Counters for metrics.
@@ -658,11 +708,8 @@ fn open_disk(dir: &Path, config: &StoreConfig) -> Result<DiskOpen> {
     }
     let cold = Cold::open(&dir.join("index"))?;
     let watermark = cold.watermark()?;
-    let shared = Arc::new(Shared {
-        backend: Backend::Disk { log: OnceLock::new(), cold },
-        next_number: AtomicU64::new(watermark.next_context),
-        closed: AtomicBool::new(false),
-    });
+    let shared =
+        Arc::new(Shared::new(Backend::Disk { log: OnceLock::new(), cold }, watermark.next_context));
     let mut recovery = Recovery {
         shared: Arc::clone(&shared),
         by_id: HashMap::new(),
@@ -759,7 +806,10 @@ impl Recovery {
                     format!("context {id} is defined as {number} but the index says {n}"),
                 ));
             }
-            None => Context::numbered(id.clone(), Arc::clone(&self.shared), number),
+            None => {
+                self.shared.unindexed(&id);
+                Context::numbered(id.clone(), Arc::clone(&self.shared), number)
+            }
         };
         let context = Arc::new(context);
         self.by_number.insert(number, Arc::clone(&context));
@@ -792,16 +842,27 @@ fn lock_dir(vfs: &dyn Vfs, dir: &Path) -> Result<DirLock> {
 
 /// Loads a context from the cold index: its head and the frontier of its tree.
 fn load_context(shared: &Arc<Shared>, cold: &Cold, id: ContextId, number: u64) -> Result<Context> {
-    let Some(head) = cold.head(number)? else {
-        return Ok(Context::numbered(id, Arc::clone(shared), number));
-    };
+    match cold_head(cold, &id, number)? {
+        Some((head, tree)) => Context::loaded(id, Arc::clone(shared), number, head, tree),
+        None => Ok(Context::numbered(id, Arc::clone(shared), number)),
+    }
+}
+
+/// The checkpointed head of context `number` (`id`) and the frontier of its tree, from the
+/// cold index alone: one head row and at most one node per level.
+pub(crate) fn cold_head(
+    cold: &Cold,
+    id: &ContextId,
+    number: u64,
+) -> Result<Option<(Sequencer, CompactTree)>> {
+    let Some(head) = cold.head(number)? else { return Ok(None) };
     let size = TreeSize(head.latest().0);
     let frontier = CompactTree::frontier_ids(size)
         .map(|node| cold_node(cold, number, node))
         .collect::<Result<Vec<Hash>>>()?;
     let tree = CompactTree::from_frontier(size, frontier)
         .map_err(|e| Error::corrupt("index", 0, format!("context {id}: {e}")))?;
-    Context::loaded(id, Arc::clone(shared), number, head, tree)
+    Ok(Some((head, tree)))
 }
 
 /// A complete node from the cold index alone.

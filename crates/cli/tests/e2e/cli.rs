@@ -5,7 +5,7 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
-use converge_api::{AppendRequest, GetRequest, LedgerApi as _};
+use converge_api::{AppendRequest, GetRequest, LedgerApi as _, LedgerError, ListContextsRequest};
 use converge_ledger::{Ledger, LedgerConfig};
 use converge_proto::v1;
 use converge_proto::v1::context_service_server::{ContextService, ContextServiceServer};
@@ -211,6 +211,15 @@ impl ContextService for Liar {
     ) -> Result<Response<v1::SnapshotResponse>, Status> {
         self.0.snapshot(r).await
     }
+    /// Lists the contexts newest name first: out of the order the contract fixes.
+    async fn list_contexts(
+        &self,
+        r: Request<v1::ListContextsRequest>,
+    ) -> Result<Response<v1::ListContextsResponse>, Status> {
+        let mut resp = self.0.list_contexts(r).await?;
+        resp.get_mut().contexts.reverse();
+        Ok(resp)
+    }
     async fn load(
         &self,
         r: Request<v1::LoadRequest>,
@@ -275,6 +284,7 @@ async fn verify_and_proof_exit_1_when_the_node_lies() {
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     let old_server = url.clone();
+    let url_for_list = url.clone();
     let (verify, proof) = tokio::task::spawn_blocking(move || {
         for i in 0..3 {
             assert!(
@@ -309,6 +319,18 @@ async fn verify_and_proof_exit_1_when_the_node_lies() {
         append.await.unwrap().unwrap();
     }
     assert_eq!(client.get(GetRequest::all("old")).await.unwrap().latest_sequence, 40);
+
+    // Contexts listed out of order are refused by a verifying client.
+    let verifying = converge_client::Client::connect_with(
+        converge_client::ClientConfig::new(url_for_list).verifying(),
+    )
+    .await
+    .unwrap();
+    let listed = verifying.list_contexts(ListContextsRequest::default()).await;
+    assert!(
+        matches!(&listed, Err(LedgerError::Verification(why)) if why.contains("out of order")),
+        "{listed:?}"
+    );
 }
 
 /// `GetRequest.before_sequence` and `newest_first` (CONTRACT §2 *ext*) against the real binary:
@@ -375,6 +397,91 @@ async fn newest_first_and_before_read_the_latest_and_page_back() {
             .collect();
         assert_eq!(from_cli, [28, 27]);
         // Again after a restart, reading from the checkpointed index.
+        assert!(node.terminate().success());
+        node = Node::start_at(dir.path(), &node.grpc.to_string(), &[]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contexts_are_listed_in_order_page_by_page_with_their_heads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::start(dir.path(), &[]);
+    let writer = node.client().await;
+    // Written out of order; one context is only watched, which does not make it exist.
+    let names = ["run/b", "agent/1", "run/a", "run/a/sub", "run/c", "agent/2", "z"];
+    for (i, name) in names.iter().enumerate() {
+        for k in 0..=i {
+            writer.append(AppendRequest::new(*name, "step", format!("{name} {k}"))).await.unwrap();
+        }
+    }
+    let watched = writer.watch(converge_api::WatchRequest {
+        context_id: "run/0-watched".into(),
+        ..Default::default()
+    });
+    let _watched = watched.await.unwrap();
+    let mut sorted: Vec<&str> = names.to_vec();
+    sorted.sort_unstable();
+    for round in 0..2 {
+        let client = node.verifying_client().await;
+        // Paged two at a time, every context once, in byte order, each with its own head.
+        let (mut token, mut listed) = (String::new(), Vec::new());
+        loop {
+            let page = client
+                .list_contexts(ListContextsRequest {
+                    page_token: token,
+                    limit: 2,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert!(page.contexts.len() <= 2);
+            listed.extend(page.contexts);
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        let ids: Vec<&str> = listed.iter().map(|c| c.context_id.as_str()).collect();
+        assert_eq!(ids, sorted, "round {round}");
+        for info in &listed {
+            let head = client.tree_head(&info.context_id).await.unwrap();
+            assert_eq!(info.head, head, "{}", info.context_id);
+            let i = names.iter().position(|n| *n == info.context_id).unwrap() as u64;
+            assert_eq!(info.head.tree_size, i + 1);
+            let latest = client
+                .get(GetRequest {
+                    limit: 1,
+                    newest_first: true,
+                    ..GetRequest::all(&info.context_id)
+                })
+                .await
+                .unwrap();
+            assert_eq!(info.latest_appended_at_ns, latest.entries[0].appended_at().0);
+        }
+        let runs = client.list_contexts(ListContextsRequest::prefix("run/")).await.unwrap();
+        let run_ids: Vec<&str> = runs.contexts.iter().map(|c| c.context_id.as_str()).collect();
+        assert_eq!(
+            (run_ids, runs.next_page_token.as_str()),
+            (vec!["run/a", "run/a/sub", "run/b", "run/c"], "")
+        );
+        let bad = ListContextsRequest { page_token: "bad\ntoken".into(), ..Default::default() };
+        assert!(
+            matches!(client.list_contexts(bad).await, Err(LedgerError::InvalidArgument(_))),
+            "a page token this ledger never gave is refused"
+        );
+
+        let out = run(&node.url(), &["contexts", "--prefix", "agent/", "--json"], None);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let lines: Vec<serde_json::Value> =
+            stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let from_cli: Vec<(&str, u64)> = lines
+            .iter()
+            .map(|l| (l["context_id"].as_str().unwrap(), l["tree_size"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(from_cli, [("agent/1", 2), ("agent/2", 6)]);
+        let text = run(&node.url(), &["contexts", "--limit", "3"], None);
+        assert_eq!(stdout(&text).lines().count(), 3, "{}", stdout(&text));
+        // Again after a restart, from the checkpointed index.
         assert!(node.terminate().success());
         node = Node::start_at(dir.path(), &node.grpc.to_string(), &[]);
     }

@@ -9,7 +9,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use converge_client::{Client, ClientConfig};
-use converge_ledger::{AppendRequest, GetRequest, LedgerApi as _, LedgerError};
+use converge_ledger::{
+    AppendRequest, GetRequest, LedgerApi as _, LedgerError, ListContextsRequest,
+};
 use converge_proto::cluster::StatusRequest;
 use converge_proto::cluster::peer_client::PeerClient;
 use futures_util::StreamExt as _;
@@ -200,6 +202,20 @@ async fn any_node_answers_and_shows_its_own_writes_at_once() {
             assert!(heads.windows(2).all(|w| w[0] == w[1]), "{context}: {heads:?}");
         }
     }
+    // Every node lists those contexts, of every shard, in order, with the same heads.
+    let mut listings = Vec::new();
+    for node in &nodes {
+        let client = node.verifying_client().await;
+        let page = client.list_contexts(ListContextsRequest::prefix("ctx-")).await.unwrap();
+        assert!(page.next_page_token.is_empty());
+        listings.push(page.contexts);
+    }
+    let ids: Vec<&str> = listings[0].iter().map(|c| c.context_id.as_str()).collect();
+    let mut expected: Vec<String> =
+        (0..5).flat_map(|r| (0..3).map(move |i| format!("ctx-{r}-{i}"))).collect();
+    expected.sort();
+    assert_eq!(ids, expected);
+    assert!(listings.windows(2).all(|w| w[0] == w[1]), "{listings:?}");
 
     // AppendStream on every node (most of its appends forwarded): answered in request order,
     // each context's appends in the order sent, all applied on the answering node at once.

@@ -473,6 +473,12 @@ impl ContextService for Recorder {
     async fn get(&self, r: Request<v1::GetRequest>) -> Result<Response<v1::GetResponse>, Status> {
         self.0.get(r).await
     }
+    async fn list_contexts(
+        &self,
+        r: Request<v1::ListContextsRequest>,
+    ) -> Result<Response<v1::ListContextsResponse>, Status> {
+        self.0.list_contexts(r).await
+    }
     async fn snapshot(
         &self,
         r: Request<v1::SnapshotRequest>,

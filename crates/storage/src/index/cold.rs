@@ -187,6 +187,41 @@ impl Cold {
         Ok(self.contexts.get(id.as_str())?.filter(|v| v.len() == 8).map(|v| u64_at(&v, 0)))
     }
 
+    /// Up to `limit` checkpointed contexts, in byte order of their ids, from `start` on, that
+    /// begin with `prefix`: ids and numbers. One seek and `limit` rows, however many
+    /// contexts there are.
+    pub(crate) fn context_page(
+        &self,
+        start: std::ops::Bound<&ContextId>,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(ContextId, u64)>> {
+        let start = start.map(|id| id.as_str().as_bytes());
+        let mut out = Vec::new();
+        for guard in self.contexts.range::<&[u8], _>((start, std::ops::Bound::Unbounded)) {
+            if out.len() == limit {
+                break;
+            }
+            let (k, v) = guard.into_inner()?;
+            let text = std::str::from_utf8(&k)
+                .map_err(|_| Error::corrupt("index", 0, "a context id is not UTF-8"))?;
+            if !text.starts_with(prefix) {
+                break;
+            }
+            if v.len() != 8 {
+                return Err(Error::corrupt(
+                    "index",
+                    0,
+                    format!("malformed number of context {text}"),
+                ));
+            }
+            let id =
+                ContextId::try_new(text).map_err(|e| Error::corrupt("index", 0, e.to_string()))?;
+            out.push((id, u64_at(&v, 0)));
+        }
+        Ok(out)
+    }
+
     /// The id of context `number`.
     pub(crate) fn context_name(&self, number: u64) -> Result<Option<ContextId>> {
         let Some(v) = self.names.get(number.to_be_bytes())? else { return Ok(None) };
