@@ -2,7 +2,7 @@
 //!
 //! Run all: `cargo bench -p converge-ledger --bench ledger`; one scenario:
 //! `cargo bench -p converge-ledger --bench ledger -- durable`. Scenarios: `durable`,
-//! `group-commit`, `append-many`, `memory`, `reads`, `watch`, `snapshot`, `memory-footprint`. Each figure is
+//! `group-commit`, `append-many`, `memory`, `reads`, `watch`, `snapshot`, `memory-footprint`, `contexts`. Each figure is
 //! the median of several runs, with the spread (min–max) beside it; fsync latency is measured
 //! in the same runs, so ratios against it are fair on a noisy machine. Disk scenarios use the
 //! system temp directory unless `CONVERGE_BENCH_DIR` names another.
@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use converge_ledger::{
-    AppendRequest, GetRequest, Ledger, LedgerApi, LedgerConfig, LoadRequest, WatchRequest,
+    AppendRequest, GetRequest, Ledger, LedgerApi, LedgerConfig, ListContextsRequest, LoadRequest,
+    WatchRequest,
 };
 use futures_util::StreamExt;
 
@@ -589,6 +590,104 @@ async fn memory_footprint() {
     assert_eq!(ledger.tree_head("mem").await.expect("head").tree_size, N);
 }
 
+/// A ledger on disk holding `n` contexts of one entry each (ids `agent-NNNNNN/run`), reopened
+/// so that every context is cold (in the index, none in memory).
+async fn many_contexts(dir: &std::path::Path, n: u64) -> Ledger {
+    let ledger = Ledger::open(LedgerConfig::disk(dir)).expect("open");
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let requests = chunk
+            .iter()
+            .map(|i| AppendRequest::new(format!("agent-{i:06}/run"), "k", payload(*i)))
+            .collect();
+        for outcome in ledger.append_many(requests).await {
+            outcome.expect("append");
+        }
+    }
+    ledger.close().await.expect("close");
+    drop(ledger);
+    Ledger::open(LedgerConfig::disk(dir)).expect("reopen")
+}
+
+/// `ListContexts` (CONTRACT §2): a page costs in proportion to what it returns, whether the
+/// ledger holds 10^3 contexts or 10^5.
+async fn contexts() {
+    let mut pages = Vec::new();
+    for n in [1_000u64, 100_000] {
+        let dir = bench_dir();
+        let started = Instant::now();
+        let ledger = many_contexts(dir.path(), n).await;
+        println!("{n} contexts written and reopened in {:.1} s", started.elapsed().as_secs_f64());
+        let page = |token: String, prefix: &str, limit: u32| ListContextsRequest {
+            prefix: prefix.into(),
+            page_token: token,
+            limit,
+        };
+        let first =
+            time_op(500, |_| {
+                let (ledger, req) = (ledger.clone(), page(String::new(), "", 100));
+                async move {
+                    assert_eq!(ledger.list_contexts(req).await.expect("list").contexts.len(), 100)
+                }
+            })
+            .await;
+        let middle =
+            time_op(500, |i| {
+                let after = format!("agent-{:06}/run", (i as u64 * 7919) % (n - 200));
+                let (ledger, req) = (ledger.clone(), page(after, "", 100));
+                async move {
+                    assert_eq!(ledger.list_contexts(req).await.expect("list").contexts.len(), 100)
+                }
+            })
+            .await;
+        let prefixed =
+            time_op(500, |i| {
+                let prefix = format!("agent-{:05}", (i as u64 * 7919) % (n / 10));
+                let (ledger, req) = (ledger.clone(), page(String::new(), &prefix, 0));
+                async move {
+                    assert_eq!(ledger.list_contexts(req).await.expect("list").contexts.len(), 10)
+                }
+            })
+            .await;
+        println!(
+            "{n} contexts: a page of 100 from the start {:.0} µs (runs {:.0}–{:.0}), after a token {:.0} µs (runs {:.0}–{:.0}); the 10 of a prefix {:.0} µs (runs {:.0}–{:.0})",
+            first.0,
+            first.1,
+            first.2,
+            middle.0,
+            middle.1,
+            middle.2,
+            prefixed.0,
+            prefixed.1,
+            prefixed.2
+        );
+        let started = Instant::now();
+        let (mut token, mut listed) = (String::new(), 0);
+        loop {
+            let resp = ledger.list_contexts(page(token, "", 1000)).await.expect("list");
+            listed += resp.contexts.len() as u64;
+            if resp.next_page_token.is_empty() {
+                break;
+            }
+            token = resp.next_page_token;
+        }
+        assert_eq!(listed, n);
+        let all = started.elapsed().as_secs_f64();
+        println!(
+            "{n} contexts: all of them, 1,000 a page, in {:.0} ms ({:.0} contexts/s)",
+            all * 1e3,
+            n as f64 / all
+        );
+        pages.push((first.0, middle.0, prefixed.0));
+        ledger.close().await.expect("close");
+    }
+    println!(
+        "10^5 ÷ 10^3 contexts, per page: from the start {:.2}, after a token {:.2}, a prefix {:.2}",
+        pages[1].0 / pages[0].0,
+        pages[1].1 / pages[0].1,
+        pages[1].2 / pages[0].2
+    );
+}
+
 fn main() {
     let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let wants = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
@@ -624,5 +723,8 @@ fn main() {
     }
     if wants("snapshot") {
         rt.block_on(snapshot());
+    }
+    if wants("contexts") {
+        rt.block_on(contexts());
     }
 }
