@@ -622,32 +622,29 @@ async fn contexts() {
             page_token: token,
             limit,
         };
-        let first =
-            time_op(500, |_| {
-                let (ledger, req) = (ledger.clone(), page(String::new(), "", 100));
-                async move {
-                    assert_eq!(ledger.list_contexts(req).await.expect("list").contexts.len(), 100)
-                }
-            })
-            .await;
-        let middle =
-            time_op(500, |i| {
-                let after = format!("agent-{:06}/run", (i as u64 * 7919) % (n - 200));
-                let (ledger, req) = (ledger.clone(), page(after, "", 100));
-                async move {
-                    assert_eq!(ledger.list_contexts(req).await.expect("list").contexts.len(), 100)
-                }
-            })
-            .await;
-        let prefixed =
-            time_op(500, |i| {
-                let prefix = format!("agent-{:05}", (i as u64 * 7919) % (n / 10));
-                let (ledger, req) = (ledger.clone(), page(String::new(), &prefix, 0));
-                async move {
-                    assert_eq!(ledger.list_contexts(req).await.expect("list").contexts.len(), 10)
-                }
-            })
-            .await;
+        let first = time_op(500, |_| {
+            let (ledger, req) = (ledger.clone(), page(String::new(), "", 100));
+            async move {
+                assert_eq!(ledger.list_contexts(req).await.expect("list").contexts.len(), 100);
+            }
+        })
+        .await;
+        let middle = time_op(500, |i| {
+            let after = format!("agent-{:06}/run", (i as u64 * 7919) % (n - 200));
+            let (ledger, req) = (ledger.clone(), page(after, "", 100));
+            async move {
+                assert_eq!(ledger.list_contexts(req).await.expect("list").contexts.len(), 100);
+            }
+        })
+        .await;
+        let prefixed = time_op(500, |i| {
+            let prefix = format!("agent-{:05}", (i as u64 * 7919) % (n / 10));
+            let (ledger, req) = (ledger.clone(), page(String::new(), &prefix, 0));
+            async move {
+                assert_eq!(ledger.list_contexts(req).await.expect("list").contexts.len(), 10);
+            }
+        })
+        .await;
         println!(
             "{n} contexts: a page of 100 from the start {:.0} µs (runs {:.0}–{:.0}), after a token {:.0} µs (runs {:.0}–{:.0}); the 10 of a prefix {:.0} µs (runs {:.0}–{:.0})",
             first.0,
