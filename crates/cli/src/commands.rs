@@ -121,7 +121,9 @@ pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         );
     } else {
         output::entries(&resp.entries, false);
-        eprintln!("latest sequence: {}", resp.latest_sequence);
+        // On stdout, after the entries, so it never runs into the last of them (stderr and
+        // stdout reach a terminal or a log through different buffers).
+        output::line(&format!("latest sequence: {}", resp.latest_sequence));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -69,8 +69,11 @@ fn subcommands_work_end_to_end() {
         .collect();
     assert_eq!(seqs, vec![1, 3]);
     let out = run(&url, &["get", "ctx", "--after", "1", "--limit", "1"], None);
-    assert_eq!(stdout(&out).lines().count(), 1);
-    assert!(stdout(&out).starts_with("#2 "));
+    // Each entry on its own line, then the context's latest sequence on its own.
+    let lines: Vec<String> = stdout(&out).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].starts_with("#2 ") && lines[0].ends_with("from stdin"), "{lines:?}");
+    assert_eq!(lines[1], "latest sequence: 3");
 
     let out = run(&url, &["verify", "ctx"], None);
     assert!(out.status.success(), "{}", stdout(&out));
