@@ -56,6 +56,10 @@ DEFAULT_PREFIX = "langgraph/thread/"
 KEY_BYTES_MAX = 1000
 #: Entries read per page when a checkpoint is looked for by id, or listed.
 PAGE = 64
+#: Newest entries read to find the latest checkpoint in one call.
+RECENT = 8
+#: Most entries a listing reads as one span around the checkpoints it shows.
+SPAN_MAX = 512
 #: Checkpoints whose position and blob references a saver remembers.
 REMEMBERED = 4096
 
@@ -120,23 +124,34 @@ class Core:
     def _decode(self, entry: Entry) -> dict[str, Any]:
         return self.serde.loads_typed((entry.metadata["type"], entry.payload))
 
-    def _blob_refs(self, ctx: str, ns: str, cp: Entry, record: dict[str, Any]) -> Op:
+    def _blob_refs(
+        self, ctx: str, ns: str, cp: Entry, record: dict[str, Any], seen: dict[int, Entry]
+    ) -> Op:
         """Every channel the checkpoint holds → (version, blob sequence)."""
         refs: dict[str, tuple[str, int]] = {ch: (v, s) for ch, (v, s) in record["kept"].items()}
         new: dict[str, str] = record["new"]
-        if new:
-            # Its own blobs were appended just before it: one read finds them all, unless
-            # another namespace's writes came in between.
-            window = yield call(
-                "get", ctx, after=max(cp.sequence - 1 - len(new), 0), before=cp.sequence
+        if not new:
+            return refs
+        # Its own blobs were appended just before it: one read finds them all, unless another
+        # namespace's entries came in between.
+        low = max(cp.sequence - 1 - len(new), 0)
+        if any(s not in seen for s in range(low + 1, cp.sequence)):
+            window = yield call("get", ctx, after=low, before=cp.sequence)
+            seen.update((e.sequence, e) for e in window.entries)
+        for ch, version in new.items():
+            wanted = key("blob", ns, ch)
+            found = next(
+                (
+                    seen[s]
+                    for s in range(cp.sequence - 1, low, -1)
+                    if s in seen and seen[s].key == wanted
+                ),
+                None,
             )
-            by_key = {e.key: e for e in window.entries}
-            for ch, version in new.items():
-                found = by_key.get(key("blob", ns, ch))
-                if found is None or found.metadata.get("version") != version:
-                    found = yield from self._find_blob(ctx, ns, ch, version, cp.sequence)
-                if found is not None:
-                    refs[ch] = (version, found.sequence)
+            if found is None or found.metadata.get("version") != version:
+                found = yield from self._find_blob(ctx, ns, ch, version, cp.sequence)
+            if found is not None:
+                refs[ch] = (version, found.sequence)
         return refs
 
     def _find_blob(self, ctx: str, ns: str, ch: str, version: str, below: int) -> Op:
@@ -153,47 +168,64 @@ class Core:
             below = got.entries[-1].sequence
         return None
 
-    def _values(self, ctx: str, refs: Mapping[str, tuple[str, int]]) -> Op:
+    def _values(self, ctx: str, refs: Mapping[str, tuple[str, int]], seen: dict[int, Entry]) -> Op:
         """The channel values at these blob sequences (empty channels left out)."""
-        seqs = sorted({s for _, s in refs.values()})
-        entries: dict[int, Entry] = {}
+        missing = sorted({s for _, s in refs.values() if s not in seen})
         run: list[int] = []
-        for s in seqs + [0]:
+        for s in missing + [0]:
             if run and (s != run[-1] + 1 or s == 0):
                 got = yield call("get", ctx, after=run[0] - 1, limit=len(run))
-                entries.update((e.sequence, e) for e in got.entries)
+                seen.update((e.sequence, e) for e in got.entries)
                 run = []
             if s:
                 run.append(s)
         values = {}
         for ch, (version, s) in refs.items():
-            e = entries.get(s)
+            e = seen.get(s)
             if e is None or e.metadata.get("version") != version:
                 raise ValueError(f"channel {ch!r}: blob {s} of version {version} is missing")
             if e.metadata["type"] != "empty":
                 values[ch] = self.serde.loads_typed((e.metadata["type"], e.payload))
         return values
 
-    def _writes(self, ctx: str, ns: str, checkpoint_id: str, floor: int) -> Op:
-        got = yield call("get", ctx, key=key("writes", ns, checkpoint_id), after=floor)
+    def _writes(
+        self, ctx: str, ns: str, checkpoint_id: str, floor: int, known: list[Entry] | None
+    ) -> Op:
+        """The pending writes of a checkpoint; ``known``: every entry after it, if already read."""
+        wanted = key("writes", ns, checkpoint_id)
+        if known is None:
+            got = yield call("get", ctx, key=wanted, after=floor)
+            entries = got.entries
+        else:
+            entries = sorted((e for e in known if e.key == wanted), key=lambda e: e.sequence)
         kept: dict[tuple[str, int], tuple[str, str, Any, str]] = {}
-        for e in got.entries:
+        for e in entries:
             m = e.metadata
             at = (m["task_id"], int(m["idx"]))
             # A task's own writes: the first recorded wins; special channels: the last.
             if at[1] >= 0 and at in kept:
                 continue
-            kept[at] = (m["task_id"], m["channel"], self.serde.loads_typed((m["type"], e.payload)), m["task_path"])
+            value = self.serde.loads_typed((m["type"], e.payload))
+            kept[at] = (m["task_id"], m["channel"], value, m["task_path"])
         order = sorted(kept, key=lambda at: writes_sort_key(kept[at][3], *at))
         return [kept[at][:3] for at in order]
 
-    def _tuple(self, thread_id: str, ns: str, ctx: str, cp: Entry, floor: int) -> Op:
+    def _tuple(
+        self,
+        thread_id: str,
+        ns: str,
+        ctx: str,
+        cp: Entry,
+        floor: int,
+        seen: dict[int, Entry],
+        after_it: list[Entry] | None = None,
+    ) -> Op:
         record = self._decode(cp)
-        refs = yield from self._blob_refs(ctx, ns, cp, record)
+        refs = yield from self._blob_refs(ctx, ns, cp, record, seen)
         checkpoint_id = cp.metadata["checkpoint_id"]
         self._remember((thread_id, ns, checkpoint_id), cp.sequence, refs)
-        values = yield from self._values(ctx, refs)
-        writes = yield from self._writes(ctx, ns, checkpoint_id, floor)
+        values = yield from self._values(ctx, refs, seen)
+        writes = yield from self._writes(ctx, ns, checkpoint_id, floor, after_it)
         parent = record["parent"]
         return CheckpointTuple(
             config=_config(thread_id, ns, checkpoint_id),
@@ -203,7 +235,9 @@ class Core:
             pending_writes=writes,
         )
 
-    def _checkpoint_entry(self, thread_id: str, ns: str, ctx: str, checkpoint_id: str, floor: int) -> Op:
+    def _checkpoint_entry(
+        self, thread_id: str, ns: str, ctx: str, checkpoint_id: str, floor: int
+    ) -> Op:
         """The checkpoint entry of ``checkpoint_id`` in ``ns`` after ``floor``, or ``None``."""
         remembered = self._recalled((thread_id, ns, checkpoint_id))
         if remembered is not None and remembered[0] > floor:
@@ -228,8 +262,22 @@ class Core:
         thread_id = str(config["configurable"]["thread_id"])
         ns = config["configurable"].get("checkpoint_ns", "")
         ctx = self.context(thread_id)
-        floor = yield from self._floor(ctx)
+        seen: dict[int, Entry] = {}
         checkpoint_id = get_checkpoint_id(config)
+        if not checkpoint_id:
+            # The latest checkpoint is almost always among the newest few entries, with its
+            # blobs just before it and its pending writes after: one read, no tombstone
+            # lookup (a tombstone after it would be among them too).
+            recent = yield call("get", ctx, limit=RECENT, newest_first=True)
+            seen.update((e.sequence, e) for e in recent.entries)
+            for i, e in enumerate(recent.entries):
+                if e.key == key("tombstone"):
+                    return None
+                if e.key == key("checkpoint", ns):
+                    return (yield from self._tuple(thread_id, ns, ctx, e, e.sequence, seen, recent.entries[:i]))
+            if len(recent.entries) < RECENT:
+                return None
+        floor = yield from self._floor(ctx)
         if checkpoint_id:
             cp = yield from self._checkpoint_entry(thread_id, ns, ctx, checkpoint_id, floor)
         else:
@@ -237,7 +285,7 @@ class Core:
             cp = got.entries[0] if got.entries and got.entries[0].sequence > floor else None
         if cp is None:
             return None
-        return (yield from self._tuple(thread_id, ns, ctx, cp, floor))
+        return (yield from self._tuple(thread_id, ns, ctx, cp, floor, seen))
 
     def list(
         self,
@@ -268,6 +316,7 @@ class Core:
                     got = yield call(
                         "get", ctx, key=key("checkpoint", ns), before=page_before, limit=PAGE, newest_first=True
                     )
+                    chosen = []
                     for cp in got.entries:
                         if cp.sequence <= floor:
                             break
@@ -278,18 +327,45 @@ class Core:
                             md = self._decode(cp)["metadata"]
                             if not all(md.get(k) == v for k, v in filter.items()):
                                 continue
-                        if left is not None and left <= 0:
-                            return None
-                        if left is not None:
-                            left -= 1
-                        found = yield from self._tuple(thread_id, ns, ctx, cp, floor)
+                        if left is not None and len(chosen) >= left:
+                            break
+                        chosen.append(cp)
+                    # The span the chosen checkpoints and their own blobs lie in, read at once.
+                    seen = yield from self._span(ctx, chosen)
+                    for cp in chosen:
+                        found = yield from self._tuple(thread_id, ns, ctx, cp, floor, seen)
                         yield ("item", (found,), {})
-                    else:
-                        if len(got.entries) == PAGE:
-                            page_before = got.entries[-1].sequence
-                            continue
-                    break
+                    if left is not None:
+                        left -= len(chosen)
+                        if left <= 0:
+                            return None
+                    if len(got.entries) < PAGE or (got.entries and got.entries[-1].sequence <= floor):
+                        break
+                    page_before = got.entries[-1].sequence
         return None
+
+    def _span(self, ctx: str, checkpoints: list[Entry]) -> Op:
+        """Every entry from the oldest checkpoint's blobs up to the newest checkpoint, if that
+        span is at most a few pages; else nothing (each checkpoint then reads its own)."""
+        seen: dict[int, Entry] = {}
+        if not checkpoints:
+            return seen
+        low = min(self._first_blob(cp) for cp in checkpoints)
+        high = max(cp.sequence for cp in checkpoints)
+        if high - low > SPAN_MAX:
+            return seen
+        after = low - 1
+        while after < high:
+            got = yield call("get", ctx, after=after, before=high + 1, limit=PAGE)
+            if not got.entries:
+                break
+            seen.update((e.sequence, e) for e in got.entries)
+            after = got.entries[-1].sequence
+        return seen
+
+    def _first_blob(self, cp: Entry) -> int:
+        new = int(cp.metadata.get("new", "0"))
+        return max(cp.sequence - new, 1)
 
     def _threads(self) -> Op:
         """Every thread with a context under the prefix."""
@@ -328,7 +404,7 @@ class Core:
                     floor = yield from self._floor(ctx)
                     cp = yield from self._checkpoint_entry(thread_id, ns, ctx, parent, floor)
                     if cp is not None:
-                        parent_refs = yield from self._blob_refs(ctx, ns, cp, self._decode(cp))
+                        parent_refs = yield from self._blob_refs(ctx, ns, cp, self._decode(cp), {})
                 else:
                     parent_refs = remembered[1]
             for ch, version in unchanged.items():
@@ -361,7 +437,12 @@ class Core:
                 ctx,
                 key("checkpoint", ns),
                 data,
-                metadata={"checkpoint_id": checkpoint["id"], "parent_checkpoint_id": parent or "", "type": kind},
+                metadata={
+                    "checkpoint_id": checkpoint["id"],
+                    "parent_checkpoint_id": parent or "",
+                    "new": str(len(new)),
+                    "type": kind,
+                },
             )
         )
         outcomes = yield call("append_many", requests)
