@@ -151,7 +151,7 @@ class Rotation:
 
 def moves_on(e: grpc.RpcError) -> bool:
     """A failure after which the call is certainly not done here: try another server."""
-    return e.code() == grpc.StatusCode.UNAVAILABLE
+    return bool(e.code() == grpc.StatusCode.UNAVAILABLE)
 
 
 def fresh_id() -> str:

@@ -106,7 +106,7 @@ class ConvergeSaver(BaseCheckpointSaver[str]):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
-        yield from drive_items(self._core.list(config, filter, before, limit), self.client)
+        yield from drive_items(self._core.listing(config, filter, before, limit), self.client)
 
     def put(
         self,
@@ -232,7 +232,7 @@ class AsyncConvergeSaver(BaseCheckpointSaver[str]):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
-        async for item in adrive_items(self._core.list(config, filter, before, limit), self.client):
+        async for item in adrive_items(self._core.listing(config, filter, before, limit), self.client):
             yield item
 
     async def aput(

@@ -31,7 +31,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Generator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from converge_ledger import AlreadyExists, AppendRequest, Entry
 from langchain_core.runnables import RunnableConfig
@@ -229,7 +229,7 @@ class Core:
         parent = record["parent"]
         return CheckpointTuple(
             config=_config(thread_id, ns, checkpoint_id),
-            checkpoint={**record["checkpoint"], "channel_values": values},
+            checkpoint=cast(Checkpoint, {**record["checkpoint"], "channel_values": values}),
             metadata=record["metadata"],
             parent_config=_config(thread_id, ns, parent) if parent else None,
             pending_writes=writes,
@@ -287,7 +287,7 @@ class Core:
             return None
         return (yield from self._tuple(thread_id, ns, ctx, cp, floor, seen))
 
-    def list(
+    def listing(
         self,
         config: RunnableConfig | None,
         filter: dict[str, Any] | None,
@@ -316,7 +316,7 @@ class Core:
                     got = yield call(
                         "get", ctx, key=key("checkpoint", ns), before=page_before, limit=PAGE, newest_first=True
                     )
-                    chosen = []
+                    chosen: list[Entry] = []
                     for cp in got.entries:
                         if cp.sequence <= floor:
                             break
