@@ -29,6 +29,7 @@ use tokio::sync::{Mutex, oneshot};
 
 use crate::cli::StorageArg;
 use crate::output;
+use crate::skew::{Distribution, SplitMix64, Spread};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -51,9 +52,16 @@ pub struct BenchArgs {
     /// Payload size in bytes (at least 8: the send time rides in it).
     #[arg(long, default_value_t = 1024)]
     pub payload_bytes: usize,
-    /// Contexts appended to (round robin).
+    /// Contexts appended to.
     #[arg(long, default_value_t = 64)]
     pub contexts: usize,
+    /// How appends spread over the contexts: `uniform` (round robin) or `zipf` (by rank,
+    /// `--zipf-s`: a few hot contexts and a long idle tail, like real traffic).
+    #[arg(long, value_enum, default_value_t = Distribution::Uniform)]
+    pub distribution: Distribution,
+    /// The exponent of `--distribution zipf`.
+    #[arg(long, default_value_t = 0.99)]
+    pub zipf_s: f64,
     /// Seconds of load.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
@@ -174,15 +182,17 @@ async fn appenders(
 ) -> anyhow::Result<Load> {
     let deadline = origin + Duration::from_secs_f64(args.duration);
     let next = Arc::new(AtomicU64::new(0));
+    let spread = Spread::new(args.distribution, args.contexts, args.zipf_s);
     let mut tasks = Vec::with_capacity(args.in_flight);
     for t in 0..args.in_flight {
         let client = clients[t % clients.len()].clone();
         let next = Arc::clone(&next);
         let acks = Arc::clone(acks);
-        let (contexts, payload_bytes, rate, watched) =
-            (args.contexts, args.payload_bytes.max(8), args.rate, args.watchers > 0);
+        let (spread, payload_bytes, rate, watched) =
+            (spread.clone(), args.payload_bytes.max(8), args.rate, args.watchers > 0);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
+            let mut rng = SplitMix64::new(t as u64);
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if let Some(rate) = rate {
@@ -194,7 +204,7 @@ async fn appenders(
                 } else if Instant::now() >= deadline {
                     break;
                 }
-                let context = (i as usize) % contexts;
+                let context = spread.pick(i, &mut rng);
                 let mut payload = vec![(i % 251) as u8; payload_bytes];
                 let started = Instant::now();
                 payload[..8].copy_from_slice(
@@ -349,7 +359,8 @@ fn report(
     if args.json {
         output::line(&serde_json::json!({
             "server": server, "mode": args.mode.name(), "clients": args.clients, "in_flight": args.in_flight,
-            "payload_bytes": args.payload_bytes, "contexts": args.contexts, "duration_s": args.duration,
+            "payload_bytes": args.payload_bytes, "contexts": args.contexts, "distribution": args.distribution.name(),
+            "duration_s": args.duration,
             "watchers": args.watchers, "rate_target": args.rate,
             "appends": l.len(), "appends_per_s": rate,
             "latency_ms": { "p50": ms(percentile(l, 0.5)), "p99": ms(percentile(l, 0.99)), "p999": ms(percentile(l, 0.999)) },
@@ -360,14 +371,15 @@ fn report(
         return;
     }
     output::line(&format!(
-        "{} appends in {:.1} s: {rate:.0} appends/s ({}: {} in flight over {} connections, {} B payloads, {} contexts)",
+        "{} appends in {:.1} s: {rate:.0} appends/s ({}: {} in flight over {} connections, {} B payloads, {} contexts, {})",
         l.len(),
         load.elapsed.as_secs_f64(),
         args.mode.name(),
         args.in_flight,
         args.clients,
         args.payload_bytes,
-        args.contexts
+        args.contexts,
+        args.distribution.name()
     ));
     output::line(&format!(
         "append latency: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms",

@@ -16,6 +16,7 @@ mod config;
 mod many;
 mod output;
 mod serve;
+mod skew;
 mod token;
 
 use std::process::ExitCode;

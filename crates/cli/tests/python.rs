@@ -1,6 +1,6 @@
-//! The Python packages in `python/` (the verifying client and the LangGraph checkpointer),
+//! The Python packages in `python/` (the verifying client and the `LangGraph` checkpointer),
 //! tested by their own pytest suites against this build of the binary: `python/run-tests`
-//! installs them into `target/python-venv` (from PyPI the first time) and runs them.
+//! installs them into `target/python-venv` (from `PyPI` the first time) and runs them.
 #![allow(missing_docs)]
 
 use std::path::Path;
