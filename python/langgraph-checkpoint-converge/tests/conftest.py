@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
+# The node helper is the client package's (one copy: starting the real binary).
+sys.path.insert(0, str(pathlib.Path(__file__).parents[2] / "converge-ledger" / "tests"))
 
 from ledger_node import Node  # noqa: E402
 
