@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -187,6 +187,31 @@ def from_append(request: AppendRequest) -> pb.AppendRequest:
         request.metadata,
         request.received_lamport_clock,
         request.append_id,
+    )
+
+
+def append_wires(requests: Iterable[AppendRequest], retries: bool) -> list[pb.AppendRequest]:
+    """The wire requests of an ``append_many``, each with an ``append_id`` when calls move on
+    between servers (so a resent one writes once)."""
+    wires = []
+    for r in requests:
+        wire = from_append(r)
+        if not wire.append_id and retries:
+            wire.append_id = fresh_id()
+        wires.append(wire)
+    return wires
+
+
+def get_request(
+    context_id: str, key: str | None, after: int, limit: int, before: int, newest_first: bool
+) -> pb.GetRequest:
+    return pb.GetRequest(
+        context_id=context_id,
+        key=key or "",
+        after_sequence=after,
+        limit=limit,
+        before_sequence=before,
+        newest_first=newest_first,
     )
 
 

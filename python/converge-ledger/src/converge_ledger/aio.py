@@ -15,7 +15,7 @@ from . import verify as checks
 from ._proto import context_pb2 as pb
 from ._proto import context_pb2_grpc as rpc
 from .client import ROUND_PAUSE
-from .errors import LedgerError, Unavailable, VerificationError, from_rpc_error, from_wire_code
+from .errors import LedgerError, Unavailable, VerificationError, from_rpc_error
 from .types import (
     AppendRequest,
     ConsistencyProof,
@@ -131,12 +131,7 @@ class AsyncClient:
 
     async def append_many(self, requests: Iterable[AppendRequest]) -> list[Entry | LedgerError]:
         """See :meth:`Client.append_many`."""
-        wires = []
-        for r in requests:
-            wire = _wire.from_append(r)
-            if not wire.append_id and self._settings.retries:
-                wire.append_id = _wire.fresh_id()
-            wires.append(wire)
+        wires = _wire.append_wires(requests, self._settings.retries)
         outcomes: list[Entry | LedgerError | None] = [None] * len(wires)
         done, count = 0, len(self._settings.servers)
         for attempt in range(2 * count if count > 1 else 1):
@@ -145,7 +140,7 @@ class AsyncClient:
             try:
                 call = stub.AppendStream(iter(wires[done:]), metadata=self._settings.metadata())
                 async for answer in call:
-                    outcomes[done] = self._outcome(wires[done], answer)
+                    outcomes[done] = checks.streamed(wires[done], answer, self._pins is not None)
                     done += 1
                 if done == len(wires):
                     break
@@ -163,13 +158,6 @@ class AsyncClient:
                 break
         return [o if o is not None else Unavailable("no server answered") for o in outcomes]
 
-    def _outcome(self, sent: pb.AppendRequest, answer: pb.AppendStreamResponse) -> Entry | LedgerError:
-        if answer.HasField("error"):
-            return from_wire_code(answer.error.code, answer.error.message)
-        got = _wire.entry(answer.entry)
-        if self._pins is not None:
-            checks.appended(sent.context_id, sent.key, sent.payload, dict(sent.metadata), got)
-        return got
 
     async def get(
         self,
@@ -182,14 +170,7 @@ class AsyncClient:
         newest_first: bool = False,
     ) -> GetResult:
         """See :meth:`Client.get`."""
-        request = pb.GetRequest(
-            context_id=context_id,
-            key=key or "",
-            after_sequence=after,
-            limit=limit,
-            before_sequence=before,
-            newest_first=newest_first,
-        )
+        request = _wire.get_request(context_id, key, after, limit, before, newest_first)
         got = _wire.get_result(await self._call("Get", request))
         if self._pins is not None:
             checks.entries(context_id, after, before, newest_first, got.entries)
@@ -368,12 +349,7 @@ class AsyncWatch:
                 self._call = None
                 continue
             got = _wire.entry(event.entry)
-            if got.sequence <= self.last or (not self._key and got.sequence != self.last + 1):
-                raise VerificationError(
-                    f"context {self._context_id}: the watch gave entry {got.sequence} after {self.last}"
-                )
-            if client._pins is not None:
-                checks.entry(self._context_id, got)
+            checks.watched(self._context_id, self._key, self.last, got, client._pins is not None)
             self.last = got.sequence
             return got
         raise StopAsyncIteration

@@ -15,7 +15,7 @@ from . import _wire
 from . import verify as checks
 from ._proto import context_pb2 as pb
 from ._proto import context_pb2_grpc as rpc
-from .errors import LedgerError, Unavailable, VerificationError, from_rpc_error, from_wire_code
+from .errors import LedgerError, Unavailable, VerificationError, from_rpc_error
 from .types import (
     AppendRequest,
     ConsistencyProof,
@@ -156,12 +156,7 @@ class Client:
     def append_many(self, requests: Iterable[AppendRequest]) -> list[Entry | LedgerError]:
         """Appends many on one ``AppendStream``, all in flight at once; one outcome per request,
         in order (an entry, or the error of that append alone)."""
-        wires = []
-        for r in requests:
-            wire = _wire.from_append(r)
-            if not wire.append_id and self._settings.retries:
-                wire.append_id = _wire.fresh_id()
-            wires.append(wire)
+        wires = _wire.append_wires(requests, self._settings.retries)
         outcomes: list[Entry | LedgerError | None] = [None] * len(wires)
         done, count = 0, len(self._settings.servers)
         for attempt in range(2 * count if count > 1 else 1):
@@ -169,7 +164,7 @@ class Client:
             try:
                 answers = self._invoke_stream(i, iter(wires[done:]))
                 for answer in answers:
-                    outcomes[done] = self._outcome(wires[done], answer)
+                    outcomes[done] = checks.streamed(wires[done], answer, self._pins is not None)
                     done += 1
                 if done == len(wires):
                     break
@@ -192,13 +187,6 @@ class Client:
         stub = rpc.ContextServiceStub(self._channel(i))
         return stub.AppendStream(requests, metadata=self._settings.metadata())
 
-    def _outcome(self, sent: pb.AppendRequest, answer: pb.AppendStreamResponse) -> Entry | LedgerError:
-        if answer.HasField("error"):
-            return from_wire_code(answer.error.code, answer.error.message)
-        got = _wire.entry(answer.entry)
-        if self._pins is not None:
-            checks.appended(sent.context_id, sent.key, sent.payload, dict(sent.metadata), got)
-        return got
 
     def get(
         self,
@@ -212,14 +200,7 @@ class Client:
     ) -> GetResult:
         """Entries after ``after`` (and below ``before`` when > 0), of ``key`` when given, at
         most ``limit`` (0: all), oldest first or newest first."""
-        request = pb.GetRequest(
-            context_id=context_id,
-            key=key or "",
-            after_sequence=after,
-            limit=limit,
-            before_sequence=before,
-            newest_first=newest_first,
-        )
+        request = _wire.get_request(context_id, key, after, limit, before, newest_first)
         got = _wire.get_result(self._call("Get", request))
         if self._pins is not None:
             checks.entries(context_id, after, before, newest_first, got.entries)
@@ -392,15 +373,7 @@ class Watch:
                 pause = min(pause * 2, self._client._watch_retry_max)
                 continue
             got = _wire.entry(event.entry)
-            self._check(got)
+            checks.watched(self._context_id, self._key, self.last, got, self._client._pins is not None)
             self.last = got.sequence
             return got
         raise StopIteration
-
-    def _check(self, got: Entry) -> None:
-        if got.sequence <= self.last or (not self._key and got.sequence != self.last + 1):
-            raise VerificationError(
-                f"context {self._context_id}: the watch gave entry {got.sequence} after {self.last}"
-            )
-        if self._client._pins is not None:
-            checks.entry(self._context_id, got)

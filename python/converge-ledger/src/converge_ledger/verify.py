@@ -14,7 +14,10 @@ import threading
 from collections.abc import Sequence
 
 from . import hashing
-from .errors import VerificationError
+from ._proto import context_pb2 as pb
+from ._wire import entry as entry_from_wire
+from ._wire import page_size
+from .errors import LedgerError, VerificationError, from_wire_code
 from .snapshot import SnapshotError, decode
 from .types import ConsistencyProof, ContextPage, Entry, InclusionProof, SnapshotResult
 
@@ -43,6 +46,30 @@ def appended(
         raise VerificationError(
             f"the ledger recorded entry {got.sequence} with other fields than were sent"
         )
+
+
+def streamed(
+    sent: pb.AppendRequest, answer: pb.AppendStreamResponse, verifying: bool
+) -> Entry | LedgerError:
+    """One answer of an ``AppendStream``: the entry (checked against what was sent when
+    ``verifying``), or the error of that append alone."""
+    if answer.HasField("error"):
+        return from_wire_code(answer.error.code, answer.error.message)
+    got = entry_from_wire(answer.entry)
+    if verifying:
+        appended(sent.context_id, sent.key, sent.payload, dict(sent.metadata), got)
+    return got
+
+
+def watched(context_id: str, key: str | None, last: int, got: Entry, verifying: bool) -> None:
+    """The next entry of a watch comes after ``last`` (the very next one without a key
+    filter: no gap, no duplicate), and hashes right when ``verifying``."""
+    if got.sequence <= last or (not key and got.sequence != last + 1):
+        raise VerificationError(
+            f"context {context_id}: the watch gave entry {got.sequence} after {last}"
+        )
+    if verifying:
+        entry(context_id, got)
 
 
 def entries(
@@ -76,8 +103,6 @@ def prefix_head(newest_first: bool, got: Sequence[Entry]) -> tuple[int, bytes] |
 def listing(prefix: str, page_token: str, limit: int, page: ContextPage) -> None:
     """A page of contexts answers its request: in strictly increasing byte order of ids, after
     the token, with the prefix, at most the page size, none empty, the next token not behind."""
-    from ._wire import page_size
-
     if len(page.contexts) > page_size(limit):
         raise VerificationError(
             f"a page of {len(page.contexts)} contexts, when at most {page_size(limit)} were asked for"

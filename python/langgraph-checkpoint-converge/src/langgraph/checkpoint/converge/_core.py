@@ -521,13 +521,13 @@ def _config(thread_id: str, ns: str, checkpoint_id: str) -> RunnableConfig:
 
 def drive(op: Op, client: Any) -> Any:
     """Runs ``op`` with a sync client; returns its result (items are not expected)."""
-    try:
-        step = next(op)
-        while True:
-            name, args, kwargs = step
-            step = op.send(getattr(client, name)(*args, **kwargs))
-    except StopIteration as done:
-        return done.value
+    result = None
+    while True:
+        try:
+            name, args, kwargs = op.send(result)
+        except StopIteration as done:
+            return done.value
+        result = getattr(client, name)(*args, **kwargs)
 
 
 def drive_items(op: Op, client: Any) -> Any:
