@@ -137,13 +137,18 @@ pub(crate) fn tree_head(inner: &Inner, context_id: &str) -> Result<TreeHead, Led
     let context_id = request::context_id(context_id)?;
     let head = inner.store.find(&context_id).map_err(errors::storage)?.map(|c| c.tree_head());
     Ok(match head {
-        Some(head) => TreeHead {
-            tree_size: head.root.size.0,
-            root_hash: head.root.hash,
-            lamport_clock: head.lamport.0,
-        },
+        Some(head) => api_head(head),
         None => TreeHead { tree_size: 0, root_hash: EMPTY_ROOT, lamport_clock: 0 },
     })
+}
+
+/// A context's tree head as the API gives it.
+fn api_head(head: converge_core::TreeHead) -> TreeHead {
+    TreeHead {
+        tree_size: head.root.size.0,
+        root_hash: head.root.hash,
+        lamport_clock: head.lamport.0,
+    }
 }
 
 /// The context, its current size, and the size asked for (0: current), checked.
@@ -265,18 +270,16 @@ pub(crate) async fn list_contexts(
     let mut bytes = 0;
     for summary in page.contexts {
         bytes += summary.id.as_str().len() + LISTED_CONTEXT_OVERHEAD;
-        if bytes > bytes_max && !response.contexts.is_empty() {
+        if bytes > bytes_max
+            && let Some(last) = response.contexts.last()
+        {
             // The rest goes on the next page.
+            response.next_page_token.clone_from(&last.context_id);
             return Ok(response);
         }
-        response.next_page_token = summary.id.as_str().to_string();
         response.contexts.push(ContextInfo {
             context_id: summary.id.into_string(),
-            head: TreeHead {
-                tree_size: summary.head.root.size.0,
-                root_hash: summary.head.root.hash,
-                lamport_clock: summary.head.lamport.0,
-            },
+            head: api_head(summary.head),
             latest_appended_at_ns: summary.latest_appended_at.0,
         });
     }
