@@ -56,15 +56,12 @@ pub(crate) fn page(
     limit: usize,
 ) -> Result<ContextPage> {
     let limit = limit.max(1);
-    let start = match after {
-        Some(after) if after.as_str() >= prefix => Bound::Excluded(after),
-        _ => Bound::Unbounded,
-    };
-    // From the prefix on when no token says later: ids below it cannot begin with it.
+    // After the token, or else from the prefix on: ids below it cannot begin with it.
     let prefix_id = (!prefix.is_empty()).then(|| ContextId::try_new(prefix)).and_then(Result::ok);
-    let start = match (start, &prefix_id) {
-        (Bound::Unbounded, Some(p)) => Bound::Included(p),
-        (start, _) => start,
+    let start = match (after, &prefix_id) {
+        (Some(after), _) if after.as_str() >= prefix => Bound::Excluded(after),
+        (_, Some(p)) => Bound::Included(p),
+        _ => Bound::Unbounded,
     };
     let fresh = shared.unindexed_page(start, prefix, limit + 1);
     let cold = match shared.cold() {
@@ -72,12 +69,10 @@ pub(crate) fn page(
         None => Vec::new(),
     };
     let candidates = merge(fresh, cold);
-    let more = candidates.len() > limit;
-    let mut page = ContextPage::default();
+    // More candidates than the page holds: the next page starts after its last one.
+    let next = candidates.get(limit).and(candidates.get(limit - 1)).map(|(id, _)| id.clone());
+    let mut page = ContextPage { contexts: Vec::new(), next };
     for (id, number) in candidates.into_iter().take(limit) {
-        if more {
-            page.next = Some(id.clone());
-        }
         if let Some(summary) = summarise(shared.cold(), resident, id, number)? {
             page.contexts.push(summary);
         }
