@@ -212,7 +212,7 @@ impl Context {
         if st.unwritten() {
             return true;
         }
-        self.shared.disk().is_some() && st.named && st.recent.positions.is_empty()
+        self.shared.disk().is_some() && st.named && st.recent.is_empty()
     }
 
     /// Calls `done` once every append in flight now is durable or has failed (at once if
@@ -322,7 +322,7 @@ impl Context {
             if let Some(i) = st.in_flight_ids.get(id).and_then(|seq| st.in_flight_index(*seq)) {
                 return Ok(Found::InFlight(st, i));
             }
-            if let Some(seq) = st.recent.ids.get(id).copied() {
+            if let Some(seq) = st.recent.append_id(id) {
                 return Ok(Found::Durable(seq));
             }
             let base = st.recent.base;
@@ -697,12 +697,13 @@ impl Context {
     pub(crate) fn checkpoint_snapshot(&self) -> Option<ContextCheckpoint> {
         let st = self.lock();
         let number = st.number?;
-        if st.recent.positions.is_empty() && st.named {
+        if st.recent.is_empty() && st.named {
             return None;
         }
         Some(ContextCheckpoint {
             number,
             id: self.id.clone(),
+            named: st.named,
             head: *st.durable.sequencer(),
             recent: st.recent.clone(),
         })

@@ -27,7 +27,7 @@ use crate::durability::Durability;
 use crate::error::{Error, Result};
 use crate::fault::Faults;
 use crate::index::STORED_LEVEL_MIN;
-use crate::index::cold::{Cold, Watermark};
+use crate::index::cold::{Cold, INDEX_SHARE, IndexMemory, Watermark};
 use crate::listing::{self, ContextPage};
 use crate::log::{DiskLog, LogConfig, LogStatsSnapshot, Replayed};
 use crate::node::{self, NodeIdentity};
@@ -57,14 +57,17 @@ pub const GROUP_COMMIT_LINGER_MAX_DEFAULT: Duration = Duration::from_micros(200)
 /// `appendfsync everysec`): a power cut loses at most about this much.
 pub const SYNC_INTERVAL_DEFAULT: Duration = Duration::from_secs(1);
 
-/// The memory contexts may take while idle, by default; beyond it the least recently used idle
-/// contexts are evicted (and reloaded from the index when next used).
+/// The memory idle contexts and the index may take, by default (the index a quarter of it, see
+/// `StoreConfig::contexts_resident_max`); beyond it the least recently used idle contexts are
+/// evicted (and reloaded from the index when next used).
 pub const MEMORY_BUDGET_DEFAULT: usize = 128 * 1024 * 1024;
 
 /// What one resident context is reckoned to cost in memory: its state, id (twice: the map's
-/// key and its own) and the frontier of its tree. Entries not yet checkpointed are bounded
-/// separately, by the checkpoint size and interval.
-pub const CONTEXT_RESIDENT_BYTES: usize = 2048;
+/// key and its own), the frontier of its tree and its slot in the map. `tests/resident_bytes.rs`
+/// counts what an idle context allocates (about 500 bytes with an id of 9 bytes) and holds this
+/// above it; the rest is the allocator's own overhead per allocation. Entries not yet
+/// checkpointed are bounded separately, by the checkpoint size and interval.
+pub const CONTEXT_RESIDENT_BYTES: usize = 768;
 
 /// How often the checkpointer looks at the log.
 const CHECKPOINT_POLL: Duration = Duration::from_millis(50);
@@ -130,6 +133,21 @@ impl StoreConfig {
     /// Memory storage.
     pub fn memory() -> Self {
         Self { mode: StorageMode::Memory, ..Self::disk("") }
+    }
+
+    /// What the index may hold in memory: its share of the memory budget (disk mode).
+    pub(crate) fn index_memory(&self) -> IndexMemory {
+        IndexMemory::of_budget(self.memory_budget as u64)
+    }
+
+    /// How many contexts may stay resident: the memory budget less the index's share (disk
+    /// mode), at [`CONTEXT_RESIDENT_BYTES`] each.
+    pub fn contexts_resident_max(&self) -> usize {
+        let index = match self.mode {
+            StorageMode::Disk(_) => self.memory_budget / INDEX_SHARE as usize,
+            StorageMode::Memory => 0,
+        };
+        ((self.memory_budget - index) / CONTEXT_RESIDENT_BYTES).max(1)
     }
 
     fn validate(&self) -> Result<()> {
@@ -546,7 +564,7 @@ impl Inner {
     fn enforce_memory_budget(&self) -> bool {
         // Contexts looked up from now on count as newer than all used before this pass.
         self.epoch.fetch_add(1, Ordering::Relaxed);
-        let max = (self.config.memory_budget / CONTEXT_RESIDENT_BYTES).max(1);
+        let max = self.config.contexts_resident_max();
         if self.read_contexts().len() <= max {
             return true;
         }
@@ -602,8 +620,7 @@ impl Inner {
             .filter_map(|c| c.checkpoint_snapshot().map(|s| (Arc::clone(c), s)))
             .collect();
         let next_context = self.shared.next_number.load(Ordering::SeqCst);
-        let checkpoints: Vec<_> = snapshots.iter().map(|(_, s)| s.clone()).collect();
-        cold.write_checkpoint(&checkpoints, Watermark { point, next_context })?;
+        cold.write_checkpoint(snapshots.iter().map(|(_, s)| s), Watermark { point, next_context })?;
         for (context, snapshot) in snapshots {
             context.checkpointed(snapshot.head.latest());
         }
@@ -631,6 +648,9 @@ impl Inner {
             return Ok(());
         }
         self.checkpoint()?;
+        if let Some(cold) = self.shared.cold() {
+            cold.flush()?;
+        }
         if let Some(dir) = &self.dir {
             node::mark_stopped(&*self.config.vfs, dir)?;
         }
@@ -706,7 +726,7 @@ fn open_disk(dir: &Path, config: &StoreConfig) -> Result<DiskOpen> {
     if unclean {
         warn!(dir = %dir.display(), "the previous run did not shut down cleanly; recovering");
     }
-    let cold = Cold::open(&dir.join("index"))?;
+    let cold = Cold::open(&dir.join("index"), config.index_memory())?;
     let watermark = cold.watermark()?;
     let shared =
         Arc::new(Shared::new(Backend::Disk { log: OnceLock::new(), cold }, watermark.next_context));

@@ -46,7 +46,46 @@ const INDEX_FORMAT: u32 = 1;
 /// Bloom filter test. At 64 MiB the searches were 10 % of a three-node cluster's CPU (every
 /// append there carries an id, and every node applies it); at 4 MiB 2 %, and the cluster
 /// appended 1.17× as fast (ARCHITECTURE.md, "Append ids").
-const IDS_MEMTABLE_BYTES: u64 = 4 << 20;
+const IDS_MEMTABLE_BYTES_MAX: u64 = 4 << 20;
+
+/// The largest memtable of any keyspace. fjall's default is 64 MiB, which for eight keyspaces
+/// would let the index hold half a gigabyte outside the memory budget; the store sizes them
+/// from its budget ([`IndexMemory`]) up to this.
+pub(crate) const MEMTABLE_BYTES_MAX: u64 = 8 << 20;
+
+/// The smallest memtable fjall is given.
+const MEMTABLE_BYTES_MIN: u64 = 1 << 20;
+
+/// The number of keyspaces, each with its own memtable.
+pub(crate) const KEYSPACES: u64 = 8;
+
+/// What the index may hold in memory: fjall's block cache, and the largest memtable of each
+/// keyspace (a full memtable is sealed and flushed in the background while a new one fills).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IndexMemory {
+    pub(crate) cache_bytes: u64,
+    pub(crate) memtable_bytes: u64,
+}
+
+impl IndexMemory {
+    /// The index's share of a memory budget of `budget` bytes ([`INDEX_SHARE`]): half of it
+    /// for the block cache, half for the keyspaces' memtables (within fjall's limits).
+    pub(crate) fn of_budget(budget: u64) -> Self {
+        let share = budget / INDEX_SHARE;
+        let memtable_bytes = (share / 2 / KEYSPACES).clamp(MEMTABLE_BYTES_MIN, MEMTABLE_BYTES_MAX);
+        Self { cache_bytes: (share / 2).max(MEMTABLE_BYTES_MIN), memtable_bytes }
+    }
+}
+
+/// The index takes one part in this many of the memory budget; contexts the rest. A
+/// checkpoint's batch and a memtable being flushed come on top, for the length of a
+/// checkpoint (bounded by the checkpoint size).
+pub(crate) const INDEX_SHARE: u64 = 4;
+
+/// The journal fjall keeps before it flushes the memtables that pin its oldest file (fjall's
+/// default is 512 MiB, the least it allows 64 MiB). A reopen after a crash replays the whole
+/// journal into memtables: at 512 MiB that took 15 s with 10^6 contexts.
+const JOURNAL_BYTES: u64 = 64 << 20;
 
 /// Bytes of one entry-run item.
 const ENTRY_ITEM_BYTES: usize = 12 + 32;
@@ -73,8 +112,8 @@ pub(crate) struct Watermark {
     pub(crate) next_context: u64,
 }
 
-fn ks(db: &Database, name: &str) -> Result<Keyspace> {
-    Ok(db.keyspace(name, KeyspaceCreateOptions::default)?)
+fn ks(db: &Database, name: &str, memtable_bytes: u64) -> Result<Keyspace> {
+    Ok(db.keyspace(name, || KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes))?)
 }
 
 fn u64_at(bytes: &[u8], at: usize) -> u64 {
@@ -127,24 +166,27 @@ fn with_suffix(prefix: &[u8], x: u64) -> Vec<u8> {
 }
 
 impl Cold {
-    /// Opens (or creates) the index in `dir`.
-    pub(crate) fn open(dir: &Path) -> Result<Self> {
-        let db =
-            Database::builder(dir).manual_journal_persist(true).open().map_err(|e| match e {
+    /// Opens (or creates) the index in `dir`, holding at most `memory` in memory.
+    pub(crate) fn open(dir: &Path, memory: IndexMemory) -> Result<Self> {
+        let db = Database::builder(dir)
+            .manual_journal_persist(true)
+            .max_journaling_size(JOURNAL_BYTES)
+            .cache_size(memory.cache_bytes)
+            .open()
+            .map_err(|e| match e {
                 fjall::Error::Locked => Error::Locked(dir.to_path_buf()),
                 other => other.into(),
             })?;
+        let m = memory.memtable_bytes;
         let cold = Self {
-            contexts: ks(&db, "contexts")?,
-            names: ks(&db, "names")?,
-            heads: ks(&db, "heads")?,
-            entries: ks(&db, "entries")?,
-            nodes: ks(&db, "nodes")?,
-            keys: ks(&db, "keys")?,
-            ids: db.keyspace("ids", || {
-                KeyspaceCreateOptions::default().max_memtable_size(IDS_MEMTABLE_BYTES)
-            })?,
-            meta: ks(&db, "meta")?,
+            contexts: ks(&db, "contexts", m)?,
+            names: ks(&db, "names", m)?,
+            heads: ks(&db, "heads", m)?,
+            entries: ks(&db, "entries", m)?,
+            nodes: ks(&db, "nodes", m)?,
+            keys: ks(&db, "keys", m)?,
+            ids: ks(&db, "ids", m.min(IDS_MEMTABLE_BYTES_MAX))?,
+            meta: ks(&db, "meta", m)?,
             db,
         };
         match cold.meta.get("format")? {
@@ -164,6 +206,25 @@ impl Cold {
             }
         }
         Ok(cold)
+    }
+
+    /// Writes every memtable out to tables, so the next open has no journal to replay (a
+    /// clean close calls this after its last checkpoint). fjall keeps this call out of its
+    /// documentation: it is the one way to flush a keyspace on demand.
+    pub(crate) fn flush(&self) -> Result<()> {
+        for keyspace in [
+            &self.contexts,
+            &self.names,
+            &self.heads,
+            &self.entries,
+            &self.nodes,
+            &self.keys,
+            &self.ids,
+            &self.meta,
+        ] {
+            keyspace.rotate_memtable_and_wait()?;
+        }
+        Ok(())
     }
 
     /// The watermark of the last checkpoint.
@@ -388,9 +449,9 @@ impl Cold {
     }
 
     /// Writes a checkpoint atomically and durably.
-    pub(crate) fn write_checkpoint(
+    pub(crate) fn write_checkpoint<'a>(
         &self,
-        contexts: &[ContextCheckpoint],
+        contexts: impl IntoIterator<Item = &'a ContextCheckpoint>,
         watermark: Watermark,
     ) -> Result<()> {
         let mut batch = self.db.batch();
@@ -410,17 +471,19 @@ impl Cold {
 
     fn write_context(&self, batch: &mut fjall::OwnedWriteBatch, c: &ContextCheckpoint) {
         let number = c.number;
-        batch.insert(&self.contexts, c.id.as_str(), number.to_be_bytes());
-        batch.insert(&self.names, number.to_be_bytes(), c.id.as_str());
+        if !c.named {
+            batch.insert(&self.contexts, c.id.as_str(), number.to_be_bytes());
+            batch.insert(&self.names, number.to_be_bytes(), c.id.as_str());
+        }
         let mut head = Vec::with_capacity(24);
         head.extend_from_slice(&c.head.latest().0.to_be_bytes());
         head.extend_from_slice(&c.head.latest_appended_at().0.to_be_bytes());
         head.extend_from_slice(&c.head.latest_lamport().0.to_be_bytes());
         batch.insert(&self.heads, number.to_be_bytes(), head);
 
-        let recent = &c.recent;
+        let Some(recent) = c.recent.data() else { return };
         let items = recent.positions.iter().zip(&recent.hashes);
-        let mut seq = recent.base + 1;
+        let mut seq = c.recent.base + 1;
         let pairs: Vec<_> = items.collect();
         for chunk in pairs.chunks(RUN_ITEMS_MAX) {
             let mut v = Vec::with_capacity(chunk.len() * ENTRY_ITEM_BYTES);

@@ -28,6 +28,8 @@ pub(crate) const RUN_ITEMS_MAX: usize = 256;
 pub(crate) struct ContextCheckpoint {
     pub(crate) number: u64,
     pub(crate) id: ContextId,
+    /// Whether an earlier checkpoint already wrote the context's id and number.
+    pub(crate) named: bool,
     /// The durable head at the snapshot.
     pub(crate) head: Sequencer,
     /// The entries since the previous checkpoint, up to the head.

@@ -15,10 +15,18 @@ pub(crate) struct LevelNodes {
     pub(crate) hashes: Vec<Hash>,
 }
 
-/// Entries `base + 1 ..= base + len`, and what is looked up about them.
+/// Entries `base + 1 ..= base + len`, and what is looked up about them. Empty, as every idle
+/// context's is after a checkpoint, it is two words: most contexts are idle, and each costs
+/// what its resident state costs (`tests/resident_bytes.rs`).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Recent {
     pub(crate) base: u64,
+    data: Option<Box<RecentData>>,
+}
+
+/// What a non-empty [`Recent`] holds.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RecentData {
     pub(crate) positions: Vec<Position>,
     pub(crate) hashes: Vec<Hash>,
     pub(crate) keys: HashMap<Key, Vec<Seq>>,
@@ -28,30 +36,45 @@ pub(crate) struct Recent {
 }
 
 impl Recent {
-    /// Empty, after `base` entries already indexed elsewhere; `node_counts[i]` nodes of level
-    /// `STORED_LEVEL_MIN + i` are already indexed elsewhere too.
+    /// Empty, after `base` entries already indexed elsewhere.
     pub(crate) fn after(base: u64) -> Self {
-        Self { base, ..Self::default() }
+        Self { base, data: None }
+    }
+
+    /// What it holds, unless it is empty.
+    pub(crate) fn data(&self) -> Option<&RecentData> {
+        self.data.as_deref()
+    }
+
+    /// It holds no entry.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.data.as_ref().is_none_or(|d| d.positions.is_empty())
+    }
+
+    /// The sequence of the entry recorded with append id `id`, if it is here.
+    pub(crate) fn append_id(&self, id: &AppendId) -> Option<Seq> {
+        self.data()?.ids.get(id).copied()
     }
 
     /// The latest sequence indexed here (or the base).
     pub(crate) fn latest(&self) -> u64 {
-        self.base + self.positions.len() as u64
+        self.base + self.data().map_or(0, |d| d.positions.len() as u64)
     }
 
     /// Adds the next entry.
     pub(crate) fn push(&mut self, entry: &Entry, position: Position, append_id: Option<&AppendId>) {
         debug_assert_eq!(entry.sequence().0, self.latest() + 1);
-        self.positions.push(position);
-        self.hashes.push(entry.content_hash());
-        match self.keys.get_mut(entry.key()) {
+        let data = self.data.get_or_insert_with(Box::default);
+        data.positions.push(position);
+        data.hashes.push(entry.content_hash());
+        match data.keys.get_mut(entry.key()) {
             Some(seqs) => seqs.push(entry.sequence()),
             None => {
-                self.keys.insert(entry.key().clone(), vec![entry.sequence()]);
+                data.keys.insert(entry.key().clone(), vec![entry.sequence()]);
             }
         }
         if let Some(id) = append_id {
-            self.ids.insert(id.clone(), entry.sequence());
+            data.ids.insert(id.clone(), entry.sequence());
         }
     }
 
@@ -60,10 +83,11 @@ impl Recent {
         let Some(slot) = usize::from(id.level).checked_sub(usize::from(STORED_LEVEL_MIN)) else {
             return;
         };
-        if self.nodes.len() <= slot {
-            self.nodes.resize_with(slot + 1, LevelNodes::default);
+        let nodes = &mut self.data.get_or_insert_with(Box::default).nodes;
+        if nodes.len() <= slot {
+            nodes.resize_with(slot + 1, LevelNodes::default);
         }
-        let level = &mut self.nodes[slot];
+        let level = &mut nodes[slot];
         if level.hashes.is_empty() {
             level.first = id.index;
         }
@@ -77,50 +101,57 @@ impl Recent {
 
     fn slot(&self, seq: Seq) -> Option<usize> {
         let i = seq.0.checked_sub(self.base + 1)?;
-        (i < self.positions.len() as u64).then_some(i as usize)
+        (i < self.latest() - self.base).then_some(i as usize)
     }
 
     /// Where entry `seq` is, if it is indexed here.
     pub(crate) fn position(&self, seq: Seq) -> Option<Position> {
-        self.slot(seq).map(|i| self.positions[i])
+        Some(self.data()?.positions[self.slot(seq)?])
     }
 
     /// The content hash of entry `seq`, if it is indexed here.
     pub(crate) fn hash(&self, seq: Seq) -> Option<Hash> {
-        self.slot(seq).map(|i| self.hashes[i])
+        Some(self.data()?.hashes[self.slot(seq)?])
     }
 
     /// A stored node, if it is here.
     pub(crate) fn node(&self, id: NodeId) -> Option<Hash> {
         let slot = usize::from(id.level).checked_sub(usize::from(STORED_LEVEL_MIN))?;
-        let level = self.nodes.get(slot)?;
+        let level = self.data()?.nodes.get(slot)?;
         let i = id.index.checked_sub(level.first)?;
         level.hashes.get(usize::try_from(i).ok()?).copied()
     }
 
     /// Sequences of entries with `key` after `after`, ascending.
     pub(crate) fn key_seqs(&self, key: &Key, after: Seq) -> &[Seq] {
-        let seqs = self.keys.get(key).map_or(&[][..], Vec::as_slice);
+        let seqs = self.data().and_then(|d| d.keys.get(key)).map_or(&[][..], Vec::as_slice);
         let start = seqs.partition_point(|s| *s <= after);
         &seqs[start..]
     }
 
     /// Forgets everything up to `new_base`, which is now indexed elsewhere.
     pub(crate) fn trim(&mut self, new_base: u64) {
+        let Some(data) = self.data.as_deref_mut() else { return };
         let cut = usize::try_from(new_base.saturating_sub(self.base))
             .unwrap_or(usize::MAX)
-            .min(self.positions.len());
-        self.positions.drain(..cut);
-        self.hashes.drain(..cut);
+            .min(data.positions.len());
         self.base += cut as u64;
+        if cut == data.positions.len() {
+            // Every stored node covers only leaves up to the latest entry, so none is left
+            // either.
+            self.data = None;
+            return;
+        }
+        data.positions.drain(..cut);
+        data.hashes.drain(..cut);
         let base = Seq(self.base);
-        self.keys.retain(|_, seqs| {
+        data.keys.retain(|_, seqs| {
             let keep = seqs.partition_point(|s| *s <= base);
             seqs.drain(..keep);
             !seqs.is_empty()
         });
-        self.ids.retain(|_, seq| *seq > base);
-        for (i, level) in self.nodes.iter_mut().enumerate() {
+        data.ids.retain(|_, seq| *seq > base);
+        for (i, level) in data.nodes.iter_mut().enumerate() {
             let height = u32::from(STORED_LEVEL_MIN) + i as u32;
             // Nodes whose leaves all lie at or below the base are stored elsewhere now.
             let covered = (self.base >> height).saturating_sub(level.first);
@@ -128,7 +159,7 @@ impl Recent {
             level.hashes.drain(..cut);
             level.first += cut as u64;
         }
-        self.positions.shrink_to_fit();
-        self.hashes.shrink_to_fit();
+        data.positions.shrink_to_fit();
+        data.hashes.shrink_to_fit();
     }
 }
