@@ -135,10 +135,14 @@ impl State {
     /// when it was not stamped here (recovery).
     fn commit(
         &mut self,
+        shared: &Shared,
         entry: &Entry,
         position: Position,
         append_id: Option<&AppendId>,
     ) -> Result<()> {
+        if self.recent.is_empty() {
+            shared.dirtied();
+        }
         let recent = &mut self.recent;
         self.durable.apply(entry, |id, hash| recent.push_node(id, hash))?;
         self.recent.push(entry, position, append_id);
@@ -425,7 +429,7 @@ impl Context {
                         .arena
                         .push(len, |out| record::encode_fields(out, entry, append_id.as_ref()));
                     st.next.advance(&Stamp::of(entry))?;
-                    st.commit(entry, position, append_id.as_ref())?;
+                    st.commit(&self.shared, entry, position, append_id.as_ref())?;
                 }
                 if let Some(listener) = &st.listener {
                     let entries: Vec<Arc<Entry>> =
@@ -730,7 +734,7 @@ impl Context {
         if entry.sequence() <= st.durable.latest() {
             return Ok(());
         }
-        st.commit(entry, position, append_id)
+        st.commit(&self.shared, entry, position, append_id)
     }
 }
 
@@ -750,7 +754,9 @@ impl LogSink for Context {
                     return;
                 };
                 debug_assert_eq!(flight.lsn, lsn, "records complete in the order they were queued");
-                if let Err(err) = st.commit(&flight.entry, position, flight.append_id.as_ref()) {
+                if let Err(err) =
+                    st.commit(&self.shared, &flight.entry, position, flight.append_id.as_ref())
+                {
                     // Entries are stamped in order under this lock, so this is a bug, not bad
                     // input.
                     tracing::error!(context = %self.id, error = %err, "a durable entry does not follow its context");
