@@ -3,7 +3,9 @@
 //! `--watchers` watching the first context (over `--watch-clients` connections of their own),
 //! against `--server` or against a node it starts itself (durable, in a temporary directory).
 //! Prints appends/s, latency percentiles, watch delivery latency and, when it can see the
-//! node, the median fsync measured in the same run.
+//! node, the median fsync measured in the same run. With `--cold-reads N` it then reads the
+//! newest entries of N contexts picked at random, one at a time: against a node restarted
+//! after the load, each is a context idle since the restart, loaded from the index.
 
 #![allow(
     clippy::cast_possible_truncation,
@@ -21,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Args;
-use converge_api::{AppendRequest, LedgerApi, WatchRequest};
+use converge_api::{AppendRequest, GetRequest, LedgerApi, WatchRequest};
 use converge_client::{Client, ClientConfig};
 use converge_ledger::{Ledger, LedgerConfig, StoreConfig};
 use futures_util::StreamExt as _;
@@ -81,6 +83,11 @@ pub struct BenchArgs {
     /// Data directory of a node bench starts itself (default: a temporary directory).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// After the load, read the newest 10 entries of this many contexts picked at random among
+    /// `--contexts`, one at a time, and print the latency (`--duration 0` reads without
+    /// loading: against a restarted node the contexts are cold).
+    #[arg(long, default_value_t = 0)]
+    pub cold_reads: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -230,6 +237,33 @@ async fn appenders(
     Ok(Load { latencies, elapsed: origin.elapsed() })
 }
 
+/// The entries a cold read asks for: the newest of a context, as an engine resuming a run does.
+const COLD_READ_LIMIT: u32 = 10;
+
+/// Reads the newest [`COLD_READ_LIMIT`] entries of `--cold-reads` contexts picked at random
+/// among `--contexts`, one at a time; returns the latencies, sorted.
+async fn cold_reads(client: &Client, args: &BenchArgs) -> anyhow::Result<Vec<Duration>> {
+    let mut rng = SplitMix64::new(0x00c0_1d5e_ed00);
+    let mut latencies = Vec::with_capacity(args.cold_reads);
+    for _ in 0..args.cold_reads {
+        let context = format!("bench-{}", rng.next() % args.contexts as u64);
+        let request = GetRequest {
+            newest_first: true,
+            limit: COLD_READ_LIMIT,
+            ..GetRequest::all(context.clone())
+        };
+        let started = Instant::now();
+        let response = client.get(request).await?;
+        latencies.push(started.elapsed());
+        anyhow::ensure!(
+            !response.entries.is_empty(),
+            "{context} has no entries: load the node with the same --contexts first"
+        );
+    }
+    latencies.sort_unstable();
+    Ok(latencies)
+}
+
 /// Watches of `bench-0`; each returns (sequence, send time, receive time) of what it saw.
 async fn watchers(
     clients: &[Client],
@@ -339,10 +373,16 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     delivery.sort_unstable();
     end_to_end.sort_unstable();
+    let cold = cold_reads(&clients[0], &args).await?;
     if let Some(node) = node {
         node.stop().await;
     }
-    report(&args, &server, &load, fsync, &delivery, &end_to_end);
+    if !load.latencies.is_empty() || cold.is_empty() {
+        report(&args, &server, &load, fsync, &delivery, &end_to_end);
+    }
+    if !cold.is_empty() {
+        report_cold_reads(&args, &cold);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -406,4 +446,27 @@ fn report(
             ms(percentile(end_to_end, 0.99))
         ));
     }
+}
+
+fn report_cold_reads(args: &BenchArgs, latencies: &[Duration]) {
+    let (p50, p99, max) = (
+        ms(percentile(latencies, 0.5)),
+        ms(percentile(latencies, 0.99)),
+        ms(latencies.last().copied().unwrap_or_default()),
+    );
+    if args.json {
+        output::line(
+            &serde_json::json!({
+                "cold_reads": latencies.len(), "limit": COLD_READ_LIMIT, "contexts": args.contexts,
+                "latency_ms": { "p50": p50, "p99": p99, "max": max },
+            })
+            .to_string(),
+        );
+        return;
+    }
+    output::line(&format!(
+        "cold reads ({} contexts of {}, newest {COLD_READ_LIMIT} entries each, one at a time): p50 {p50:.3} ms, p99 {p99:.3} ms, max {max:.3} ms",
+        latencies.len(),
+        args.contexts
+    ));
 }
