@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from converge_ledger import AppendRequest, AsyncClient, InvalidArgument, hashing
+from converge_ledger import AppendRequest, AsyncClient, InvalidArgument, Unavailable, hashing
 from ledger_node import Node
 
 
@@ -64,6 +64,13 @@ async def test_an_async_watch_resumes_after_a_restart(disk_node: Node) -> None:
         assert disk_node.terminate() == 0
         restarted = disk_node.restart()
         try:
+            # As in the sync test: the channel may still be in its reconnect backoff.
+            while True:
+                try:
+                    await ledger.get("live")
+                    break
+                except Unavailable:
+                    await asyncio.sleep(0.02)
             await ledger.append("live", "k", "after")
             got = await asyncio.wait_for(watch.__anext__(), 20)
             assert (got.sequence, got.payload) == (2, b"after")

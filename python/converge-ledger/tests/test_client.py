@@ -170,6 +170,10 @@ def test_a_watch_resumes_after_the_node_restarts_without_gap_or_duplicate(disk_n
         assert disk_node.terminate() == 0
         restarted = disk_node.restart()
         try:
+            # The node listens again at once; the client's channel may still be waiting out its
+            # reconnect backoff, and a call in that window fails with Unavailable (safe to
+            # retry). A read finds the node before the appends are sent.
+            _wait(lambda: _reachable(ledger))
             for i in range(5):
                 ledger.append("live", "k", f"after {i}")
             _wait(lambda: len(seen) == 10)
@@ -178,6 +182,14 @@ def test_a_watch_resumes_after_the_node_restarts_without_gap_or_duplicate(disk_n
             assert seen == list(range(1, 11))
         finally:
             restarted.stop()
+
+
+def _reachable(ledger: Client) -> bool:
+    try:
+        ledger.get("live")
+        return True
+    except Unavailable:
+        return False
 
 
 def _wait(condition, seconds: float = 20) -> None:
