@@ -164,7 +164,8 @@ def test_a_watch_resumes_after_the_node_restarts_without_gap_or_duplicate(disk_n
             ledger.append("live", "k", f"before {i}")
         seen: list[int] = []
         watch = ledger.watch("live")
-        reader = threading.Thread(target=lambda: seen.extend(e.sequence for e in watch))
+        # A daemon, so a failure below cannot leave pytest waiting for a watch that retries.
+        reader = threading.Thread(target=lambda: seen.extend(e.sequence for e in watch), daemon=True)
         reader.start()
         _wait(lambda: len(seen) == 5)
         assert disk_node.terminate() == 0
@@ -181,6 +182,7 @@ def test_a_watch_resumes_after_the_node_restarts_without_gap_or_duplicate(disk_n
             reader.join(timeout=10)
             assert seen == list(range(1, 11))
         finally:
+            watch.close()
             restarted.stop()
 
 
