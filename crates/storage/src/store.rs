@@ -27,7 +27,7 @@ use crate::durability::Durability;
 use crate::error::{Error, Result};
 use crate::fault::Faults;
 use crate::index::STORED_LEVEL_MIN;
-use crate::index::cold::{Cold, INDEX_SHARE, IndexMemory, Watermark};
+use crate::index::cold::{Cold, IndexMemory, Watermark};
 use crate::listing::{self, ContextPage};
 use crate::log::{DiskLog, LogConfig, LogStatsSnapshot, Replayed};
 use crate::node::{self, NodeIdentity};
@@ -143,14 +143,14 @@ impl StoreConfig {
 
     /// What the index may hold in memory: its share of the memory budget (disk mode).
     pub(crate) fn index_memory(&self) -> IndexMemory {
-        IndexMemory::of_budget(self.memory_budget as u64)
+        IndexMemory::of_budget(self.memory_budget)
     }
 
     /// How many contexts may stay resident: the memory budget less the index's share (disk
     /// mode), at [`CONTEXT_RESIDENT_BYTES`] each.
     pub fn contexts_resident_max(&self) -> usize {
         let index = match self.mode {
-            StorageMode::Disk(_) => self.memory_budget / INDEX_SHARE as usize,
+            StorageMode::Disk(_) => IndexMemory::share(self.memory_budget),
             StorageMode::Memory => 0,
         };
         ((self.memory_budget - index) / CONTEXT_RESIDENT_BYTES).max(1)

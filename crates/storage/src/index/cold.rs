@@ -51,13 +51,16 @@ const IDS_MEMTABLE_BYTES_MAX: u64 = 4 << 20;
 /// The largest memtable of any keyspace. fjall's default is 64 MiB, which for eight keyspaces
 /// would let the index hold half a gigabyte outside the memory budget; the store sizes them
 /// from its budget ([`IndexMemory`]) up to this.
-pub(crate) const MEMTABLE_BYTES_MAX: u64 = 8 << 20;
+const MEMTABLE_BYTES_MAX: u64 = 8 << 20;
 
 /// The smallest memtable fjall is given.
 const MEMTABLE_BYTES_MIN: u64 = 1 << 20;
 
+/// The smallest block cache fjall is given.
+const CACHE_BYTES_MIN: u64 = 1 << 20;
+
 /// The number of keyspaces, each with its own memtable.
-pub(crate) const KEYSPACES: u64 = 8;
+const KEYSPACES: u64 = 8;
 
 /// What the index may hold in memory: fjall's block cache, and the largest memtable of each
 /// keyspace (a full memtable is sealed and flushed in the background while a new one fills).
@@ -68,19 +71,26 @@ pub(crate) struct IndexMemory {
 }
 
 impl IndexMemory {
-    /// The index's share of a memory budget of `budget` bytes ([`INDEX_SHARE`]): half of it
-    /// for the block cache, half for the keyspaces' memtables (within fjall's limits).
-    pub(crate) fn of_budget(budget: u64) -> Self {
-        let share = budget / INDEX_SHARE;
+    /// What the index may hold of a memory budget of `budget` bytes: its share
+    /// ([`IndexMemory::share`]), half of it for the block cache, half for the keyspaces'
+    /// memtables (within fjall's limits).
+    pub(crate) fn of_budget(budget: usize) -> Self {
+        let share = Self::share(budget) as u64;
         let memtable_bytes = (share / 2 / KEYSPACES).clamp(MEMTABLE_BYTES_MIN, MEMTABLE_BYTES_MAX);
-        Self { cache_bytes: (share / 2).max(MEMTABLE_BYTES_MIN), memtable_bytes }
+        Self { cache_bytes: (share / 2).max(CACHE_BYTES_MIN), memtable_bytes }
+    }
+
+    /// The index's share of a memory budget of `budget` bytes, one part in [`INDEX_SHARE`];
+    /// contexts take the rest.
+    pub(crate) fn share(budget: usize) -> usize {
+        budget / INDEX_SHARE
     }
 }
 
-/// The index takes one part in this many of the memory budget; contexts the rest. A
-/// checkpoint's batch and a memtable being flushed come on top, for the length of a
-/// checkpoint (bounded by the checkpoint size).
-pub(crate) const INDEX_SHARE: u64 = 4;
+/// The index takes one part in this many of the memory budget. A checkpoint's batch and a
+/// memtable being flushed come on top, for the length of a checkpoint (bounded by the
+/// checkpoint size).
+const INDEX_SHARE: usize = 4;
 
 /// The journal fjall keeps before it flushes the memtables that pin its oldest file (fjall's
 /// default is 512 MiB, the least it allows 64 MiB). A reopen after a crash replays the whole
