@@ -33,7 +33,25 @@ async fn queue_checked(inner: &Inner, checked: Checked) -> Result<Queued, Ledger
     closed(inner)?;
     // Admission: bound the bytes waiting for their fsync, held until durable or failed.
     let admitted = inner.admission.admit(checked.bytes).await?;
+    room(inner, &checked.context_id).await?;
     enqueue(inner, checked, inner.config.clock.now(), Some(admitted))
+}
+
+/// Waits, when context `id` holds no entries that only memory holds, until the store has room
+/// for one more context that does ([`converge_storage::store::Store::when_room`]): such a
+/// context cannot be evicted until a checkpoint, so this keeps appends spread over very many
+/// contexts within the memory budget, at the pace the checkpointer writes them.
+async fn room(inner: &Inner, id: &ContextId) -> Result<(), LedgerError> {
+    if inner.store.context(id).map_err(errors::storage)?.is_dirty() {
+        return Ok(());
+    }
+    let (tx, rx) = oneshot::channel();
+    inner.store.when_room(Box::new(move || {
+        let _ = tx.send(());
+    }));
+    // A dropped sender means the store let go of its waiters; the append meets its refusal.
+    let _ = rx.await;
+    Ok(())
 }
 
 /// Validates `req` and queues it, stamped at `now`, before returning: appends queued one after
@@ -163,6 +181,7 @@ async fn submit_run(inner: &Inner, run: Vec<(usize, Checked)>) -> (Vec<usize>, W
         let bytes = checked.iter().map(|c| c.bytes).sum();
         let admitted = inner.admission.admit(bytes).await?;
         let context_id = checked[0].context_id.clone();
+        room(inner, &context_id).await?;
         let context = inner.store.context(&context_id).map_err(errors::storage)?;
         let news = checked
             .into_iter()

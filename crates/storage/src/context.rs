@@ -141,7 +141,7 @@ impl State {
         append_id: Option<&AppendId>,
     ) -> Result<()> {
         if self.recent.is_empty() {
-            shared.dirtied();
+            shared.dirty.dirtied();
         }
         let recent = &mut self.recent;
         self.durable.apply(entry, |id, hash| recent.push_node(id, hash))?;
@@ -229,6 +229,12 @@ impl Context {
             drop(st);
             done();
         }
+    }
+
+    /// Whether the context holds entries the cold index does not (until a checkpoint writes
+    /// them, it cannot be evicted).
+    pub fn is_dirty(&self) -> bool {
+        !self.lock().recent.is_empty()
     }
 
     /// Whether anything was ever written to this context (or is being written).

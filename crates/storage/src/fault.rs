@@ -1,5 +1,6 @@
 //! Failure injection for tests: make the log's next write or fsync fail, as a dying disk would,
-//! or make the writer thread panic, as a bug would.
+//! make the writer thread panic, as a bug would, or make checkpoints slow, as a busy index
+//! would.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +13,7 @@ pub struct Faults {
     sync_failure: AtomicU64,
     write_failure: AtomicU64,
     writer_panic: AtomicU64,
+    checkpoint_delay_ms: AtomicU64,
 }
 
 impl Faults {
@@ -28,6 +30,19 @@ impl Faults {
     /// Makes the writer panic just before its `n`-th write from now.
     pub fn panic_write(&self, n: u64) {
         self.writer_panic.store(n, Ordering::SeqCst);
+    }
+
+    /// Makes every checkpoint from now on take `delay` longer before it writes the index.
+    pub fn delay_checkpoints(&self, delay: std::time::Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.checkpoint_delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    pub(crate) fn before_checkpoint_write(&self) {
+        let ms = self.checkpoint_delay_ms.load(Ordering::SeqCst);
+        if ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
     }
 
     pub(crate) fn before_sync(&self) -> io::Result<()> {

@@ -18,6 +18,7 @@ compile_error!("converge-storage requires a 64-bit target: segment offsets and l
 
 mod arena;
 pub mod context;
+mod dirty;
 pub mod durability;
 pub mod error;
 pub mod fault;

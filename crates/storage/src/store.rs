@@ -20,9 +20,10 @@ use std::time::{Duration, Instant};
 
 use converge_core::merkle::CompactTree;
 use converge_core::{ContextId, Hash, NodeId, Sequencer, TreeSize};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::context::Context;
+use crate::dirty::Dirty;
 use crate::durability::Durability;
 use crate::error::{Error, Result};
 use crate::fault::Faults;
@@ -69,11 +70,20 @@ pub const MEMORY_BUDGET_DEFAULT: usize = 128 * 1024 * 1024;
 /// checkpointed are bounded separately, by the checkpoint size and interval.
 pub const CONTEXT_RESIDENT_BYTES: usize = 768;
 
-/// A checkpoint runs once this many contexts hold entries only memory holds. Reopening loads
-/// every context the log after the watermark touches from the index, so when appends spread
-/// over many contexts this, not the log's bytes, bounds a reopen: after 40 s of appends over
-/// 10^6 contexts, a reopen replayed 54k records of as many contexts and took 2.8 s.
-pub const CHECKPOINT_DIRTY_CONTEXTS_MAX: u64 = 16_384;
+/// The most contexts that may come to hold entries only memory holds between two checkpoints
+/// (`StoreConfig::dirty_contexts_max` lowers it for a small budget); a checkpoint runs at half
+/// of it. Such a context cannot be evicted, so an append that would dirty one more waits for
+/// the next checkpoint to begin (`Store::when_room`): without the bound, appends spread over
+/// 10^6 contexts outran the checkpointer, each checkpoint grew with what piled up meanwhile
+/// (20k contexts, then 146k), and the node held 240k contexts and 0.7 GB against a budget
+/// of 128 MiB. Reopening loads every context the log after the watermark touches from the
+/// index, so this, not the log's bytes, also bounds a reopen: after 40 s of appends over 10^6
+/// contexts, a reopen replayed 54k records of as many contexts and took 2.8 s.
+pub const DIRTY_CONTEXTS_MAX: u64 = 32_768;
+
+/// The floor of `StoreConfig::dirty_contexts_max`, so a tiny budget does not checkpoint at
+/// every few appends.
+const DIRTY_CONTEXTS_MIN: u64 = 1_024;
 
 /// How often the checkpointer looks at the log.
 const CHECKPOINT_POLL: Duration = Duration::from_millis(50);
@@ -154,6 +164,13 @@ impl StoreConfig {
             StorageMode::Memory => 0,
         };
         ((self.memory_budget - index) / CONTEXT_RESIDENT_BYTES).max(1)
+    }
+
+    /// How many contexts may come to hold entries only memory holds between two checkpoints:
+    /// a quarter of the resident contexts, between [`DIRTY_CONTEXTS_MIN`] and
+    /// [`DIRTY_CONTEXTS_MAX`]. A checkpoint runs at half of it.
+    pub fn dirty_contexts_max(&self) -> u64 {
+        (self.contexts_resident_max() as u64 / 4).clamp(DIRTY_CONTEXTS_MIN, DIRTY_CONTEXTS_MAX)
     }
 
     fn validate(&self) -> Result<()> {
@@ -238,9 +255,8 @@ pub(crate) struct Shared {
     /// mode), in order: with the index's own `contexts` rows, every context, so a page of
     /// them costs a page (`crate::listing`). A context leaves once a checkpoint names it.
     unindexed: Mutex<BTreeSet<ContextId>>,
-    /// Contexts that came to hold entries only memory holds since the last checkpoint began
-    /// (a trigger for the next, not an exact count).
-    dirty: AtomicU64,
+    /// Contexts that came to hold entries only memory holds since the last checkpoint began.
+    pub(crate) dirty: Dirty,
 }
 
 impl Shared {
@@ -250,17 +266,12 @@ impl Shared {
             next_number: AtomicU64::new(next_number),
             closed: AtomicBool::new(false),
             unindexed: Mutex::default(),
-            dirty: AtomicU64::new(0),
+            dirty: Dirty::default(),
         }
     }
 
     pub(crate) fn allocate_number(&self) -> u64 {
         self.next_number.fetch_add(1, Ordering::SeqCst)
-    }
-
-    /// A context came to hold entries that only memory holds.
-    pub(crate) fn dirtied(&self) {
-        self.dirty.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Context `id` has entries the cold index does not name it for yet.
@@ -430,6 +441,20 @@ impl Store {
             contexts.remove(id);
             self.inner.evictions.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    /// Calls `done` once the store has room for one more context holding entries only memory
+    /// holds: at once unless [`StoreConfig::dirty_contexts_max`] contexts came to hold such
+    /// entries since the last checkpoint began, else when the next one begins. A writer about
+    /// to append to a context that holds none ([`Context::is_dirty`]) waits for it, so the
+    /// contexts that cannot be evicted stay bounded under load (see [`DIRTY_CONTEXTS_MAX`]).
+    /// Without a checkpointer (memory or manual mode), at once.
+    pub fn when_room(&self, done: Box<dyn FnOnce() + Send>) {
+        if self.inner.shared.disk().is_none() || self.inner.config.manual {
+            done();
+            return;
+        }
+        self.inner.shared.dirty.when_room(self.inner.config.dirty_contexts_max(), done);
     }
 
     /// Evicts the least recently used idle contexts while more are resident than the memory
@@ -618,7 +643,9 @@ impl Inner {
         let Some(Disk { log, cold }) = self.shared.disk() else { return Ok(()) };
         let _one_at_a_time = self.checkpoint_lock.lock().unwrap_or_else(PoisonError::into_inner);
         if log.poisoned().is_some() {
-            // Recovery will redo what is missing; never build on a failed log.
+            // Recovery will redo what is missing; never build on a failed log. Appends waiting
+            // for room go on to meet the log's refusal.
+            self.shared.dirty.shut();
             return Ok(());
         }
         // Read the durable point first: every record up to it is already in the contexts'
@@ -626,7 +653,7 @@ impl Inner {
         let point = log.durable();
         // The index must never name log records a power cut could take away.
         log.sync_through(point)?;
-        self.shared.dirty.store(0, Ordering::Relaxed);
+        self.shared.dirty.checkpoint_begins();
         // Only written contexts have anything to checkpoint; taking no reference to the others
         // lets a concurrent release of a context only watched go through.
         let contexts: Vec<Arc<Context>> =
@@ -635,8 +662,15 @@ impl Inner {
             .iter()
             .filter_map(|c| c.checkpoint_snapshot().map(|s| (Arc::clone(c), s)))
             .collect();
+        self.config.faults.before_checkpoint_write();
         let next_context = self.shared.next_number.load(Ordering::SeqCst);
+        let started = Instant::now();
         cold.write_checkpoint(snapshots.iter().map(|(_, s)| s), Watermark { point, next_context })?;
+        debug!(
+            written = snapshots.len(),
+            ms = started.elapsed().as_millis(),
+            "checkpoint written to the index"
+        );
         for (context, snapshot) in snapshots {
             context.checkpointed(snapshot.head.latest());
         }
@@ -651,6 +685,7 @@ impl Inner {
         self.shared.closed.store(true, Ordering::SeqCst);
         *self.stop.lock().unwrap_or_else(PoisonError::into_inner) = true;
         self.stop_signal.notify_all();
+        self.shared.dirty.shut();
         let handle = self.checkpointer.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(handle) = handle
             && handle.thread().id() != std::thread::current().id()
@@ -708,7 +743,7 @@ fn checkpoint_loop(inner: &Weak<Inner>) {
             && lsn != last_lsn
             && last_time.elapsed() >= Duration::from_secs(1);
         let due = over_budget
-            || store.shared.dirty.load(Ordering::Relaxed) >= CHECKPOINT_DIRTY_CONTEXTS_MAX
+            || store.shared.dirty.count() >= store.config.dirty_contexts_max() / 2
             || stats.bytes - last_bytes >= store.config.checkpoint_bytes
             || (lsn != last_lsn && last_time.elapsed() >= store.config.checkpoint_interval);
         if due {
