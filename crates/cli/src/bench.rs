@@ -84,8 +84,9 @@ pub struct BenchArgs {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// After the load, read the newest 10 entries of this many contexts picked at random among
-    /// `--contexts`, one at a time, and print the latency (`--duration 0` reads without
-    /// loading: against a restarted node the contexts are cold).
+    /// `--contexts`, one at a time, and open as many Watches of others until each delivers
+    /// its first entry; print both latencies (`--duration 0` reads without loading: against a
+    /// restarted node the contexts are cold).
     #[arg(long, default_value_t = 0)]
     pub cold_reads: usize,
     /// Print one JSON object instead of text.
@@ -240,13 +241,26 @@ async fn appenders(
 /// The entries a cold read asks for: the newest of a context, as an engine resuming a run does.
 const COLD_READ_LIMIT: u32 = 10;
 
+/// The latencies of cold reads, sorted: Gets and Watches.
+#[derive(Default)]
+struct ColdReads {
+    gets: Vec<Duration>,
+    watches: Vec<Duration>,
+}
+
 /// Reads the newest [`COLD_READ_LIMIT`] entries of `--cold-reads` contexts picked at random
-/// among `--contexts`, one at a time; returns the latencies, sorted.
-async fn cold_reads(client: &Client, args: &BenchArgs) -> anyhow::Result<Vec<Duration>> {
+/// among `--contexts`, one at a time, and opens a Watch of as many others (from the start:
+/// at many contexts each holds a few entries, so its first is near the tip) until it
+/// delivers an entry.
+async fn cold_reads(client: &Client, args: &BenchArgs) -> anyhow::Result<ColdReads> {
     let mut rng = SplitMix64::new(0x00c0_1d5e_ed00);
-    let mut latencies = Vec::with_capacity(args.cold_reads);
+    let mut cold = ColdReads::default();
+    let mut pick = || format!("bench-{}", rng.next() % args.contexts as u64);
+    let empty = |context: &str| {
+        anyhow::anyhow!("{context} has no entries: load the node with the same --contexts first")
+    };
     for _ in 0..args.cold_reads {
-        let context = format!("bench-{}", rng.next() % args.contexts as u64);
+        let context = pick();
         let request = GetRequest {
             newest_first: true,
             limit: COLD_READ_LIMIT,
@@ -254,14 +268,20 @@ async fn cold_reads(client: &Client, args: &BenchArgs) -> anyhow::Result<Vec<Dur
         };
         let started = Instant::now();
         let response = client.get(request).await?;
-        latencies.push(started.elapsed());
-        anyhow::ensure!(
-            !response.entries.is_empty(),
-            "{context} has no entries: load the node with the same --contexts first"
-        );
+        cold.gets.push(started.elapsed());
+        anyhow::ensure!(!response.entries.is_empty(), empty(&context));
+
+        let context = pick();
+        let request = WatchRequest { context_id: context.clone(), key: None, from_sequence: 0 };
+        let started = Instant::now();
+        let mut watch = client.watch(request).await?;
+        let first = tokio::time::timeout(Duration::from_secs(10), watch.next()).await;
+        cold.watches.push(started.elapsed());
+        anyhow::ensure!(matches!(first, Ok(Some(Ok(_)))), empty(&context));
     }
-    latencies.sort_unstable();
-    Ok(latencies)
+    cold.gets.sort_unstable();
+    cold.watches.sort_unstable();
+    Ok(cold)
 }
 
 /// Watches of `bench-0`; each returns (sequence, send time, receive time) of what it saw.
@@ -377,10 +397,10 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(node) = node {
         node.stop().await;
     }
-    if !load.latencies.is_empty() || cold.is_empty() {
+    if !load.latencies.is_empty() || cold.gets.is_empty() {
         report(&args, &server, &load, fsync, &delivery, &end_to_end);
     }
-    if !cold.is_empty() {
+    if !cold.gets.is_empty() {
         report_cold_reads(&args, &cold);
     }
     Ok(ExitCode::SUCCESS)
@@ -448,17 +468,22 @@ fn report(
     }
 }
 
-fn report_cold_reads(args: &BenchArgs, latencies: &[Duration]) {
-    let (p50, p99, max) = (
-        ms(percentile(latencies, 0.5)),
-        ms(percentile(latencies, 0.99)),
-        ms(latencies.last().copied().unwrap_or_default()),
-    );
+fn report_cold_reads(args: &BenchArgs, cold: &ColdReads) {
+    let summary = |latencies: &[Duration]| {
+        (
+            ms(percentile(latencies, 0.5)),
+            ms(percentile(latencies, 0.99)),
+            ms(latencies.last().copied().unwrap_or_default()),
+        )
+    };
+    let (p50, p99, max) = summary(&cold.gets);
+    let (w50, w99, wmax) = summary(&cold.watches);
     if args.json {
         output::line(
             &serde_json::json!({
-                "cold_reads": latencies.len(), "limit": COLD_READ_LIMIT, "contexts": args.contexts,
+                "cold_reads": cold.gets.len(), "limit": COLD_READ_LIMIT, "contexts": args.contexts,
                 "latency_ms": { "p50": p50, "p99": p99, "max": max },
+                "watch_first_entry_ms": { "p50": w50, "p99": w99, "max": wmax },
             })
             .to_string(),
         );
@@ -466,7 +491,11 @@ fn report_cold_reads(args: &BenchArgs, latencies: &[Duration]) {
     }
     output::line(&format!(
         "cold reads ({} contexts of {}, newest {COLD_READ_LIMIT} entries each, one at a time): p50 {p50:.3} ms, p99 {p99:.3} ms, max {max:.3} ms",
-        latencies.len(),
+        cold.gets.len(),
         args.contexts
+    ));
+    output::line(&format!(
+        "cold watches ({} other contexts, until the first entry arrives): p50 {w50:.3} ms, p99 {w99:.3} ms, max {wmax:.3} ms",
+        cold.watches.len(),
     ));
 }
