@@ -9,6 +9,7 @@
 //! runs alone), so no size can wait forever.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use converge_api::LedgerError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -21,6 +22,8 @@ const PERMIT_BYTES: usize = 1024;
 pub struct Admission {
     permits: Arc<Semaphore>,
     total: u32,
+    /// Requests that found the budget full and waited.
+    waits: AtomicU64,
 }
 
 /// Held while a request's bytes are in flight; dropping it returns them.
@@ -30,7 +33,7 @@ impl Admission {
     /// A budget of `bytes`.
     pub fn new(bytes: usize) -> Self {
         let total = u32::try_from((bytes / PERMIT_BYTES).max(1)).unwrap_or(u32::MAX);
-        Self { permits: Arc::new(Semaphore::new(total as usize)), total }
+        Self { permits: Arc::new(Semaphore::new(total as usize)), total, waits: AtomicU64::new(0) }
     }
 
     /// Permits for `bytes`: all of the budget for more than it holds.
@@ -41,6 +44,10 @@ impl Admission {
     /// Waits until `bytes` fit in the budget (all of it, for a request larger than the
     /// budget), and takes them.
     pub async fn admit(&self, bytes: usize) -> Result<Admitted, LedgerError> {
+        if let Some(admitted) = self.try_admit(bytes) {
+            return Ok(admitted);
+        }
+        self.waits.fetch_add(1, Ordering::Relaxed);
         Arc::clone(&self.permits)
             .acquire_many_owned(self.wanted(bytes))
             .await
@@ -50,6 +57,11 @@ impl Admission {
     /// Takes `bytes` if they fit in the budget now.
     pub fn try_admit(&self, bytes: usize) -> Option<Admitted> {
         Arc::clone(&self.permits).try_acquire_many_owned(self.wanted(bytes)).ok()
+    }
+
+    /// Requests that found the budget full and waited, so far.
+    pub fn waits(&self) -> u64 {
+        self.waits.load(Ordering::Relaxed)
     }
 
     /// Bytes free in the budget now (for tests and metrics).

@@ -45,12 +45,16 @@ async fn room(inner: &Inner, id: &ContextId) -> Result<(), LedgerError> {
     if inner.store.context(id).map_err(errors::storage)?.is_dirty() {
         return Ok(());
     }
-    let (tx, rx) = oneshot::channel();
+    let (tx, mut rx) = oneshot::channel();
     inner.store.when_room(Box::new(move || {
         let _ = tx.send(());
     }));
-    // A dropped sender means the store let go of its waiters; the append meets its refusal.
-    let _ = rx.await;
+    if let Err(oneshot::error::TryRecvError::Empty) = rx.try_recv() {
+        inner.checkpoint_waits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // A dropped sender means the store let go of its waiters; the append meets its
+        // refusal.
+        let _ = rx.await;
+    }
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! The ledger: opening, closing, and the operations of [`LedgerApi`].
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use converge_api::{
     AppendRequest, ConsistencyProof, GetRequest, GetResponse, InclusionProof, LedgerApi,
@@ -30,6 +30,17 @@ pub(crate) struct Inner {
     pub(crate) watchers: AtomicUsize,
     /// Becomes `true` when the ledger starts closing; watch streams end then.
     pub(crate) closing: AtomicBool,
+    /// Appends that waited for a checkpoint before making one more context dirty.
+    pub(crate) checkpoint_waits: AtomicU64,
+}
+
+/// Counts of appends that waited before they were queued ([`Ledger::append_waits`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppendWaits {
+    /// For room in the append budget (`append_bytes_in_flight_max`).
+    pub bytes: u64,
+    /// For a checkpoint, before making one more context hold entries only memory holds.
+    pub checkpoint: u64,
 }
 
 impl Ledger {
@@ -50,6 +61,7 @@ impl Ledger {
             hubs: Hubs::default(),
             watchers: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
+            checkpoint_waits: AtomicU64::new(0),
             config,
         };
         Ok(Self { inner: Arc::new(inner) })
@@ -59,6 +71,15 @@ impl Ledger {
     /// hold theirs until their entries are durable or have failed.
     pub fn append_bytes_free(&self) -> usize {
         self.inner.admission.available_bytes()
+    }
+
+    /// How many appends (and loads) waited so far: for room in the append budget, and for a
+    /// checkpoint before making one more context hold entries only memory holds.
+    pub fn append_waits(&self) -> AppendWaits {
+        AppendWaits {
+            bytes: self.inner.admission.waits(),
+            checkpoint: self.inner.checkpoint_waits.load(Ordering::Relaxed),
+        }
     }
 
     /// The storage under the ledger, for tools and tests (with [`StoreConfig::manual`], a

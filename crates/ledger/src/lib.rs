@@ -43,6 +43,6 @@ pub use converge_storage::store::{
     CONTEXT_RESIDENT_BYTES, MEMORY_BUDGET_DEFAULT, SYNC_INTERVAL_DEFAULT,
 };
 pub use converge_storage::{Durability, StorageMode, StoreConfig};
-pub use ledger::Ledger;
+pub use ledger::{AppendWaits, Ledger};
 pub use load::check as check_load;
 pub use watch::WATCH_WINDOW_BYTES_MAX;

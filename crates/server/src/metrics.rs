@@ -212,6 +212,12 @@ impl Metrics {
             "Bytes of the append budget free now (appends and loads hold theirs until durable).",
             ledger.append_bytes_free() as u64,
         );
+        let waits = ledger.append_waits();
+        let _ = writeln!(
+            out,
+            "# HELP converge_append_waits_total Appends that waited before they were queued: for room in the append budget (bytes), or for a checkpoint before making one more context hold entries only memory holds (checkpoint).\n# TYPE converge_append_waits_total counter\nconverge_append_waits_total{{reason=\"bytes\"}} {}\nconverge_append_waits_total{{reason=\"checkpoint\"}} {}",
+            waits.bytes, waits.checkpoint
+        );
         counter(
             &mut out,
             "converge_checkpoints_total",
