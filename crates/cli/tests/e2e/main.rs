@@ -8,6 +8,7 @@ mod cli;
 mod cluster;
 mod cluster_faults;
 mod cluster_safety;
+mod dashboard;
 mod flood;
 mod hardening;
 mod lifecycle;
