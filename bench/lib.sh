@@ -17,6 +17,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # with its data in $WORK/NAME, and returns once it listens.
 serve() {
   local name="$1" port="$2"; shift 2
+  # A previous node of this name printed `listening on` too.
+  rm -f "$WORK/$name.out"
   "$BIN" serve --listen "127.0.0.1:$port" --http "127.0.0.1:$(free_port)" --data-dir "$WORK/$name" "$@" \
     >"$WORK/$name.out" 2>"$WORK/$name.log" &
   PIDS+=("$!")
