@@ -212,12 +212,7 @@ impl Metrics {
             "Bytes of the append budget free now (appends and loads hold theirs until durable).",
             ledger.append_bytes_free() as u64,
         );
-        let waits = ledger.append_waits();
-        let _ = writeln!(
-            out,
-            "# HELP converge_append_waits_total Appends that waited before they were queued: for room in the append budget (bytes), or for a checkpoint before making one more context hold entries only memory holds (checkpoint).\n# TYPE converge_append_waits_total counter\nconverge_append_waits_total{{reason=\"bytes\"}} {}\nconverge_append_waits_total{{reason=\"checkpoint\"}} {}",
-            waits.bytes, waits.checkpoint
-        );
+        render_waits(&mut out, ledger);
         counter(
             &mut out,
             "converge_checkpoints_total",
@@ -316,6 +311,16 @@ impl Metrics {
                 writeln!(out, "converge_rpc_duration_seconds_count{{method=\"{name}\"}} {count}");
         }
     }
+}
+
+/// Appends that waited before they were queued, by what they waited for.
+fn render_waits(out: &mut String, ledger: &Ledger) {
+    let waits = ledger.append_waits();
+    let _ = writeln!(
+        out,
+        "# HELP converge_append_waits_total Appends that waited before they were queued: for room in the append budget (bytes), or for a checkpoint before making one more context hold entries only memory holds (checkpoint).\n# TYPE converge_append_waits_total counter\nconverge_append_waits_total{{reason=\"bytes\"}} {}\nconverge_append_waits_total{{reason=\"checkpoint\"}} {}",
+        waits.bytes, waits.checkpoint
+    );
 }
 
 fn counter(out: &mut String, name: &str, help: &str, value: u64) {

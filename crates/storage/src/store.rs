@@ -66,8 +66,8 @@ pub const MEMORY_BUDGET_DEFAULT: usize = 128 * 1024 * 1024;
 /// What one resident context is reckoned to cost in memory: its state, id (twice: the map's
 /// key and its own), the frontier of its tree and its slot in the map. `tests/resident_bytes.rs`
 /// counts what an idle context allocates (about 500 bytes with an id of 9 bytes) and holds this
-/// above it; the rest is the allocator's own overhead per allocation. Entries not yet
-/// checkpointed are bounded separately, by the checkpoint size and interval.
+/// above it; the rest is the allocator's own overhead per allocation. Contexts holding entries
+/// not yet checkpointed are bounded separately (`StoreConfig::dirty_contexts_max`).
 pub const CONTEXT_RESIDENT_BYTES: usize = 768;
 
 /// The most contexts that may come to hold entries only memory holds between two checkpoints

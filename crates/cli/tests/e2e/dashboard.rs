@@ -19,9 +19,11 @@ fn families(metrics: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Every `converge_…` name in `text`, each with the label matchers in braces right after it
-/// (as `key`, operator, value).
-fn uses(text: &str) -> Vec<(String, Vec<(String, String, String)>)> {
+/// A label matcher: key, operator, value.
+type Matcher = (String, String, String);
+
+/// Every `converge_…` name in `text`, each with the label matchers in braces right after it.
+fn uses(text: &str) -> Vec<(String, Vec<Matcher>)> {
     let mut found = Vec::new();
     let mut rest = text;
     while let Some(at) = rest.find("converge_") {
