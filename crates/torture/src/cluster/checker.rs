@@ -95,15 +95,26 @@ fn same_everywhere(verdict: &mut Verdict, nodes: &[(String, State)]) {
             match state.get(context) {
                 Some(got) if got == expected => {}
                 Some(got) => verdict.violate(format!(
-                    "{context}: node {name} holds {} entries (root {}), node {first_name} {} (root {}), or they differ",
+                    "{context}: node {name} holds {} entries (root {}), node {first_name} {} (root {}): {}",
                     got.hashes.len(),
                     got.root.to_hex(),
                     expected.hashes.len(),
-                    expected.root.to_hex()
+                    expected.root.to_hex(),
+                    how_they_differ(&got.hashes, &expected.hashes)
                 )),
                 None => verdict.violate(format!("{context}: node {name} could not be read")),
             }
         }
+    }
+}
+
+/// Whether one replica's entries are a prefix of the other's (one is behind: a liveness
+/// failure) or they hold different entries at some sequence (diverged: a safety one).
+fn how_they_differ(a: &[Hash], b: &[Hash]) -> String {
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        Some(i) => format!("DIVERGED: they hold different entries from sequence {}", i + 1),
+        None if a.len() == b.len() => "same entries, different roots".into(),
+        None => "the shorter is a prefix of the longer (a replica behind, not diverged)".into(),
     }
 }
 
@@ -547,5 +558,23 @@ mod tests {
         ];
         let v = check(&history, &nodes, &BTreeMap::new());
         assert!(reported(&v, "node n2 holds 1 entries"), "{:?}", v.violations);
+    }
+    #[test]
+    fn a_replica_behind_is_told_apart_from_one_that_diverged() {
+        let a = state("c", &["op-1", "op-2", "op-3"]);
+        let behind = state("c", &["op-1", "op-2"]);
+        let diverged = state("c", &["op-1", "op-X", "op-3"]);
+        let history = Arc::new(History::default());
+        for (other, what) in [
+            (behind, "a prefix of the longer"),
+            (diverged, "DIVERGED: they hold different entries from sequence 2"),
+        ] {
+            let nodes = vec![
+                ("n1".to_string(), BTreeMap::from([("c".to_string(), a.clone())])),
+                ("n2".to_string(), BTreeMap::from([("c".to_string(), other)])),
+            ];
+            let v = check(&history, &nodes, &BTreeMap::new());
+            assert!(reported(&v, what), "{:?}", v.violations);
+        }
     }
 }
