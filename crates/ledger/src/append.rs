@@ -11,6 +11,7 @@ use converge_core::validate::check_payload;
 use converge_core::{
     AppendId, ContextId, Entry, Key, LamportTime, Metadata, PartialContentHash, Timestamp,
 };
+use converge_storage::context::Context;
 use converge_storage::{Appended, Completion, NewEntry};
 use tokio::sync::oneshot;
 
@@ -33,17 +34,18 @@ async fn queue_checked(inner: &Inner, checked: Checked) -> Result<Queued, Ledger
     closed(inner)?;
     // Admission: bound the bytes waiting for their fsync, held until durable or failed.
     let admitted = inner.admission.admit(checked.bytes).await?;
-    room(inner, &checked.context_id).await?;
-    enqueue(inner, checked, inner.config.clock.now(), Some(admitted))
+    let context = inner.store.context(&checked.context_id).map_err(errors::storage)?;
+    room(inner, &context).await;
+    enqueue(inner, &context, checked, inner.config.clock.now(), Some(admitted))
 }
 
-/// Waits, when context `id` holds no entries that only memory holds, until the store has room
-/// for one more context that does ([`converge_storage::store::Store::when_room`]): such a
-/// context cannot be evicted until a checkpoint, so this keeps appends spread over very many
-/// contexts within the memory budget, at the pace the checkpointer writes them.
-async fn room(inner: &Inner, id: &ContextId) -> Result<(), LedgerError> {
-    if inner.store.context(id).map_err(errors::storage)?.is_dirty() {
-        return Ok(());
+/// Waits, when `context` holds no entries that only memory holds, until the store has room for
+/// one more context that does ([`converge_storage::store::Store::when_room`]): such a context
+/// cannot be evicted until a checkpoint, so this keeps appends spread over very many contexts
+/// within the memory budget, at the pace the checkpointer writes them.
+async fn room(inner: &Inner, context: &Context) {
+    if context.is_dirty() {
+        return;
     }
     let (tx, mut rx) = oneshot::channel();
     inner.store.when_room(Box::new(move || {
@@ -55,7 +57,6 @@ async fn room(inner: &Inner, id: &ContextId) -> Result<(), LedgerError> {
         // refusal.
         let _ = rx.await;
     }
-    Ok(())
 }
 
 /// Validates `req` and queues it, stamped at `now`, before returning: appends queued one after
@@ -71,7 +72,8 @@ pub(crate) fn apply(
     // The leader checked the payload against the cluster's limit before proposing; apply
     // judges only by the contract's constants, never by this node's configuration.
     let checked = Checked::within(req, PAYLOAD_BYTES_MAX_CEILING)?;
-    let queued = enqueue(inner, checked, now, None)?;
+    let context = inner.store.context(&checked.context_id).map_err(errors::storage)?;
+    let queued = enqueue(inner, &context, checked, now, None)?;
     if let Some(refused) = queued.refused {
         return Err(refused);
     }
@@ -184,9 +186,8 @@ async fn submit_run(inner: &Inner, run: Vec<(usize, Checked)>) -> (Vec<usize>, W
         closed(inner)?;
         let bytes = checked.iter().map(|c| c.bytes).sum();
         let admitted = inner.admission.admit(bytes).await?;
-        let context_id = checked[0].context_id.clone();
-        room(inner, &context_id).await?;
-        let context = inner.store.context(&context_id).map_err(errors::storage)?;
+        let context = inner.store.context(&checked[0].context_id).map_err(errors::storage)?;
+        room(inner, &context).await;
         let news = checked
             .into_iter()
             .map(|c| {
@@ -287,17 +288,17 @@ async fn settled(
     }
 }
 
-/// Hands the entry to its context (which stamps it at `now`); `admitted` is released when it
-/// is durable or has failed.
+/// Hands the entry to `context`, its context (which stamps it at `now`); `admitted` is
+/// released when it is durable or has failed.
 fn enqueue(
     inner: &Inner,
+    context: &Arc<Context>,
     checked: Checked,
     now: Timestamp,
     admitted: Option<Admitted>,
 ) -> Result<Queued, LedgerError> {
     let Checked { context_id, key, payload, metadata, append_id, received, .. } = checked;
     let prefix = PartialContentHash::new(&context_id, &key, &payload);
-    let context = inner.store.context(&context_id).map_err(errors::storage)?;
     let new = NewEntry { key, payload, metadata, received, append_id, prefix };
     // What to compare a recorded entry with, if this append may be a retry.
     let requested = new

@@ -54,22 +54,20 @@ impl Dirty {
 
     /// A checkpoint begins: everything dirtied so far is in it. Lets the waiters go.
     pub(crate) fn checkpoint_begins(&self) {
-        let waiters = {
-            let mut waiting = self.lock();
-            self.count.store(0, Ordering::Relaxed);
-            std::mem::take(&mut waiting.waiters)
-        };
-        for done in waiters {
-            done();
-        }
+        self.release(|_| self.count.store(0, Ordering::Relaxed));
     }
 
     /// No checkpoint may come (the store closes, or its log failed): lets the waiters go, to
     /// meet the store's own refusal, and nobody waits from now on.
     pub(crate) fn shut(&self) {
+        self.release(|waiting| waiting.shut = true);
+    }
+
+    /// Applies `change` and takes the waiters under the lock, then lets them go outside it.
+    fn release(&self, change: impl FnOnce(&mut Waiting)) {
         let waiters = {
             let mut waiting = self.lock();
-            waiting.shut = true;
+            change(&mut waiting);
             std::mem::take(&mut waiting.waiters)
         };
         for done in waiters {

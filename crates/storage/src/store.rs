@@ -379,7 +379,7 @@ impl Store {
             checkpointer: Mutex::new(None),
             closed: AtomicBool::new(false),
         });
-        if inner.shared.disk().is_some() && !inner.config.manual {
+        if inner.checkpoints_itself() {
             let weak = Arc::downgrade(&inner);
             let handle = std::thread::Builder::new()
                 .name("converge-checkpoint".into())
@@ -450,7 +450,7 @@ impl Store {
     /// contexts that cannot be evicted stay bounded under load (see [`DIRTY_CONTEXTS_MAX`]).
     /// Without a checkpointer (memory or manual mode), at once.
     pub fn when_room(&self, done: Box<dyn FnOnce() + Send>) {
-        if self.inner.shared.disk().is_none() || self.inner.config.manual {
+        if !self.inner.checkpoints_itself() {
             done();
             return;
         }
@@ -554,6 +554,11 @@ impl Store {
 }
 
 impl Inner {
+    /// Whether a checkpointer thread runs (disk mode, not manual).
+    fn checkpoints_itself(&self) -> bool {
+        self.shared.disk().is_some() && !self.config.manual
+    }
+
     fn read_contexts(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ContextId, Arc<Context>>> {
         self.contexts.read().unwrap_or_else(PoisonError::into_inner)
     }
